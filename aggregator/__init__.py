@@ -1,0 +1,1 @@
+"""StreamTally aggregator: sessions, windows, k-anonymity, storage and everything customers read."""

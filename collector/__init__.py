@@ -1,0 +1,1 @@
+"""StreamTally collector: receive, open, parse, admit, strip and key reports."""

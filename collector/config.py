@@ -1,0 +1,58 @@
+"""The collector's settings: everything that touches a request. Declared once, here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from collector.settings import at_least, cidrs, register, setting
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class CollectorConfig:
+    host: str = setting("127.0.0.1", "address to listen on")
+    port: int = setting(8080, "TCP port to listen on", check=at_least(0))
+    data_dir: Path = setting(
+        Path("streamtally-data"),
+        "folder for the embedded ClickHouse, the HPKE keys and the spool",
+    )
+    trusted_proxies: tuple[str, ...] = setting(
+        [], "comma-separated CIDRs whose X-Forwarded-For is believed", check=cidrs
+    )
+    max_body_bytes: int = setting(64 * 1024, "largest report body accepted", check=at_least(64))
+    key_overlap_seconds: int = setting(
+        7 * 24 * 3600,
+        "how long a rotated-out HPKE key keeps opening reports",
+        check=at_least(0),
+    )
+    keys_max_age_seconds: int = setting(
+        3600, "Cache-Control max-age of GET /v1/keys", check=at_least(0)
+    )
+    replay_window_seconds: int = setting(
+        600, "a sealed body's enc seen again within this window is refused (422)", check=at_least(1)
+    )
+    replay_max_entries: int = setting(
+        2_000_000, "most encs remembered; the window shortens past it", check=at_least(1000)
+    )
+    rate_limit_per_second: float = setting(
+        20.0, "reports per second per client (IP, user agent) before 429", check=at_least(0.1)
+    )
+    rate_limit_burst: int = setting(
+        200, "burst allowance of the per-client limit", check=at_least(1)
+    )
+    viewer_key_grace_seconds: int = setting(
+        3600,
+        "how long after UTC midnight yesterday's viewer secret is kept for late reports",
+        check=at_least(0),
+    )
+    session_idle_seconds: int = setting(
+        1800, "a playback session silent this long is ended and forgotten", check=at_least(10)
+    )
+    cors_max_age_seconds: int = setting(
+        86400, "Access-Control-Max-Age of CORS preflight answers", check=at_least(0)
+    )
+    geoip_db: Path | None = setting(
+        None,
+        "an MMDB file (GeoLite2-Country, DB-IP lite) to use instead of the bundled data",
+    )
