@@ -1,0 +1,101 @@
+"""Fixtures shared by every test package. Keep each section self-contained.
+
+ClickHouse
+----------
+Tests talk to a real ClickHouse: chdb-core's engine serving the HTTP interface from a child
+process (``tests/chserver.py``, recipe in ``shared/clickhouse.md``).
+
+- ``clickhouse_server`` (session): one server for the whole run (starting one takes ~0.5 s).
+  Never stop it in a test; use ``clickhouse_process_factory`` for that.
+- ``ch_database`` (function): a fresh, uniquely named database on that server, dropped
+  afterwards. Yields ``ChDatabase(url, database)``, which unpacks as ``url, database``.
+- ``clickhouse_process_factory`` (function): makes private :class:`ClickHouseProcess` servers
+  (own port and data dir) with ``start()/stop()/kill()/restart()`` for fault tests; all are
+  stopped at the end of the test. ``from tests.chserver import ClickHouseProcess`` also works.
+
+The embedded backend (``clickhouse-connect``'s chDB, used by ``Store`` without a URL) lives in
+the test process itself, with these limits (checked with chdb-core 26.9):
+
+- one engine data path per process *at a time*: opening a second path while a client on the
+  first is open fails; after every client of the first path is closed, another path opens
+  fine. So an embedded ``Store`` must be closed at the end of the test that opened it, and
+  tests must not hold two embedded stores on different paths at once;
+- one process per data path: the server child processes use their own data dirs.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+# The packages under test (collector/, aggregator/) are not installed: import them from the
+# repository root, whichever directory pytest was started in.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import clickhouse_connect  # noqa: E402
+import pytest  # noqa: E402
+
+from tests.chserver import ClickHouseProcess  # noqa: E402
+
+__all__ = ["ChDatabase", "ClickHouseProcess"]
+
+
+# ---- ClickHouse -------------------------------------------------------------------------------
+
+
+class ChDatabase(NamedTuple):
+    url: str
+    database: str
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseProcess]:
+    """The session's ClickHouse HTTP server: ``.url``, ``.host``, ``.port``."""
+    server = ClickHouseProcess(tmp_path_factory.mktemp("clickhouse") / "data")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def ch_database(clickhouse_server: ClickHouseProcess) -> Iterator[ChDatabase]:
+    """A new empty database on the shared server, dropped after the test."""
+    if not clickhouse_server.running:
+        clickhouse_server.start()  # a test stopped the shared server after all: bring it back
+    database = f"test_{uuid.uuid4().hex[:16]}"
+    client = clickhouse_connect.get_client(host=clickhouse_server.host, port=clickhouse_server.port)
+    try:
+        client.command(f"CREATE DATABASE {database}")
+        try:
+            yield ChDatabase(clickhouse_server.url, database)
+        finally:
+            client.command(f"DROP DATABASE IF EXISTS {database} SYNC")
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def clickhouse_process_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[], ClickHouseProcess]]:
+    """``make()`` returns a started private server; every one is stopped after the test."""
+    made: list[ClickHouseProcess] = []
+
+    def make() -> ClickHouseProcess:
+        server = ClickHouseProcess(tmp_path_factory.mktemp("clickhouse-private") / "data")
+        made.append(server)
+        server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in made:
+            server.stop()
