@@ -1,0 +1,202 @@
+"""The collector's HTTP surface: reports, CORS preflights and the public HPKE keys.
+
+``setup_collector`` adds the routes and a cleanup context to an aiohttp application that
+the composing service (``aggregator/app.py``) builds; the collector never reaches into the
+aggregator: it gets an :class:`AccountDirectory` and a :class:`Sink`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from collector.accounts import AccountDirectory
+from collector.clientip import ClientIP
+from collector.config import CollectorConfig
+from collector.dedupe import Deduper
+from collector.errors import Forbidden, HTTPProblem, NotFound, PayloadTooLarge
+from collector.geo import load_country_db
+from collector.handover import Sink
+from collector.keys import KeyStore
+from collector.metrics import REPORTS_REJECTED
+from collector.pipeline import Pipeline, Report
+from collector.ratelimit import RateLimiter
+from collector.replay import ReplayGuard
+from collector.strip import Stripper
+from collector.viewer import ViewerKeys
+
+PIPELINE = web.AppKey("pipeline", Pipeline)
+KEYSTORE = web.AppKey("keystore", KeyStore)
+VIEWERS = web.AppKey("viewers", ViewerKeys)
+COLLECTOR_CONFIG = web.AppKey("collector_config", CollectorConfig)
+
+PROBLEM_TYPE = "application/problem+json"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("streamtally.collector")
+HOUSEKEEPING_SECONDS = 30.0
+
+
+def problem_response(
+    problem: HTTPProblem, headers: dict[str, str] | None = None
+) -> web.Response:
+    all_headers = problem.headers()
+    if headers:
+        all_headers.update(headers)
+    return web.Response(
+        status=problem.status,
+        body=orjson.dumps(problem.problem()),
+        content_type=PROBLEM_TYPE,
+        headers=all_headers,
+    )
+
+
+def build_pipeline(
+    config: CollectorConfig, accounts: AccountDirectory, sink: Sink
+) -> tuple[Pipeline, KeyStore, ViewerKeys]:
+    keys = KeyStore.open(config.data_dir / "keys", config.key_overlap_seconds)
+    viewers = ViewerKeys(grace_seconds=config.viewer_key_grace_seconds)
+    pipeline = Pipeline(
+        accounts=accounts,
+        keys=keys,
+        sink=sink,
+        stripper=Stripper(load_country_db(config.geoip_db)),
+        client_ip=ClientIP(config.trusted_proxies),
+        viewers=viewers,
+        replay=ReplayGuard(config.replay_window_seconds, config.replay_max_entries),
+        limiter=RateLimiter(config.rate_limit_per_second, config.rate_limit_burst),
+        deduper=Deduper(idle_seconds=config.session_idle_seconds),
+        max_body_bytes=config.max_body_bytes,
+    )
+    return pipeline, keys, viewers
+
+
+def setup_collector(
+    app: web.Application, config: CollectorConfig, accounts: AccountDirectory, sink: Sink
+) -> None:
+    pipeline, keys, viewers = build_pipeline(config, accounts, sink)
+    app[PIPELINE] = pipeline
+    app[KEYSTORE] = keys
+    app[VIEWERS] = viewers
+    app[COLLECTOR_CONFIG] = config
+    app.router.add_post("/v1/r/{embed_key}", post_report)
+    app.router.add_route("OPTIONS", "/v1/r/{embed_key}", preflight)
+    app.router.add_get("/v1/keys", get_keys)
+    app.cleanup_ctx.append(housekeeping)
+
+
+async def housekeeping(app: web.Application) -> AsyncIterator[None]:
+    """Destroy expired viewer secrets and pick up keys rotated by another process."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            app[VIEWERS].rotate()
+            app[KEYSTORE].reload()
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _cors_headers(request: web.Request, pipeline: Pipeline) -> dict[str, str]:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return {}
+    account = pipeline.accounts.by_embed_key(request.match_info["embed_key"])
+    if account is None or not account.allows_origin(origin):
+        return {}
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Expose-Headers": "Retry-After",
+        "Vary": "Origin",
+    }
+
+
+async def post_report(request: web.Request) -> web.StreamResponse:
+    pipeline = request.app[PIPELINE]
+    config = request.app[COLLECTOR_CONFIG]
+    cors = _cors_headers(request, pipeline)
+    limit = config.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        problem = PayloadTooLarge(f"report body over the limit of {limit} bytes")
+        REPORTS_REJECTED.labels(problem.reason).inc()
+        return problem_response(problem, cors)
+    body = await request.content.read(limit + 1)
+    report = Report(
+        embed_key=request.match_info["embed_key"],
+        content_type=request.headers.get("Content-Type", ""),
+        body=body,
+        ip=pipeline.client_ip.resolve(request.remote, request.headers.get("X-Forwarded-For")),
+        user_agent=request.headers.get("User-Agent", ""),
+        origin=request.headers.get("Origin"),
+        player=request.query.get("player"),
+        arrival=time.time(),
+    )
+    outcome = pipeline.run(report)
+    if outcome.problem is not None:
+        return problem_response(outcome.problem, cors)
+    return web.Response(status=204, headers=cors)
+
+
+async def preflight(request: web.Request) -> web.StreamResponse:
+    pipeline = request.app[PIPELINE]
+    cors = _cors_headers(request, pipeline)
+    if not cors:
+        account = pipeline.accounts.by_embed_key(request.match_info["embed_key"])
+        problem: HTTPProblem
+        if account is None:
+            problem = NotFound("unknown embed key", key="embed_key")
+        else:
+            problem = Forbidden("the page's Origin is not among the account's origins", key="Origin")
+        return problem_response(problem)
+    cors.update(
+        {
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Content-Type",
+            "Access-Control-Max-Age": str(request.app[COLLECTOR_CONFIG].cors_max_age_seconds),
+        }
+    )
+    return web.Response(status=204, headers=cors)
+
+
+async def get_keys(request: web.Request) -> web.StreamResponse:
+    keys = request.app[KEYSTORE]
+    max_age = request.app[COLLECTOR_CONFIG].keys_max_age_seconds
+    return web.Response(
+        body=keys.ohttp_keys(),
+        content_type="application/ohttp-keys",
+        headers={
+            "Cache-Control": f"public, max-age={max_age}",
+            "Access-Control-Allow-Origin": "*",
+        },
+    )
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn HTTPProblem into its problem document; anything unexpected into a bare 500.
+
+    The log line of an unexpected error names the exception type and where it happened,
+    never its message or the request (either could carry a client's data).
+    """
+    try:
+        return await handler(request)
+    except HTTPProblem as problem:
+        return problem_response(problem)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = ", ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames[-4:])
+        log.error("unexpected %s in %s at %s", type(exc).__name__, request.path, where)
+        return problem_response(HTTPProblem("unexpected error; it was logged"))

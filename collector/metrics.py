@@ -1,0 +1,60 @@
+"""The collector's Prometheus metrics. Labels come only from small fixed sets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from time import perf_counter
+
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.core import Metric, SummaryMetricFamily
+from prometheus_client.registry import Collector
+
+REPORTS_ACCEPTED = Counter(
+    "streamtally_reports_accepted_total", "Reports answered 204 (or 400 with good lines kept)"
+)
+REPORTS_REJECTED = Counter(
+    "streamtally_reports_rejected_total",
+    "Reports refused, by reason",
+    ["reason"],
+)
+EVENTS_ACCEPTED = Counter(
+    "streamtally_events_accepted_total", "Events handed to the aggregator"
+)
+EVENTS_DROPPED = Counter(
+    "streamtally_events_dropped_total",
+    "Events not counted, by reason (bot, duplicate, invalid, late)",
+    ["reason"],
+)
+
+STEPS = ("receive", "admit", "open", "parse", "dedupe", "strip", "key", "handover")
+
+
+class StepTimes(Collector):
+    """Time and count per pipeline step, kept as two floats each: cheap on the hot path.
+
+    Exposed as the summary ``streamtally_pipeline_step_seconds{step}`` (``_count``, ``_sum``).
+    """
+
+    def __init__(self) -> None:
+        self.count = dict.fromkeys(STEPS, 0)
+        self.total = dict.fromkeys(STEPS, 0.0)
+
+    def add(self, step: str, started: float) -> float:
+        now = perf_counter()
+        self.count[step] += 1
+        self.total[step] += now - started
+        return now
+
+    def collect(self) -> Iterator[Metric]:
+        family = SummaryMetricFamily(
+            "streamtally_pipeline_step_seconds",
+            "Time spent in each step of the report pipeline",
+            labels=["step"],
+        )
+        for step in STEPS:
+            family.add_metric([step], self.count[step], self.total[step])
+        yield family
+
+
+STEP_TIMES = StepTimes()
+REGISTRY.register(STEP_TIMES)
