@@ -1,0 +1,62 @@
+"""The operator's admin API: accounts and on-demand flushes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from aggregator.auth import ACCOUNT_STORE, require_admin
+from collector.errors import BadRequest
+
+routes = web.RouteTableDef()
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("the body must be a JSON object", key="body") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object", key="body")
+    return data
+
+
+def _field(data: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
+    if name not in data:
+        if default is ...:
+            raise BadRequest(f"missing field {name!r}", key=name)
+        return default
+    value = data[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BadRequest(f"field {name!r} must be of type {kind.__name__}", key=name)
+    return value
+
+
+@routes.post("/v1/admin/accounts")
+async def create_account(request: web.Request) -> web.Response:
+    require_admin(request)
+    data = await json_body(request)
+    name = _field(data, "name", str)
+    origins = _field(data, "origins", list, [])
+    if not all(isinstance(o, str) for o in origins):
+        raise BadRequest("field 'origins' must be a list of strings", key="origins")
+    k = _field(data, "k", int, request.app[DEFAULT_K])
+    retention = _field(data, "retention_days", int, request.app[DEFAULT_RETENTION])
+    account, token = await request.app[ACCOUNT_STORE].create(name, origins, k, retention)
+    body = {
+        "account_id": account.account_id,
+        "name": account.name,
+        "embed_key": account.embed_key,
+        "api_token": token,
+        "origins": list(account.origins),
+        "k": account.k,
+        "retention_days": account.retention_days,
+    }
+    return web.json_response(body, status=201, dumps=lambda o: orjson.dumps(o).decode())
+
+
+DEFAULT_K = web.AppKey("default_k", int)
+DEFAULT_RETENTION = web.AppKey("default_retention", int)

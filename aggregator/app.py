@@ -1,0 +1,102 @@
+"""The single-node service: collector and aggregator in one aiohttp application.
+
+``create_app`` is the app factory. Resources that routes need at construction (the store,
+the accounts) are opened here; everything with a lifetime is closed through
+``cleanup_ctx``: on shutdown the aggregator ends every session, flushes every open cell and
+only then closes the store, so SIGTERM loses no accepted event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from aggregator import admin, stats
+from aggregator.accounts_store import AccountStore
+from aggregator.admintoken import AdminToken
+from aggregator.auth import ACCOUNT_STORE, ADMIN_TOKEN
+from aggregator.config import AggregatorConfig
+from aggregator.migrate import migrate
+from aggregator.service import SERVICE, Service
+from aggregator.store import Store
+from collector.app import problem_middleware, setup_collector
+from collector.config import CollectorConfig
+
+log = logging.getLogger("streamtally")
+
+STORE = web.AppKey("store", Store)
+
+
+async def create_app(
+    collector_config: CollectorConfig,
+    aggregator_config: AggregatorConfig,
+    admin_token: AdminToken | None = None,
+) -> web.Application:
+    data_dir = collector_config.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if admin_token is None:
+        admin_token, _ = AdminToken.setup(data_dir, aggregator_config.admin_token)
+    store = await Store.connect(
+        url=aggregator_config.clickhouse_url,
+        data_dir=data_dir,
+        database=aggregator_config.database,
+    )
+    applied = await migrate(store)
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    accounts = AccountStore(store)
+    await accounts.load()
+    service = Service(
+        store=store,
+        accounts=accounts,
+        data_dir=data_dir,
+        collector_config=collector_config,
+        config=aggregator_config,
+    )
+    await service.start_spool()
+
+    app = web.Application(
+        middlewares=[problem_middleware],
+        client_max_size=max(collector_config.max_body_bytes, 1024 * 1024),
+    )
+    app[STORE] = store
+    app[ADMIN_TOKEN] = admin_token
+    app[ACCOUNT_STORE] = accounts
+    app[SERVICE] = service
+    app[admin.DEFAULT_K] = aggregator_config.default_k
+    app[admin.DEFAULT_RETENTION] = aggregator_config.retention_days
+    setup_collector(app, collector_config, accounts, service)
+    app.router.add_routes(admin.routes)
+    app.router.add_routes(stats.routes)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(service.lifetime)
+    return app
+
+
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Registered first, so closed last: after the service's final flush."""
+    yield
+    await app[STORE].close()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    clickhouse = await request.app[STORE].ping()
+    body = {
+        "status": "ok" if service.accepting() else "degraded",
+        "clickhouse": "up" if clickhouse else "down",
+        "spool_bytes": service.spool_bytes(),
+    }
+    return web.json_response(body, status=200 if service.accepting() else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    request.app[SERVICE].update_gauges()
+    return web.Response(
+        body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )

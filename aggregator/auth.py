@@ -1,0 +1,36 @@
+"""Bearer-token checks for the admin API and the customer API."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from aggregator.accounts_store import AccountStore
+from aggregator.admintoken import AdminToken
+from collector.accounts import Account
+from collector.errors import Unauthorized
+
+ADMIN_TOKEN = web.AppKey("admin_token", AdminToken)
+ACCOUNT_STORE = web.AppKey("account_store", AccountStore)
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def require_admin(request: web.Request) -> None:
+    if not request.app[ADMIN_TOKEN].verify(bearer(request)):
+        raise Unauthorized("an admin token is required: Authorization: Bearer <admin token>")
+
+
+async def require_account(request: web.Request) -> Account:
+    token = bearer(request)
+    if token is None:
+        raise Unauthorized("an API token is required: Authorization: Bearer <api token>")
+    account = await request.app[ACCOUNT_STORE].verify_token(token)
+    if account is None or account.deleted:
+        raise Unauthorized("the API token is not valid")
+    return account

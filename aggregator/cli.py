@@ -1,0 +1,249 @@
+"""``streamtally``: run the service, migrate, manage accounts and keys.
+
+    streamtally serve [--port 8080 --data-dir ./streamtally-data ...]
+    streamtally migrate
+    streamtally accounts create --name NAME --origin https://example.com [--k 10]
+    streamtally keys rotate | list
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from aggregator.config import AggregatorConfig
+from collector import settings
+from collector.config import CollectorConfig
+from collector.errors import ConfigError, StreamTallyError
+
+log = logging.getLogger("streamtally")
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+
+
+def _configs(args: argparse.Namespace) -> tuple[CollectorConfig, AggregatorConfig]:
+    config_path = args.config or os.environ.get(settings.env_name("config"))
+    file_values = settings.read_file(Path(config_path) if config_path else None)
+    return (
+        settings.load(CollectorConfig, args, os.environ, file_values),
+        settings.load(AggregatorConfig, args, os.environ, file_values),
+    )
+
+
+def _add_service_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="a TOML file of settings (env STREAMTALLY_CONFIG)")
+    settings.add_arguments(parser, CollectorConfig, AggregatorConfig)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# -- serve ---------------------------------------------------------------------------------
+
+
+async def _serve(collector_config: CollectorConfig, aggregator_config: AggregatorConfig) -> None:
+    from aiohttp import web
+
+    from aggregator.admintoken import AdminToken
+    from aggregator.app import create_app
+
+    data_dir = collector_config.data_dir.resolve()
+    token, generated = AdminToken.setup(data_dir, aggregator_config.admin_token)
+    if generated:
+        print(
+            f"Generated admin token (shown once, stored only as a hash): {generated}", flush=True
+        )
+    app = await create_app(collector_config, aggregator_config, token)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        # Never an IP address or user agent in the access log.
+        access_log_format='"%r" %s %b %Tfs',
+        shutdown_timeout=10.0,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, collector_config.host, collector_config.port, backlog=1024)
+    await site.start()
+    port = collector_config.port
+    server = getattr(site, "_server", None)
+    if server is not None and server.sockets:
+        port = server.sockets[0].getsockname()[1]
+    print(f"streamtally listening on http://{collector_config.host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: draining requests, flushing every open cell")
+    await runner.cleanup()
+    log.info("stopped")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvloop
+
+    collector_config, aggregator_config = _configs(args)
+    _setup_logging(aggregator_config.log_level)
+    uvloop.run(_serve(collector_config, aggregator_config))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from aggregator.migrate import migrate
+    from aggregator.store import Store
+
+    collector_config, aggregator_config = _configs(args)
+
+    async def run() -> list[str]:
+        store = await Store.connect(
+            url=aggregator_config.clickhouse_url,
+            data_dir=collector_config.data_dir.resolve(),
+            database=aggregator_config.database,
+        )
+        try:
+            return await migrate(store)
+        finally:
+            await store.close()
+
+    applied = asyncio.run(run())
+    print("applied: " + (", ".join(applied) if applied else "nothing (schema is current)"))
+    return 0
+
+
+# -- client commands against a running server ----------------------------------------------
+
+
+def _request(
+    method: str, url: str, token: str | None, body: dict[str, Any] | None = None
+) -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request
+
+    data = orjson.dumps(body) if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=600) as resp:
+            raw = resp.read()
+            return resp.status, orjson.loads(raw) if raw else None
+    except urllib.error.HTTPError as err:
+        raw = err.read()
+        try:
+            return err.code, orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return err.code, {"detail": raw.decode("utf-8", "replace")}
+    except urllib.error.URLError as err:
+        raise StreamTallyError(f"cannot reach the server at {url}: {err.reason}") from None
+
+
+def _admin_token(args: argparse.Namespace) -> str:
+    token: str | None = args.admin_token or os.environ.get("STREAMTALLY_ADMIN_TOKEN")
+    if not token:
+        raise ConfigError("admin_token", "needed: --admin-token or STREAMTALLY_ADMIN_TOKEN")
+    return token
+
+
+def _print_result(status: int, body: Any) -> int:
+    print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+    return 0 if status < 400 else 1
+
+
+def cmd_accounts_create(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"name": args.name, "origins": args.origin or []}
+    if args.k is not None:
+        body["k"] = args.k
+    status, result = _request(
+        "POST", args.server.rstrip("/") + "/v1/admin/accounts", _admin_token(args), body
+    )
+    return _print_result(status, result)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from collector.keys import KeyStore
+
+    collector_config, _ = _configs(args)
+    keys = KeyStore.open(
+        collector_config.data_dir.resolve() / "keys", collector_config.key_overlap_seconds
+    )
+    if args.keys_command == "rotate":
+        new = keys.rotate()
+        print(f"new current key_id {new.key_id}; previous keys keep opening reports for "
+              f"{collector_config.key_overlap_seconds} s (a running server picks this up "
+              "within 30 s)")
+    for key in keys.usable():
+        state = "current" if key.retired_at is None else (
+            f"retired {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(key.retired_at))}"
+        )
+        print(f"key_id {key.key_id}  {state}  public {key.public_bytes().hex()}")
+    return 0
+
+
+# -- entry ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamtally", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run collector and aggregator in one process")
+    _add_service_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    mig = sub.add_parser("migrate", help="apply the ClickHouse schema migrations")
+    _add_service_flags(mig)
+    mig.set_defaults(func=cmd_migrate)
+
+    accounts = sub.add_parser("accounts", help="manage accounts on a running server")
+    acc_sub = accounts.add_subparsers(dest="accounts_command", required=True)
+    create = acc_sub.add_parser("create", help="create an account")
+    create.add_argument("--name", required=True)
+    create.add_argument("--origin", action="append", help="allowed page origin (repeat)")
+    create.add_argument("--k", type=int, help="k-anonymity threshold (>= 2)")
+    for p in (create,):
+        p.add_argument("--server", default=os.environ.get("STREAMTALLY_SERVER", DEFAULT_SERVER))
+        p.add_argument("--admin-token", help="admin token (env STREAMTALLY_ADMIN_TOKEN)")
+    create.set_defaults(func=cmd_accounts_create)
+
+    keys = sub.add_parser("keys", help="HPKE keys in the data dir")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    for name, text in (("rotate", "add a new current key"), ("list", "list usable keys")):
+        p = keys_sub.add_parser(name, help=text)
+        _add_service_flags(p)
+        p.set_defaults(func=cmd_keys)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"streamtally: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StreamTallyError as exc:
+        print(f"streamtally: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Sets up everything the test suite needs on a fresh Debian machine, then runs it:
+# system packages (chromium and ffmpeg for the browser tests), a virtualenv with the
+# project and its test extras, the player snippet's npm packages, lint, types, tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+if ((${#need[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== apt-get install ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "!! ${need[*]} missing and not root: browser tests will fail" >&2
+  fi
+fi
+
+echo "== python environment"
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[embedded,test]'
+
+if [ -f player-snippet/package.json ]; then
+  echo "== player snippet"
+  (cd player-snippet && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm test)
+fi
+
+echo "== lint and types"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+
+echo "== tests"
+.venv/bin/pytest -q -p no:cacheprovider "$@"
