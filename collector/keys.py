@@ -51,7 +51,7 @@ _LOCK_NAME = ".lock"
 _TMP_MARK = ".tmp-"
 
 Clock = Callable[[], float]
-_Signature = tuple[tuple[str, int, int, int], ...]
+_Signature = tuple[tuple[str, int, int, int, int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -116,13 +116,16 @@ class KeyStore:
                 SETTING, f"cannot create key folder {folder}: {exc.strerror}"
             ) from exc
         store = cls(folder, overlap_seconds, clock)
-        if not store._stored:
+        if not store._has_current():
             with store._locked():
                 store._reload_locked(force=True)
-                if not store._stored:
+                if not store._has_current():
                     store._add_key(retire_previous=False)
                     store._reload_locked(force=True)
         return store
+
+    def _has_current(self) -> bool:
+        return bool(self._stored) and self._stored[0].key.retired_at is None
 
     # -- reading -----------------------------------------------------------------------
 
@@ -170,7 +173,7 @@ class KeyStore:
             self._reload_locked(force=True)
             self._delete_expired()
             self._reload_locked(force=True)
-        return key
+        return self._by_id[key.key_id]
 
     def reload(self) -> None:
         """Re-read the folder if any key file changed (another process rotated)."""
@@ -269,7 +272,7 @@ class KeyStore:
         stored = [s for s in loaded if s is not None]
         if len(stored) < len(loaded):
             signature = None  # a file vanished mid-read (a rotation elsewhere): look again
-        stored.sort(key=lambda s: s.generation, reverse=True)
+        stored.sort(key=lambda s: (s.generation, s.key.created_at), reverse=True)
         # A key without retired_at that is not the newest was replaced by the next newer one
         # (a rotation in progress in another process): treat it as retired at that moment.
         settled: list[_Stored] = []
@@ -299,14 +302,16 @@ class KeyStore:
 
 
 def _signature(entries: list[os.DirEntry[str]]) -> _Signature | None:
-    """What changes whenever a key file is written (os.replace gives a new inode) or goes."""
+    """What changes when a key file is written (os.replace: new inode), chmod-ed or removed."""
     parts = []
     for entry in entries:
         try:
             st = entry.stat(follow_symlinks=False)
         except FileNotFoundError:
             return None
-        parts.append((entry.name, st.st_ino, st.st_mtime_ns, st.st_size))
+        parts.append(
+            (entry.name, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_mode)
+        )
     return tuple(parts)
 
 
