@@ -1,0 +1,86 @@
+"""Which address is the client: the peer, or what trusted proxies say in X-Forwarded-For.
+
+Without trusted proxies the peer address is the client and X-Forwarded-For is ignored
+(anyone can write it). With them, a request whose peer is a trusted proxy is traced back
+through X-Forwarded-For from the right, skipping trusted hops: the first untrusted hop is
+the client. If every hop is trusted, the left-most one is. An entry that is not an IP
+address means the chain cannot be believed, and the peer is used. Several
+X-Forwarded-For headers are joined with "," by the caller, as RFC 9110 allows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import TypeAlias
+
+from collector.errors import ConfigError
+
+_Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+_Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_MAX_HOPS = 32  # a longer chain is not walked past this many entries from the right
+
+
+def _parse(text: str) -> _Address | None:
+    """An XFF entry: bare address, ``v4:port`` or ``[v6]:port``; IPv4-mapped -> IPv4."""
+    text = text.strip()
+    if not text:
+        return None
+    if text[0] == "[":
+        end = text.find("]")
+        if end < 0:
+            return None
+        text = text[1:end]
+    elif text.count(":") == 1:  # v4 with a port
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id is not None:
+            return None
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+    return address
+
+
+class ClientIP:
+    """Resolves the client address of a request from its peer and X-Forwarded-For."""
+
+    def __init__(self, trusted_cidrs: Sequence[str]) -> None:
+        networks: list[_Network] = []
+        for position, cidr in enumerate(trusted_cidrs, 1):
+            try:
+                networks.append(ipaddress.ip_network(cidr.strip(), strict=False))
+            except ValueError:
+                message = f"entry {position} is not a CIDR network"
+                raise ConfigError("trusted_proxies", message) from None
+        self._networks = tuple(networks)
+
+    def _trusted(self, address: _Address) -> bool:
+        return any(address in network for network in self._networks)
+
+    def resolve(self, peer: str | None, xff: str | None) -> str:
+        """The client's address as text, or "" if there is none (e.g. a Unix socket)."""
+        if not self._networks:
+            if peer and peer[:7].lower() == "::ffff:" and "." in peer:
+                return peer[7:]
+            return peer or ""
+        if not peer:
+            return ""
+        peer_address = _parse(peer)
+        if peer_address is None:
+            return peer
+        if not xff or not self._trusted(peer_address):
+            return str(peer_address)
+        client = peer_address
+        for hop in reversed(xff.split(",")[-_MAX_HOPS:]):
+            address = _parse(hop)
+            if address is None:
+                return str(peer_address)
+            client = address
+            if not self._trusted(address):
+                break
+        return str(client)

@@ -1,0 +1,110 @@
+"""Client address: the peer, or the right-most untrusted X-Forwarded-For hop behind
+trusted proxies; a forged or broken chain never wins over the peer."""
+
+from __future__ import annotations
+
+import pytest
+
+from collector.clientip import ClientIP
+from collector.errors import ConfigError
+
+TRUSTED = ["10.0.0.0/8", "192.168.1.10/32", "2001:db8:100::/48"]
+
+
+@pytest.mark.parametrize(
+    ("peer", "xff", "client"),
+    [
+        pytest.param("203.0.113.7", None, "203.0.113.7", id="no-xff"),
+        pytest.param("203.0.113.7", "198.51.100.1", "203.0.113.7", id="xff-ignored"),
+        pytest.param("10.0.0.1", "198.51.100.1", "10.0.0.1", id="even-from-a-private-peer"),
+        pytest.param("2001:db8::5", None, "2001:db8::5", id="ipv6-peer"),
+        pytest.param("::ffff:203.0.113.7", None, "203.0.113.7", id="ipv4-mapped-peer"),
+        pytest.param(None, "198.51.100.1", "", id="no-peer"),
+        pytest.param("", None, "", id="empty-peer"),
+    ],
+)
+def test_without_trusted_proxies_the_peer_is_the_client(
+    peer: str | None, xff: str | None, client: str
+) -> None:
+    assert ClientIP([]).resolve(peer, xff) == client
+
+
+@pytest.mark.parametrize(
+    ("peer", "xff", "client"),
+    [
+        pytest.param("10.0.0.1", "198.51.100.1", "198.51.100.1", id="one-trusted-proxy"),
+        pytest.param(
+            "10.0.0.1", "198.51.100.1, 10.2.3.4", "198.51.100.1", id="two-trusted-proxies"
+        ),
+        pytest.param(
+            "10.0.0.1",
+            "6.6.6.6, 198.51.100.1, 10.2.3.4",
+            "198.51.100.1",
+            id="spoofed-left-entry-ignored",
+        ),
+        pytest.param(
+            "10.0.0.1",
+            "10.9.9.9, 203.0.113.50,198.51.100.1",
+            "198.51.100.1",
+            id="right-most-untrusted-wins",
+        ),
+        pytest.param("10.0.0.1", "10.5.5.5, 10.6.6.6", "10.5.5.5", id="all-trusted-left-most"),
+        pytest.param("10.0.0.1", None, "10.0.0.1", id="trusted-peer-no-xff"),
+        pytest.param("10.0.0.1", "", "10.0.0.1", id="trusted-peer-empty-xff"),
+        pytest.param("203.0.113.9", "198.51.100.1", "203.0.113.9", id="untrusted-peer-xff-ignored"),
+        pytest.param("192.168.1.10", "198.51.100.1", "198.51.100.1", id="trusted-single-host"),
+        pytest.param(
+            "192.168.1.11", "198.51.100.1", "192.168.1.11", id="neighbour-of-trusted-host"
+        ),
+        pytest.param("2001:db8:100::1", "2001:db8:ffff::42", "2001:db8:ffff::42", id="ipv6-chain"),
+        pytest.param(
+            "2001:db8:100::1",
+            "198.51.100.1, 2001:db8:100::7",
+            "198.51.100.1",
+            id="mixed-families",
+        ),
+        pytest.param("::ffff:10.0.0.1", "::ffff:198.51.100.1", "198.51.100.1", id="ipv4-mapped"),
+        pytest.param("10.0.0.1", "198.51.100.1:53211", "198.51.100.1", id="v4-with-port"),
+        pytest.param("10.0.0.1", "[2001:db8:ffff::42]:443", "2001:db8:ffff::42", id="v6-with-port"),
+        pytest.param("10.0.0.1", "2001:DB8:FFFF:0::42", "2001:db8:ffff::42", id="v6-normalised"),
+        pytest.param("10.0.0.1", "  198.51.100.1  ", "198.51.100.1", id="whitespace"),
+    ],
+)
+def test_behind_trusted_proxies_xff_is_walked_from_the_right(
+    peer: str, xff: str, client: str
+) -> None:
+    assert ClientIP(TRUSTED).resolve(peer, xff) == client
+
+
+@pytest.mark.parametrize(
+    "xff",
+    [
+        pytest.param("unknown", id="nginx-unknown"),
+        pytest.param("garbage", id="garbage"),
+        pytest.param("198.51.100.1, not-an-ip", id="garbage-right-most"),
+        pytest.param("198.51.100.1,,10.2.3.4", id="empty-hop"),
+        pytest.param("198.51.100.1, 10.2.3.4, _hidden", id="obfuscated-rfc7239-node"),
+        pytest.param("999.1.1.1", id="octet-out-of-range"),
+        pytest.param("[2001:db8::1", id="unclosed-bracket"),
+        pytest.param("fe80::1%eth0", id="scoped-v6"),
+        pytest.param("198.51.100.1\x00", id="nul-byte"),
+    ],
+)
+def test_a_broken_chain_falls_back_to_the_peer(xff: str) -> None:
+    assert ClientIP(TRUSTED).resolve("10.0.0.1", xff) == "10.0.0.1"
+
+
+def test_garbage_beyond_the_first_untrusted_hop_does_not_matter() -> None:
+    assert ClientIP(TRUSTED).resolve("10.0.0.1", "garbage, 198.51.100.1") == "198.51.100.1"
+
+
+def test_an_endless_chain_is_not_walked_to_its_end() -> None:
+    xff = ",".join(["198.51.100.1"] + ["10.0.0.2"] * 10_000)
+    assert ClientIP(TRUSTED).resolve("10.0.0.1", xff) == "10.0.0.2"
+
+
+def test_bad_trusted_cidr_is_a_config_error_naming_the_setting() -> None:
+    with pytest.raises(ConfigError) as caught:
+        ClientIP(["10.0.0.0/8", "not-a-network"])
+    assert caught.value.setting == "trusted_proxies"
+    assert "entry 2" in str(caught.value)
