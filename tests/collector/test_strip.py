@@ -1,0 +1,132 @@
+"""The strip step keeps coarse classes and nothing of the address or user agent."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from collector.geo import load_country_db
+from collector.handover import UNKNOWN, Dimensions
+from collector.strip import PLAYERS, Stripped, Stripper, player_from_query, reduce_url
+
+CANARY_IP = "193.0.0.77"
+CANARY_UA = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1 canary-7f3a9c"
+)
+
+
+@pytest.fixture(scope="module")
+def stripper() -> Stripper:
+    return Stripper(load_country_db(None))
+
+
+@pytest.mark.parametrize(
+    ("ip", "ua", "expected"),
+    [
+        pytest.param(
+            CANARY_IP,
+            CANARY_UA,
+            Stripped(country="NL", device="mobile", os="iOS", browser="Safari", bot=None),
+            id="iphone-in-nl",
+        ),
+        pytest.param(
+            "2001:4860:4860::8888",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+            "HeadlessChrome/156.0.0.0 Safari/537.36",
+            Stripped(country="US", device="desktop", os="Linux", browser="Chrome", bot=None),
+            id="headless-chrome-v6",
+        ),
+        pytest.param(
+            "10.0.0.1",
+            "curl/8.5.0",
+            Stripped(country=UNKNOWN, device="other", os="Other", browser="Other", bot="bot_ua"),
+            id="curl-from-private",
+        ),
+        pytest.param(
+            "",
+            "",
+            Stripped(country=UNKNOWN, device="other", os="Other", browser="Other", bot="empty_ua"),
+            id="nothing-known",
+        ),
+    ],
+)
+def test_strip_keeps_the_classes(stripper: Stripper, ip: str, ua: str, expected: Stripped) -> None:
+    assert stripper.strip(ip, ua) == expected
+
+
+def test_stripped_holds_nothing_of_the_address_or_user_agent(stripper: Stripper) -> None:
+    stripped = stripper.strip(CANARY_IP, CANARY_UA)
+    text = repr(stripped) + repr(stripped.dimensions("hls.js"))
+    for needle in (CANARY_IP, "193.0.0", CANARY_UA, "canary-7f3a9c", "iPhone OS 18_1"):
+        assert needle not in text
+    assert {f.name for f in dataclasses.fields(Stripped)} == {
+        "country",
+        "device",
+        "os",
+        "browser",
+        "bot",
+    }
+
+
+def test_stripped_becomes_handover_dimensions(stripper: Stripper) -> None:
+    stripped = stripper.strip(CANARY_IP, CANARY_UA)
+    assert stripped.dimensions("shaka") == Dimensions(
+        country="NL", device="mobile", os="iOS", browser="Safari", player="shaka"
+    )
+    assert stripped.dimensions().player == UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        pytest.param("https://cdn.example.com/v/seg_12.m4s", "cdn.example.com", id="plain"),
+        pytest.param(
+            "https://CDN.Example.COM:8443/v/seg.m4s?token=s3cr3t&sid=abc#frag",
+            "cdn.example.com",
+            id="case-port-query",
+        ),
+        pytest.param(
+            "https://user:pass@edge-3.cdn.example.net/live/x.ts",
+            "edge-3.cdn.example.net",
+            id="userinfo",
+        ),
+        pytest.param("http://cdn.example.com./a.ts", "cdn.example.com", id="trailing-dot"),
+        pytest.param("https://203.0.113.5/seg.ts", "203.0.113.5", id="ipv4-host"),
+        pytest.param("https://[2001:DB8::1]:443/seg.ts", "2001:db8::1", id="ipv6-host"),
+        pytest.param("//cdn.example.com/seg.ts", "cdn.example.com", id="scheme-relative"),
+        pytest.param("/v/seg_12.m4s", None, id="relative-path"),
+        pytest.param("seg_12.m4s", None, id="bare-file"),
+        pytest.param("", None, id="empty"),
+        pytest.param(None, None, id="none"),
+        pytest.param("https://[2001:db8::1/seg.ts", None, id="broken-ipv6"),
+        pytest.param("https://999.1.1.1/seg.ts", None, id="bad-ipv4"),
+        pytest.param("https://exa mple.com/seg.ts", None, id="space-in-host"),
+        pytest.param("https://bad_host!.com/seg.ts", None, id="punctuation-in-host"),
+        pytest.param("https://" + "a" * 300 + ".com/", None, id="too-long"),
+    ],
+)
+def test_reduce_url_keeps_only_the_host(url: str | None, host: str | None) -> None:
+    assert reduce_url(url) == host
+
+
+@pytest.mark.parametrize(
+    ("value", "player"),
+    [
+        *[pytest.param(p, p, id=p) for p in sorted(PLAYERS)],
+        pytest.param("HLS.JS", "hls.js", id="uppercase"),
+        pytest.param(" shaka ", "shaka", id="whitespace"),
+        pytest.param("hlsjs", "hls.js", id="alias-hlsjs"),
+        pytest.param("shaka-player", "shaka", id="alias-shaka-player"),
+        pytest.param("dashjs", "dash.js", id="alias-dashjs"),
+        pytest.param("videojs", "video.js", id="alias-videojs"),
+        pytest.param("jwplayer", UNKNOWN, id="other-player"),
+        pytest.param("", UNKNOWN, id="empty"),
+        pytest.param(None, UNKNOWN, id="absent"),
+        pytest.param("hls.js<script>", UNKNOWN, id="garbage"),
+    ],
+)
+def test_player_from_query_maps_to_the_fixed_set(value: str | None, player: str) -> None:
+    assert player_from_query(value) == player
+    assert player in PLAYERS | {UNKNOWN}
