@@ -444,3 +444,18 @@ def test_reader_mid_rotation_treats_older_unretired_key_as_retired(
     retired = store.get(old.key_id)
     assert retired is not None
     assert retired.retired_at == T0 + 50
+
+
+def test_failed_reload_keeps_the_keys_already_loaded(
+    store: KeyStore, folder: Path, clock: FakeClock
+) -> None:
+    """A bad file dropped in by hand is reported, and reports keep opening meanwhile."""
+    old = store.current()
+    other = KeyStore.open(folder, OVERLAP, clock)
+    other.rotate()
+    (folder / "key-77.json").write_text("{broken")
+    (folder / "key-77.json").chmod(0o600)
+    with pytest.raises(ConfigError, match=r"^keys: key file key-77.json is malformed"):
+        store.reload()
+    assert store.current().key_id == old.key_id
+    assert store.get(old.key_id) is not None
