@@ -9,6 +9,9 @@ process (``tests/chserver.py``, recipe in ``shared/clickhouse.md``).
   Never stop it in a test; use ``clickhouse_process_factory`` for that.
 - ``ch_database`` (function): a fresh, uniquely named database on that server, dropped
   afterwards. Yields ``ChDatabase(url, database)``, which unpacks as ``url, database``.
+- ``store`` (function, parametrised ``http``/``chdb``): a connected ``aggregator.store.Store``
+  on each backend (a fresh database on the shared server; a fresh embedded data dir), closed
+  after the test. Request it to run a test against both backends.
 - ``clickhouse_process_factory`` (function): makes private :class:`ClickHouseProcess` servers
   (own port and data dir) with ``start()/stop()/kill()/restart()`` for fault tests; all are
   stopped at the end of the test. ``from tests.chserver import ClickHouseProcess`` also works.
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,6 +43,7 @@ if _ROOT not in sys.path:
 import clickhouse_connect  # noqa: E402
 import pytest  # noqa: E402
 
+from aggregator.store import Store  # noqa: E402
 from tests.chserver import ClickHouseProcess  # noqa: E402
 
 __all__ = ["ChDatabase", "ClickHouseProcess"]
@@ -79,6 +83,20 @@ def ch_database(clickhouse_server: ClickHouseProcess) -> Iterator[ChDatabase]:
             client.command(f"DROP DATABASE IF EXISTS {database} SYNC")
     finally:
         client.close()
+
+
+@pytest.fixture(params=["http", "chdb"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A connected Store on each backend: ``http`` (shared server) and ``chdb`` (embedded)."""
+    if request.param == "http":
+        url, database = request.getfixturevalue("ch_database")
+        connected = await Store.connect(url=url, data_dir=tmp_path, database=database)
+    else:
+        connected = await Store.connect(url=None, data_dir=tmp_path)
+    try:
+        yield connected
+    finally:
+        await connected.close()
 
 
 @pytest.fixture
