@@ -2,8 +2,9 @@
 
 Classes come from small fixed sets, because they become aggregate dimensions:
 ``BROWSERS``, ``OSES``, ``DEVICES``; ``bot`` is None or one of ``BOT_REASONS``.
-Parsing uses ua-parser 1.x (with ``ua-parser-rs`` installed it is ~40x faster) and
-crawlerdetect; results are cached in memory by user agent (``functools.lru_cache``,
+Parsing uses ua-parser 1.x (``ua-parser-rs``, if installed, makes it ~20x faster) and
+crawlerdetect (``google-re2``, if installed, makes its no-match case ~300x faster);
+results are cached in memory by user agent (``functools.lru_cache``,
 bounded). The cache is never written anywhere and its keys are never logged.
 
 Decisions:
@@ -23,13 +24,21 @@ Decisions:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
 
 import ua_parser
 from crawlerdetect import CrawlerDetect
+from crawlerdetect.crawlerdetect import get_compiled_exclusions_regex
+from crawlerdetect.providers.crawlers import data as crawler_patterns
 from ua_parser import Domain
+
+try:
+    import re2  # type: ignore[import-untyped, import-not-found, unused-ignore]
+except ImportError:  # pragma: no cover - google-re2 is optional
+    re2 = None
 
 BROWSERS = frozenset(
     {"Chrome", "Firefox", "Safari", "Edge", "Opera", "Samsung Internet", "Chromium", "Other"}
@@ -126,6 +135,37 @@ def _crawlers() -> CrawlerDetect:
     return CrawlerDetect()
 
 
+@cache
+def _crawler_prefilter() -> Callable[[str], object] | None:
+    """crawlerdetect's crawler list as one RE2 automaton (~5 us a search, against ~1-2 ms
+    for Python's ``re`` over 1,400 alternatives), or None without google-re2.
+
+    RE2 has no lookahead, so ``Yandex(?!Search)`` is relaxed to ``Yandex``: the prefilter
+    matches a superset of what crawlerdetect matches, and every hit is confirmed by
+    crawlerdetect itself, so verdicts are exactly crawlerdetect's.
+    """
+    if re2 is None:
+        return None
+    relaxed = [re.sub(r"\(\?<?[!=][^)]*\)", "", p) for p in crawler_patterns]
+    options = re2.Options()
+    options.case_sensitive = False
+    options.max_mem = 64 << 20
+    try:
+        return re2.compile("(" + "|".join(relaxed) + ")", options).search  # type: ignore[no-any-return]
+    except re2.error:  # a future pattern RE2 cannot express: use crawlerdetect alone
+        return None
+
+
+def _is_crawler(ua: str) -> bool:
+    """crawlerdetect's verdict, made fast for the common case (no crawler) with RE2."""
+    search = _crawler_prefilter()
+    if search is not None:
+        agent = get_compiled_exclusions_regex().sub("", ua.strip())
+        if not agent or not search(agent):
+            return False
+    return bool(_crawlers().is_crawler(ua))
+
+
 def warm_up() -> None:
     """Build the parsers now (~0.2 s) rather than on the first report."""
     classify_ua("Mozilla/5.0")
@@ -153,7 +193,7 @@ def _classify(ua: str) -> UAClass:
     device_family = result.device.family if result.device else ""
     device_brand = (result.device.brand or "") if result.device else ""
 
-    bot = "bot_ua" if device_family == "Spider" or _crawlers().is_crawler(text) else None
+    bot = "bot_ua" if device_family == "Spider" or _is_crawler(text) else None
     browser = _browser(ua_family)
     os = _OS_BY_FAMILY.get(os_family.lower()) or (
         "Linux" if "linux" in os_family.lower() else "Other"

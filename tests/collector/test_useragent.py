@@ -262,3 +262,28 @@ def test_huge_user_agent_is_classified_by_its_head_and_cached_by_it() -> None:
     assert one == two
     assert one.browser == "Firefox"
     assert useragent._classify.cache_info().hits == 1
+
+
+def _crawler_samples() -> list[str]:
+    from crawlerdetect.providers.crawlers import data
+
+    browser = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0.0.0 Safari/537.36"
+    literal = [p for p in data if not any(ch in p for ch in "\\[]().*+?{}|^$")]
+    embedded = [f"{browser} {name}/1.0" for name in literal[::25]]
+    return [
+        *(p.values[0] for p in VIEWERS + BOTS),
+        *embedded,
+        *literal[::40],
+        "  curl/8.5.0",  # anchored pattern after crawlerdetect's strip()
+        "Mozilla/5.0 (compatible; YandexBot/3.0; +http://yandex.com/bots)",
+        "Mozilla/5.0 (Linux; Android 14) Chrome/131.0 Mobile Safari/537.36 YandexSearch/24.1",
+    ]
+
+
+@pytest.mark.parametrize("ua", _crawler_samples())
+def test_re2_prefilter_gives_exactly_crawlerdetects_verdict(ua: str) -> None:
+    pytest.importorskip("re2", reason="the RE2 prefilter exists only with google-re2")
+    from crawlerdetect import CrawlerDetect
+
+    assert useragent._crawler_prefilter() is not None
+    assert useragent._is_crawler(ua) == CrawlerDetect().is_crawler(ua)
