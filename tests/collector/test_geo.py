@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from mmdb_writer import MMDBWriter
-from netaddr import IPSet
+from netaddr import IPSet  # type: ignore[import-untyped]
 
 from collector.errors import ConfigError
 from collector.geo import ATTRIBUTION, CountryLookup, load_country_db
