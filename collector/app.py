@@ -22,7 +22,7 @@ from collector.accounts import AccountDirectory
 from collector.clientip import ClientIP
 from collector.config import CollectorConfig
 from collector.dedupe import Deduper
-from collector.errors import Forbidden, HTTPProblem, NotFound, PayloadTooLarge
+from collector.errors import ConfigError, Forbidden, HTTPProblem, NotFound, PayloadTooLarge
 from collector.geo import load_country_db
 from collector.handover import Sink
 from collector.keys import KeyStore
@@ -44,9 +44,7 @@ log = logging.getLogger("streamtally.collector")
 HOUSEKEEPING_SECONDS = 30.0
 
 
-def problem_response(
-    problem: HTTPProblem, headers: dict[str, str] | None = None
-) -> web.Response:
+def problem_response(problem: HTTPProblem, headers: dict[str, str] | None = None) -> web.Response:
     all_headers = problem.headers()
     if headers:
         all_headers.update(headers)
@@ -98,8 +96,11 @@ async def housekeeping(app: web.Application) -> AsyncIterator[None]:
     async def loop() -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
-            app[VIEWERS].rotate()
-            app[KEYSTORE].reload()
+            app[VIEWERS].rotate()  # first, and unconditionally: invariant 2 depends on it
+            try:
+                app[KEYSTORE].reload()
+            except ConfigError as exc:  # a broken key file: keep the keys already loaded
+                log.error("keys not reloaded: %s", exc)
 
     task = asyncio.create_task(loop())
     yield
@@ -157,7 +158,9 @@ async def preflight(request: web.Request) -> web.StreamResponse:
         if account is None:
             problem = NotFound("unknown embed key", key="embed_key")
         else:
-            problem = Forbidden("the page's Origin is not among the account's origins", key="Origin")
+            problem = Forbidden(
+                "the page's Origin is not among the account's origins", key="Origin"
+            )
         return problem_response(problem)
     cors.update(
         {

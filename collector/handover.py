@@ -23,7 +23,7 @@ class Dimensions:
     """Coarse, low-cardinality classes derived from a request before its identifiers go."""
 
     country: str = UNKNOWN  # ISO 3166-1 alpha-2, or (unknown)
-    device: str = UNKNOWN  # desktop | mobile | tablet | tv | console | (unknown)
+    device: str = UNKNOWN  # desktop | mobile | tablet | tv | console | other
     os: str = UNKNOWN  # OS family: Windows, macOS, Linux, Android, iOS, ChromeOS, ...
     browser: str = UNKNOWN  # browser family: Chrome, Firefox, Safari, Edge, ...
     player: str = UNKNOWN  # hls.js | shaka | dash.js | video.js | html5 | (unknown)

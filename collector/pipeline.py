@@ -255,13 +255,16 @@ class Pipeline:
                     for e in parsed.errors[:MAX_REPORTED_ERRORS]
                 ]
                 return Reject(
-                    BadRequest(f"no valid event; {where}: {first.detail}", errors=errors, accepted=0)
+                    BadRequest(
+                        f"no valid event; {where}: {first.detail}", errors=errors, accepted=0
+                    )
                 )
             return Reject(BadRequest("report holds no event line", key="body"))
         return None
 
     def dedupe(self, r: Report) -> Stop | None:
-        assert r.parsed is not None and r.account is not None
+        assert r.parsed is not None
+        assert r.account is not None
         account_id = r.account.account_id
         handle = self.viewers.session_handle
         first_time = self.deduper.first_time
@@ -281,14 +284,7 @@ class Pipeline:
         return None
 
     def strip(self, r: Report) -> Stop | None:
-        s = self.stripper.strip(r.ip, r.user_agent)
-        r.dims = Dimensions(
-            country=s.country,
-            device=s.device,
-            os=s.os,
-            browser=s.browser,
-            player=player_from_query(r.player),
-        )
+        r.dims = self.stripper.strip(r.ip, r.user_agent).dimensions(player_from_query(r.player))
         return None
 
     def key(self, r: Report) -> Stop | None:
@@ -302,7 +298,9 @@ class Pipeline:
         return None
 
     def handover(self, r: Report) -> Stop | None:
-        assert r.account is not None and r.dims is not None and r.viewer is not None
+        assert r.account is not None
+        assert r.dims is not None
+        assert r.viewer is not None
         account_id = r.account.account_id
         dims = r.dims
         viewer = r.viewer
@@ -336,5 +334,3 @@ class Pipeline:
             self.sink.submit(events)
             EVENTS_ACCEPTED.inc(len(events))
         return None
-
-
