@@ -1,0 +1,299 @@
+"""Accounts and API tokens in ClickHouse, served from memory.
+
+Implements :class:`collector.accounts.AccountDirectory`. Every change is a new row version
+(tables ``accounts`` and ``api_tokens``, ReplacingMergeTree, read with FINAL); lookups hit
+in-memory maps filled by :meth:`AccountStore.load` and kept current by this store's own
+writes (call ``load`` again to see writes made by another process).
+
+API tokens are ``st_`` + 32 random URL-safe characters. Only their SHA-256 (hex) is kept,
+on disk and in memory, with the first 8 characters as a non-secret ``prefix``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from aggregator.store import Store
+from collector.accounts import Account
+from collector.errors import BadRequest, NotFound
+
+TOKEN_PREFIX = "st_"
+TOKEN_LENGTH = len(TOKEN_PREFIX) + 32
+SHOWN_PREFIX_LENGTH = 8
+MIN_K, MAX_K = 2, 255
+MAX_RETENTION_DAYS = 65535  # UInt16
+MAX_NAME_LENGTH = 200
+
+_ACCOUNT_COLUMNS = (
+    "account_id",
+    "name",
+    "embed_key",
+    "origins",
+    "k",
+    "retention_days",
+    "deleted",
+    "created_at",
+    "version",
+)
+_TOKEN_COLUMNS = (
+    "account_id",
+    "token_id",
+    "prefix",
+    "token_hash",
+    "created_at",
+    "revoked",
+    "version",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    account_id: str
+    token_id: str
+    prefix: str
+    token_hash: str
+    created_at: datetime
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 hex of an API token: the only form in which tokens are stored."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def normalise_origin(origin: str, index: int) -> str:
+    """``http(s)://host[:port]`` in lowercase, or ``*``; else BadRequest naming the entry."""
+    if not isinstance(origin, str):
+        raise BadRequest(f"origins[{index}]: must be a string", key="origins")
+    text = origin.strip()
+    if text == "*":
+        return text
+    problem = f"origins[{index}]: must be http(s)://host[:port] (no path) or *"
+    try:
+        parts = urlsplit(text.lower())
+        port = parts.port
+    except ValueError:
+        raise BadRequest(problem, key="origins") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or "?" in text
+        or "#" in text
+        or any(c.isspace() for c in text)
+    ):
+        raise BadRequest(problem, key="origins")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def _check_int(value: object, key: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadRequest(f"{key}: must be an integer from {low} to {high}", key=key)
+    return value
+
+
+class AccountStore:
+    """The account directory: ClickHouse for durability, dictionaries for lookups."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._by_id: dict[str, Account] = {}
+        self._by_embed_key: dict[str, Account] = {}
+        self._tokens_by_prefix: dict[str, list[_Token]] = {}
+        self._last_version = 0
+
+    # ---- reads (memory only) ----------------------------------------------------------------
+
+    def by_embed_key(self, embed_key: str) -> Account | None:
+        """The account for a public embed key, deleted ones included (flagged); no I/O."""
+        return self._by_embed_key.get(embed_key)
+
+    def by_id(self, account_id: str) -> Account | None:
+        return self._by_id.get(account_id)
+
+    def accounts(self) -> list[Account]:
+        """Every known account, deleted ones included."""
+        return list(self._by_id.values())
+
+    async def verify_token(self, token: str) -> Account | None:
+        """The live account an API token belongs to, or None (unknown, revoked, deleted)."""
+        if not isinstance(token, str) or len(token) != TOKEN_LENGTH:
+            return None
+        digest = hash_token(token)
+        found: Account | None = None
+        for candidate in self._tokens_by_prefix.get(token[:SHOWN_PREFIX_LENGTH], ()):
+            if hmac.compare_digest(candidate.token_hash, digest):
+                found = self._by_id.get(candidate.account_id)
+        if found is None or found.deleted:
+            return None
+        return found
+
+    # ---- load and writes ----------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read every account and live token from ClickHouse, replacing what is in memory."""
+        account_rows = await self._store.query_dicts(
+            "SELECT account_id, name, embed_key, origins, k, retention_days, deleted, version "
+            "FROM accounts FINAL"
+        )
+        token_rows = await self._store.query_dicts(
+            "SELECT account_id, token_id, prefix, token_hash, created_at, version "
+            "FROM api_tokens FINAL WHERE revoked = 0"
+        )
+        by_id = {row["account_id"]: _account_from_row(row) for row in account_rows}
+        tokens: dict[str, list[_Token]] = {}
+        for row in token_rows:
+            token = _Token(
+                row["account_id"],
+                row["token_id"],
+                row["prefix"],
+                row["token_hash"],
+                row["created_at"],
+            )
+            tokens.setdefault(token.prefix, []).append(token)
+        versions = [int(row["version"]) for row in (*account_rows, *token_rows)]
+        self._last_version = max([self._last_version, *versions])
+        self._by_id = by_id
+        self._by_embed_key = {account.embed_key: account for account in by_id.values()}
+        self._tokens_by_prefix = tokens
+
+    async def create(
+        self,
+        name: str,
+        origins: Sequence[str],
+        k: int = 10,
+        retention_days: int = 762,
+    ) -> tuple[Account, str]:
+        """A new account and its first API token (plaintext, shown once; only its hash is kept)."""
+        if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME_LENGTH:
+            raise BadRequest(f"name: must be 1 to {MAX_NAME_LENGTH} characters", key="name")
+        if isinstance(origins, str) or not isinstance(origins, Sequence):
+            raise BadRequest("origins: must be a list of origins", key="origins")
+        clean_origins = tuple(
+            dict.fromkeys(normalise_origin(origin, i) for i, origin in enumerate(origins))
+        )
+        k = _check_int(k, "k", MIN_K, MAX_K)
+        retention_days = _check_int(retention_days, "retention_days", 1, MAX_RETENTION_DAYS)
+
+        account_id = "acc_" + secrets.token_hex(8)
+        embed_key = "ek_" + secrets.token_urlsafe(18)  # 24 characters
+        while account_id in self._by_id or embed_key in self._by_embed_key:
+            account_id = "acc_" + secrets.token_hex(8)
+            embed_key = "ek_" + secrets.token_urlsafe(18)
+        account = Account(
+            account_id=account_id,
+            name=name.strip(),
+            embed_key=embed_key,
+            origins=clean_origins,
+            k=k,
+            retention_days=retention_days,
+        )
+        plaintext = TOKEN_PREFIX + secrets.token_urlsafe(24)  # 32 characters
+        now = datetime.now(UTC)
+        token = _Token(
+            account_id,
+            "tok_" + secrets.token_hex(8),
+            plaintext[:SHOWN_PREFIX_LENGTH],
+            hash_token(plaintext),
+            now,
+        )
+        # The token first: a failure in between leaves an unusable token, not a tokenless account.
+        await self._write_token(token, revoked=False)
+        await self._write_account(account, created_at=now)
+        self._remember(account)
+        self._tokens_by_prefix.setdefault(token.prefix, []).append(token)
+        return account, plaintext
+
+    async def mark_deleted(self, account_id: str) -> None:
+        """Flag the account deleted (reports then get 410) and revoke all its tokens."""
+        account = self._by_id.get(account_id)
+        if account is None:
+            await self.load()  # perhaps created by another process
+            account = self._by_id.get(account_id)
+        if account is None:
+            raise NotFound("no such account", key="account_id")
+        created = await self._store.query_rows(
+            "SELECT created_at FROM accounts FINAL WHERE account_id = {id:String}",
+            {"id": account_id},
+        )
+        created_at = created[0][0] if created else datetime.now(UTC)
+        live = await self._store.query_dicts(
+            "SELECT account_id, token_id, prefix, created_at FROM api_tokens FINAL "
+            "WHERE account_id = {id:String} AND revoked = 0",
+            {"id": account_id},
+        )
+        for row in live:  # revoked rows keep no hash
+            revoked = _Token(
+                row["account_id"], row["token_id"], row["prefix"], "", row["created_at"]
+            )
+            await self._write_token(revoked, revoked=True)
+        deleted = dataclasses.replace(account, deleted=True)
+        await self._write_account(deleted, created_at=created_at)
+        self._remember(deleted)
+        for prefix, tokens in list(self._tokens_by_prefix.items()):
+            kept = [token for token in tokens if token.account_id != account_id]
+            if kept:
+                self._tokens_by_prefix[prefix] = kept
+            else:
+                del self._tokens_by_prefix[prefix]
+
+    # ---- internals ------------------------------------------------------------------------------
+
+    def _next_version(self) -> int:
+        self._last_version = max(time.time_ns(), self._last_version + 1)
+        return self._last_version
+
+    def _remember(self, account: Account) -> None:
+        self._by_id[account.account_id] = account
+        self._by_embed_key[account.embed_key] = account
+
+    async def _write_account(self, account: Account, *, created_at: datetime) -> None:
+        row: list[Any] = [
+            account.account_id,
+            account.name,
+            account.embed_key,
+            list(account.origins),
+            account.k,
+            account.retention_days,
+            int(account.deleted),
+            created_at,
+            self._next_version(),
+        ]
+        await self._store.insert("accounts", [row], column_names=_ACCOUNT_COLUMNS)
+
+    async def _write_token(self, token: _Token, *, revoked: bool) -> None:
+        row: list[Any] = [
+            token.account_id,
+            token.token_id,
+            token.prefix,
+            token.token_hash,
+            token.created_at,
+            int(revoked),
+            self._next_version(),
+        ]
+        await self._store.insert("api_tokens", [row], column_names=_TOKEN_COLUMNS)
+
+
+def _account_from_row(row: dict[str, Any]) -> Account:
+    return Account(
+        account_id=row["account_id"],
+        name=row["name"],
+        embed_key=row["embed_key"],
+        origins=tuple(row["origins"]),
+        k=int(row["k"]),
+        retention_days=int(row["retention_days"]),
+        deleted=bool(row["deleted"]),
+    )
