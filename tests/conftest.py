@@ -28,23 +28,16 @@ the test process itself, with these limits (checked with chdb-core 26.9):
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-# The packages under test (collector/, aggregator/) are not installed: import them from the
-# repository root, whichever directory pytest was started in.
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+import clickhouse_connect
+import pytest
 
-import clickhouse_connect  # noqa: E402
-import pytest  # noqa: E402
-
-from aggregator.store import Store  # noqa: E402
-from tests.chserver import ClickHouseProcess  # noqa: E402
+from aggregator.store import Store
+from tests.chserver import ClickHouseProcess
 
 __all__ = ["ChDatabase", "ClickHouseProcess"]
 
