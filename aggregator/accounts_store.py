@@ -11,6 +11,7 @@ on disk and in memory, with the first 8 characters as a non-secret ``prefix``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import hmac
@@ -114,6 +115,8 @@ class AccountStore:
         self._by_embed_key: dict[str, Account] = {}
         self._tokens_by_prefix: dict[str, list[_Token]] = {}
         self._last_version = 0
+        # Loads and writes take turns, so a load never drops a write made while it ran.
+        self._writing = asyncio.Lock()
 
     # ---- reads (memory only) ----------------------------------------------------------------
 
@@ -145,6 +148,10 @@ class AccountStore:
 
     async def load(self) -> None:
         """Read every account and live token from ClickHouse, replacing what is in memory."""
+        async with self._writing:
+            await self._load()
+
+    async def _load(self) -> None:
         account_rows = await self._store.query_dicts(
             "SELECT account_id, name, embed_key, origins, k, retention_days, deleted, version "
             "FROM accounts FINAL"
@@ -161,7 +168,7 @@ class AccountStore:
                 row["token_id"],
                 row["prefix"],
                 row["token_hash"],
-                row["created_at"],
+                _utc(row["created_at"]),
             )
             tokens.setdefault(token.prefix, []).append(token)
         versions = [int(row["version"]) for row in (*account_rows, *token_rows)]
@@ -188,6 +195,12 @@ class AccountStore:
         k = _check_int(k, "k", MIN_K, MAX_K)
         retention_days = _check_int(retention_days, "retention_days", 1, MAX_RETENTION_DAYS)
 
+        async with self._writing:
+            return await self._create(name.strip(), clean_origins, k, retention_days)
+
+    async def _create(
+        self, name: str, origins: tuple[str, ...], k: int, retention_days: int
+    ) -> tuple[Account, str]:
         account_id = "acc_" + secrets.token_hex(8)
         embed_key = "ek_" + secrets.token_urlsafe(18)  # 24 characters
         while account_id in self._by_id or embed_key in self._by_embed_key:
@@ -195,9 +208,9 @@ class AccountStore:
             embed_key = "ek_" + secrets.token_urlsafe(18)
         account = Account(
             account_id=account_id,
-            name=name.strip(),
+            name=name,
             embed_key=embed_key,
-            origins=clean_origins,
+            origins=origins,
             k=k,
             retention_days=retention_days,
         )
@@ -219,9 +232,13 @@ class AccountStore:
 
     async def mark_deleted(self, account_id: str) -> None:
         """Flag the account deleted (reports then get 410) and revoke all its tokens."""
+        async with self._writing:
+            await self._mark_deleted(account_id)
+
+    async def _mark_deleted(self, account_id: str) -> None:
         account = self._by_id.get(account_id)
         if account is None:
-            await self.load()  # perhaps created by another process
+            await self._load()  # perhaps created by another process
             account = self._by_id.get(account_id)
         if account is None:
             raise NotFound("no such account", key="account_id")
@@ -229,7 +246,7 @@ class AccountStore:
             "SELECT created_at FROM accounts FINAL WHERE account_id = {id:String}",
             {"id": account_id},
         )
-        created_at = created[0][0] if created else datetime.now(UTC)
+        created_at = _utc(created[0][0]) if created else datetime.now(UTC)
         live = await self._store.query_dicts(
             "SELECT account_id, token_id, prefix, created_at FROM api_tokens FINAL "
             "WHERE account_id = {id:String} AND revoked = 0",
@@ -237,7 +254,7 @@ class AccountStore:
         )
         for row in live:  # revoked rows keep no hash
             revoked = _Token(
-                row["account_id"], row["token_id"], row["prefix"], "", row["created_at"]
+                row["account_id"], row["token_id"], row["prefix"], "", _utc(row["created_at"])
             )
             await self._write_token(revoked, revoked=True)
         deleted = dataclasses.replace(account, deleted=True)
@@ -297,3 +314,9 @@ def _account_from_row(row: dict[str, Any]) -> Account:
         retention_days=int(row["retention_days"]),
         deleted=bool(row["deleted"]),
     )
+
+
+def _utc(moment: datetime) -> datetime:
+    """clickhouse-connect returns UTC columns as naive datetimes; a naive one is re-inserted
+    as local time, so mark it UTC before writing it back."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

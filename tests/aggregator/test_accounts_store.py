@@ -153,7 +153,9 @@ async def test_mark_deleted_unknown_account(accounts: AccountStore) -> None:
         await accounts.mark_deleted("acc_0000000000000000")
 
 
-async def test_revoked_tokens_keep_no_hash(accounts: AccountStore, store: Store) -> None:
+async def test_deletion_revokes_tokens_and_keeps_no_hash(
+    accounts: AccountStore, store: Store
+) -> None:
     account, _ = await accounts.create("Example TV", ["https://example.com"])
     await accounts.mark_deleted(account.account_id)
     rows = await store.query_dicts(
@@ -161,6 +163,14 @@ async def test_revoked_tokens_keep_no_hash(accounts: AccountStore, store: Store)
         {"id": account.account_id},
     )
     assert rows == [{"token_hash": "", "revoked": 1}]
+    # Every version of the account and of the token keeps its creation time.
+    for table in ("accounts", "api_tokens"):
+        created = await store.query_rows(
+            "SELECT count(), uniqExact(created_at) FROM {t:Identifier} "
+            "WHERE account_id = {id:String}",
+            {"t": table, "id": account.account_id},
+        )
+        assert created == [(2, 1)]
 
 
 @pytest.mark.parametrize(
