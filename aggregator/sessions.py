@@ -1,0 +1,440 @@
+"""Playback sessions: what one player's CMCD v2 events say about one view.
+
+A :class:`Session` is keyed by the opaque session handle (``Event.session``, never a raw
+``sid``) and holds only the few numbers needed to turn the next event into contributions.
+Contributions go to a :class:`Leaf`: the sums of one (account, stream, dimensions) in one
+arrival-time minute, which the aggregator rolls up into cells when the minute closes.
+
+What counts (decided here, from what real players send, ``fixtures/cmcd/``):
+
+- **View**: the session reaches a starting state: ``sta`` ``s`` (hls.js), ``r`` before any
+  playing (Shaka's debug build starts that way), ``p``, or a fatal ``f``. Players that send
+  no ``sta`` at all (Shaka's minified build): the first ``rr``/``bc`` (media is being
+  fetched) or an ``msd``.
+- **Video start / playing**: ``sta=p``; without ``sta``, the event carrying ``msd`` marks
+  video start.
+- **Startup time**: ``msd`` if the player sends it (within 5 s of client time after video
+  start), else the client-clock time from view start to the first ``p``.
+- **Playing time**: client-clock time spent in ``p``, between consecutive events (``rr``
+  events excluded: their ``ts`` is the request's start, not the state's), each gap capped at
+  5 min, negative ones ignored, and never more in total than the arrival-time age of the
+  session plus 5 min (a client cannot claim hours in a burst). Without ``sta``: from video
+  start to the latest segment request plus 10 s (the player's buffer ahead), pauses and
+  stalls included, as nothing tells them apart (a player sending no ``rr`` at all: up to
+  its latest event).
+- **Rebuffering**: entering ``r`` after video start, except right after a seek (``k`` …
+  ``r`` … ``p`` is seeking); its duration is the time spent in ``r``. Not measurable
+  without ``sta``.
+- **Bitrate**: time-weighted by playing time at the current ``br`` (from every event but
+  ``rr``: a request may be for another rendition than the one playing); a change is a
+  ``br`` different from the previous one within the view.
+- **Failure**: ``sta=f`` (once per view), with the error code of the first ``ec`` that comes
+  with it or after it; without ``sta``, an ``e`` event. Non-fatal errors are not counted.
+- **Exit before video start**: a view that ends without ever playing, failed ones included.
+- **End**: ``sta`` ``e``, ``f`` or ``q``, or silence (the aggregator's idle timeout). An ended
+  session keeps absorbing the events players send after the end (``t`` every interval,
+  ``bc``) until the silence; ``p`` or ``s`` after ``e`` (a replay) starts a new view.
+- **Out of order**: an event whose ``ts`` is older than one already seen moves no state and
+  no duration, but its facts still count (view start, video start, failure, ``msd``,
+  ``ltc``, ``ec``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from collector.handover import Dimensions, Event
+
+__all__ = ["Leaf", "Session"]
+
+MAX_GAP_MS: Final = 300_000  # a longer gap between two events is counted as this much
+BUDGET_SLACK_MS: Final = 300_000.0  # credited time may exceed the session's arrival age by this
+STARTUP_WAIT_MS: Final = 5_000  # how long after video start an msd may still come
+STATELESS_HORIZON_MS: Final = 10_000  # playback assumed to go on after the last segment request
+MAX_BITRATE_KBPS: Final = 1_000_000
+MAX_LATENCY_MS: Final = 3_600_000
+MAX_CODE_LENGTH: Final = 64
+
+_VIEW_STATES: Final = frozenset("spr")
+_END_STATES: Final = frozenset("efq")
+
+
+class Leaf:
+    """Sums of one (account, stream, dimensions) in one minute. Durations in ms."""
+
+    __slots__ = (
+        "bitrate_changes",
+        "bitrate_kbps_ms",
+        "bitrate_ms",
+        "codes",
+        "concurrent",
+        "exits_before_start",
+        "failures",
+        "latency_count",
+        "latency_ms_sum",
+        "playing_ms",
+        "rebuffer_count",
+        "rebuffer_ms",
+        "startups",
+        "viewers",
+        "views",
+    )
+
+    def __init__(self) -> None:
+        self.viewers: list[int] = []  # one entry per session-minute; deduplicated in cells
+        self.views = 0
+        self.playing_ms = 0
+        self.startups: list[int] | None = None
+        self.rebuffer_count = 0
+        self.rebuffer_ms = 0
+        self.failures = 0
+        self.codes: dict[str, int] | None = None
+        self.exits_before_start = 0
+        self.bitrate_kbps_ms = 0
+        self.bitrate_ms = 0
+        self.bitrate_changes = 0
+        self.latency_ms_sum = 0
+        self.latency_count = 0
+        self.concurrent = 0  # sessions playing in this minute
+
+    def add_code(self, code: str) -> None:
+        codes = self.codes
+        if codes is None:
+            codes = self.codes = {}
+        code = code[:MAX_CODE_LENGTH]
+        codes[code] = codes.get(code, 0) + 1
+
+    def clear(self) -> None:
+        """Drop the contents once rolled up (a session may still point at it)."""
+        self.viewers.clear()
+        self.startups = None
+        self.codes = None
+
+
+# enter(session, minute) -> the session's leaf for that minute, its viewer counted there
+Enter = Callable[["Session", int], Leaf]
+
+
+class Session:
+    """State of one playback session (a few hundred bytes; see module docstring)."""
+
+    __slots__ = (
+        "account_id",
+        "bitrate",
+        "budget_ms",
+        "check_at",
+        "code_done",
+        "conc_minute",
+        "credited_ts",
+        "dims",
+        "ended",
+        "failed",
+        "handle",
+        "last_arrival",
+        "last_ts",
+        "leaf",
+        "minute",
+        "msd",
+        "play_ts",
+        "played",
+        "rebuffering",
+        "rr_ts",
+        "seeking",
+        "start_ts",
+        "startup_done",
+        "state",
+        "stateful",
+        "stream",
+        "viewed",
+        "viewer",
+    )
+
+    def __init__(self, ev: Event) -> None:
+        self.handle = ev.session
+        self.account_id = ev.account_id
+        self.stream = ev.stream
+        self.dims: Dimensions = ev.dims
+        self.viewer = ev.viewer
+        self.minute = -1  # minute of self.leaf
+        self.leaf: Leaf | None = None
+        self.check_at = 0  # minute of the next idle check (the aggregator's timing wheel)
+        self.last_arrival = ev.arrival
+        self.budget_ms = BUDGET_SLACK_MS
+        self.last_ts = -1  # newest client ts applied to state and durations
+        self.state = ""  # last sta applied ("" none yet)
+        self.stateful = False  # has sent sta at least once
+        self.viewed = False
+        self.played = False
+        self.ended = False
+        self.failed = False
+        self.code_done = False
+        self.seeking = False
+        self.rebuffering = False
+        self.startup_done = False
+        self.start_ts = -1  # view start (client ts)
+        self.play_ts = -1  # video start (client ts)
+        self.msd = -1
+        self.bitrate = 0
+        self.conc_minute = -1
+        self.rr_ts = -1  # latest segment request (stateless playing evidence)
+        self.credited_ts = -1  # playing credited up to here (stateless)
+
+    # -- the per-event step ------------------------------------------------------------------
+
+    def observe(self, ev: Event, m: int, enter: Enter) -> None:
+        """Apply one event that arrived in minute ``m``."""
+        gap = ev.arrival - self.last_arrival
+        if gap > 0:
+            self.budget_ms += gap * 1000.0
+            self.last_arrival = ev.arrival
+        if self.ended:
+            self._after_end(ev, m, enter)
+            return
+        if ev.state is not None:
+            self.stateful = True
+        if not self.stateful:
+            self._stateless(ev, m, enter)
+            return
+        ts = ev.ts_ms
+        sta = ev.state
+        leaf = None
+        if self.viewed:
+            leaf = self.leaf
+            if self.minute != m or leaf is None:
+                leaf = enter(self, m)
+        if ev.kind != "rr" and (ts is None or ts >= self.last_ts):
+            if ts is not None:
+                last = self.last_ts
+                self.last_ts = ts
+                if leaf is not None and last >= 0 and ts > last:
+                    st = self.state
+                    if st == "p" or (st == "r" and self.rebuffering):
+                        self._credit(leaf, ts - last, st == "p", m)
+            br = ev.bitrate_kbps
+            if br is not None and 0 < br <= MAX_BITRATE_KBPS and br != self.bitrate:
+                if self.bitrate and leaf is not None:
+                    leaf.bitrate_changes += 1
+                self.bitrate = br
+            if sta is not None and sta != self.state:
+                leaf = self._transition(sta, ts, ev, m, enter, leaf)
+            elif sta == "p" and leaf is not None and self.conc_minute != m:
+                self.conc_minute = m
+                leaf.concurrent += 1
+        elif sta is not None:
+            leaf = self._late_facts(sta, ts, ev, m, enter, leaf)
+        if leaf is not None:
+            self._facts(ev, ts, leaf)
+        elif ev.startup_ms is not None and ev.startup_ms >= 0:
+            self.msd = ev.startup_ms  # before the view starts: kept for its video start
+
+    def _credit(self, leaf: Leaf, dt: int, playing: bool, m: int) -> None:
+        if dt > MAX_GAP_MS:
+            dt = MAX_GAP_MS
+        if dt > self.budget_ms:
+            dt = max(int(self.budget_ms), 0)
+        self.budget_ms -= dt
+        if playing:
+            leaf.playing_ms += dt
+            if self.bitrate:
+                leaf.bitrate_kbps_ms += self.bitrate * dt
+                leaf.bitrate_ms += dt
+            if self.conc_minute != m:
+                self.conc_minute = m
+                leaf.concurrent += 1
+        else:
+            leaf.rebuffer_ms += dt
+
+    def _leaf(self, m: int, enter: Enter) -> Leaf:
+        leaf = self.leaf
+        if self.minute != m or leaf is None:
+            leaf = enter(self, m)
+        return leaf
+
+    def _start_view(self, ts: int | None, m: int, enter: Enter) -> Leaf:
+        self.viewed = True
+        self.start_ts = -1 if ts is None else ts
+        leaf = self._leaf(m, enter)
+        leaf.views += 1
+        return leaf
+
+    def _transition(
+        self, sta: str, ts: int | None, ev: Event, m: int, enter: Enter, leaf: Leaf | None
+    ) -> Leaf | None:
+        old = self.state
+        self.state = sta
+        if leaf is None:
+            if sta not in _VIEW_STATES and sta != "f":
+                return None  # d, w, a, k before any view: nothing to count yet
+            leaf = self._start_view(ts, m, enter)
+        if sta == "p":
+            self.seeking = False
+            self.rebuffering = False
+            if not self.played:
+                self._video_start(ts, leaf)
+            if self.conc_minute != m:
+                self.conc_minute = m
+                leaf.concurrent += 1
+        elif sta == "r":
+            if self.played and not self.seeking and old != "k" and not self.rebuffering:
+                self.rebuffering = True
+                leaf.rebuffer_count += 1
+        else:
+            self.rebuffering = False
+            if sta == "k":
+                self.seeking = True
+            elif sta in _END_STATES:
+                if sta == "f":
+                    self._fail(leaf, ev.error_code)
+                self._end(leaf)
+        return leaf
+
+    def _late_facts(
+        self, sta: str, ts: int | None, ev: Event, m: int, enter: Enter, leaf: Leaf | None
+    ) -> Leaf | None:
+        """An out-of-order event (or an ``rr``): facts, no state or duration."""
+        if ev.kind == "rr":
+            return leaf
+        if leaf is None:
+            if sta not in _VIEW_STATES and sta != "f":
+                return None
+            leaf = self._start_view(ts, m, enter)
+        if sta == "p" and not self.played:
+            self._video_start(ts, leaf)
+        elif sta == "f":
+            self._fail(leaf, ev.error_code)
+        return leaf
+
+    def _video_start(self, ts: int | None, leaf: Leaf) -> None:
+        self.played = True
+        self.play_ts = -1 if ts is None else ts
+        if self.msd >= 0:
+            self._startup(leaf, self.msd)
+
+    def _startup(self, leaf: Leaf, ms: int) -> None:
+        self.startup_done = True
+        if leaf.startups is None:
+            leaf.startups = [ms]
+        else:
+            leaf.startups.append(ms)
+
+    def _computed_startup(self, leaf: Leaf) -> None:
+        if 0 <= self.start_ts <= self.play_ts:
+            self._startup(leaf, self.play_ts - self.start_ts)
+        else:
+            self.startup_done = True  # no usable client times: unknown
+
+    def _facts(self, ev: Event, ts: int | None, leaf: Leaf) -> None:
+        """What any event of a view carries: startup delay, latency, error code."""
+        if not self.startup_done:
+            msd = ev.startup_ms
+            if msd is not None and msd >= 0:
+                self.msd = msd
+                if self.played:
+                    self._startup(leaf, msd)
+            elif self.played and ts is not None and ts - self.play_ts >= STARTUP_WAIT_MS:
+                self._computed_startup(leaf)
+        ltc = ev.latency_ms
+        if ltc is not None and 0 <= ltc <= MAX_LATENCY_MS:
+            leaf.latency_ms_sum += ltc
+            leaf.latency_count += 1
+        if ev.error_code is not None and self.failed and not self.code_done:
+            self.code_done = True
+            leaf.add_code(ev.error_code)
+
+    def _fail(self, leaf: Leaf, code: str | None) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        leaf.failures += 1
+        if code is not None:
+            self.code_done = True
+            leaf.add_code(code)
+
+    def _end(self, leaf: Leaf) -> None:
+        if self.played and not self.startup_done:
+            if self.msd >= 0:
+                self._startup(leaf, self.msd)
+            else:
+                self._computed_startup(leaf)
+        if not self.played:
+            leaf.exits_before_start += 1
+        self.ended = True
+
+    def end(self, m: int, enter: Enter) -> None:
+        """End by silence or shutdown (the aggregator calls this)."""
+        if self.ended:
+            return
+        if self.viewed:
+            self._end(self._leaf(m, enter))
+        self.ended = True
+
+    def _after_end(self, ev: Event, m: int, enter: Enter) -> None:
+        """Events after the end: a replay after ``e`` starts a new view; a failure's error
+        code that comes after the ``f`` is kept; everything else is ignored."""
+        sta = ev.state
+        ts = ev.ts_ms
+        if (
+            sta in ("s", "p")
+            and self.state == "e"
+            and ev.kind != "rr"
+            and ts is not None
+            and ts > self.last_ts
+        ):
+            self.ended = self.viewed = self.played = self.failed = self.code_done = False
+            self.seeking = self.rebuffering = self.startup_done = False
+            self.msd = self.play_ts = -1
+            self.last_ts = ts
+            leaf = self._transition(sta, ts, ev, m, enter, None)
+            if leaf is not None:
+                self._facts(ev, ts, leaf)
+            return
+        if ev.error_code is not None and self.failed and not self.code_done:
+            self.code_done = True
+            (self._leaf(m, enter)).add_code(ev.error_code)
+
+    # -- players that send no sta --------------------------------------------------------------
+
+    def _stateless(self, ev: Event, m: int, enter: Enter) -> None:
+        kind = ev.kind
+        ts = ev.ts_ms
+        msd = ev.startup_ms
+        if not self.viewed:
+            if kind not in ("rr", "bc", "e") and msd is None:
+                if ts is not None and ts > self.last_ts:
+                    self.last_ts = ts
+                return
+            leaf = self._start_view(ts, m, enter)
+        else:
+            leaf = self._leaf(m, enter)
+        if ts is not None:
+            if ts > self.last_ts:
+                self.last_ts = ts
+            if kind == "rr" and ts > self.rr_ts:
+                self.rr_ts = ts
+        if kind != "rr":
+            br = ev.bitrate_kbps
+            if br is not None and 0 < br <= MAX_BITRATE_KBPS and br != self.bitrate:
+                if self.bitrate:
+                    leaf.bitrate_changes += 1
+                self.bitrate = br
+        if not self.played and msd is not None and msd >= 0:
+            self.played = True
+            self.play_ts = self.credited_ts = self.last_ts if ts is None else ts
+            self._startup(leaf, msd)
+        if self.played:
+            end = self.last_ts
+            if self.rr_ts >= 0 and self.rr_ts + STATELESS_HORIZON_MS < end:
+                end = self.rr_ts + STATELESS_HORIZON_MS
+            if end > self.credited_ts:
+                self._credit(leaf, end - self.credited_ts, True, m)
+                self.credited_ts = end
+        if kind == "e":
+            self._fail(leaf, ev.error_code)
+        elif ev.error_code is not None and self.failed and not self.code_done:
+            self.code_done = True
+            leaf.add_code(ev.error_code)
+        ltc = ev.latency_ms
+        if ltc is not None and 0 <= ltc <= MAX_LATENCY_MS:
+            leaf.latency_ms_sum += ltc
+            leaf.latency_count += 1

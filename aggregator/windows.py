@@ -1,0 +1,284 @@
+"""Time windows: sessions' contributions per minute, rolled up into hours and days (UTC).
+
+Hot path (:meth:`Aggregator.submit`): one dict lookup for the session, and the session adds
+its event's contributions to one :class:`~aggregator.sessions.Leaf` — the sums of its
+(account, stream, dimensions) in the event's arrival minute. Nothing else happens per event.
+
+When a minute is over (:meth:`Aggregator.tick`, a couple of seconds after its end) its
+leaves become that minute's cells, one per (stream, breakdown, value) with the union of the
+viewer keys, and each minute cell is rolled into its hour and day cell (viewer sets united,
+sums added, concurrency the busiest minute). Hour and day cells therefore hold the minutes
+closed so far; they are final once their last minute has closed.
+
+Windows use the server's arrival time: an event arriving in a minute already closed (a
+race with the tick, a clock step back) counts in the oldest open minute. Client ``ts`` only
+measures durations inside a session.
+
+Memory: sessions are ended by their player (``sta`` e/f/q) or by silence (``idle_seconds``,
+found with a timing wheel keyed by minute, so a tick never scans all sessions). Groups of
+cells stay until :meth:`Aggregator.release` is given them after their window closed and
+was written; a day's viewer keys go then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Final
+
+from prometheus_client import Counter
+
+from aggregator.cells import GRANULARITIES, Group, RawCell
+from aggregator.histogram import bucket_of
+from aggregator.sessions import Leaf, Session
+from collector.handover import Dimensions, Event
+
+__all__ = ["CLOSE_GRACE_SECONDS", "DEFAULT_BREAKDOWNS", "Aggregator", "Group"]
+
+DEFAULT_BREAKDOWNS: Final = ("", "country", "device", "os", "browser", "player")
+DIMENSIONS: Final = frozenset(DEFAULT_BREAKDOWNS[1:])
+CLOSE_GRACE_SECONDS: Final = 2.0  # a minute closes this long after its end
+_SECONDS: Final = {"minute": 60, "hour": 3600, "day": 86400}
+
+SESSIONS_REFUSED = Counter(
+    "streamtally_sessions_refused_total",
+    "Events of new playback sessions not counted because max_sessions were held",
+)
+
+LeafKey = tuple[str, str, Dimensions]  # (account_id, stream, dimensions)
+
+
+class Aggregator:
+    """Sessions and windowed cells of all accounts; implements collector.handover.Sink."""
+
+    def __init__(
+        self,
+        breakdowns: Iterable[str] = DEFAULT_BREAKDOWNS,
+        idle_seconds: float = 1800,
+        max_sessions: int = 2_000_000,
+    ) -> None:
+        unknown = [b for b in breakdowns if b and b not in DIMENSIONS]
+        if unknown:
+            raise ValueError(f"unknown breakdown(s): {', '.join(unknown)}")
+        if idle_seconds <= 0 or max_sessions <= 0:
+            raise ValueError("idle_seconds and max_sessions must be positive")
+        # the stream total ("") is always kept: k-anonymity checks every breakdown against it
+        self.breakdowns: tuple[str, ...] = tuple(dict.fromkeys(("", *breakdowns)))
+        self.idle_seconds = float(idle_seconds)
+        self.max_sessions = max_sessions
+        self._sessions: dict[int, Session] = {}
+        self._wheel: dict[int, list[Session]] = {}  # minute -> sessions to check for silence
+        self._leaves: dict[int, dict[LeafKey, Leaf]] = {}  # open minute -> leaves
+        self._open_minute = 0  # minutes before this one are closed
+        self._groups: dict[tuple[str, str, int], Group] = {}  # (granularity, account, start)
+        self._refused = 0
+
+    # -- Sink ----------------------------------------------------------------------------------
+
+    def submit(self, events: Sequence[Event]) -> None:
+        """Count events (the report handler's call: no I/O, a few µs per event)."""
+        sessions = self._sessions
+        enter = self._enter
+        open_minute = self._open_minute
+        for ev in events:
+            m = int(ev.arrival // 60)
+            if m < open_minute:
+                m = open_minute
+            s = sessions.get(ev.session)
+            if s is None:
+                if len(sessions) >= self.max_sessions:
+                    self._refused += 1
+                    SESSIONS_REFUSED.inc()
+                    continue
+                s = sessions[ev.session] = Session(ev)
+                self._schedule(s)
+            elif s.account_id != ev.account_id:
+                continue  # a handle of another account (cannot happen with keyed handles)
+            elif m < s.minute:
+                m = s.minute
+            s.observe(ev, m, enter)
+
+    def accepting(self) -> bool:
+        """False while max_sessions are held (new sessions' events would be refused)."""
+        return len(self._sessions) < self.max_sessions
+
+    def forget_account(self, account_id: str) -> None:
+        """Drop every session, open minute and cell group of the account."""
+        for handle in [h for h, s in self._sessions.items() if s.account_id == account_id]:
+            s = self._sessions.pop(handle)
+            s.check_at = -1
+            s.leaf = None
+        for minute, sessions in list(self._wheel.items()):
+            self._wheel[minute] = [s for s in sessions if s.account_id != account_id]
+        for leaves in self._leaves.values():
+            for key in [k for k in leaves if k[0] == account_id]:
+                del leaves[key]
+        for gkey in [k for k in self._groups if k[1] == account_id]:
+            del self._groups[gkey]
+
+    # -- time ----------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """End silent sessions, close the minutes that are over and roll them up."""
+        self._expire(now)
+        limit = int((now - CLOSE_GRACE_SECONDS) // 60)  # minutes before this one are over
+        if limit <= self._open_minute:
+            return
+        for m in sorted(k for k in self._leaves if k < limit):
+            self._close_minute(m)
+        self._open_minute = limit
+        self._close_windows()
+
+    def end_all(self, now: float) -> None:
+        """Shutdown: end every session and close every open minute (hours and days stay
+        open; :meth:`groups` hands them out as changed)."""
+        m = max(self._open_minute, int(now // 60))
+        for s in self._sessions.values():
+            s.end(m, self._enter)
+            s.check_at = -1
+        self._sessions.clear()
+        self._wheel.clear()
+        for minute in sorted(self._leaves):
+            self._close_minute(minute)
+        self._open_minute = max(self._open_minute, m + 1)
+        self._close_windows()
+
+    def groups(self, now: float, *, changed_only: bool = True) -> list[Group]:
+        """Cell groups held (after a :meth:`tick`): closed minutes, and hours and days,
+        open (provisional) or closed (``Group.closed``: final). ``changed_only``: those
+        changed since the previous call."""
+        self.tick(now)
+        out = [g for g in self._groups.values() if g.changed or not changed_only]
+        for g in out:
+            g.changed = False
+        order = {gran: i for i, gran in enumerate(GRANULARITIES)}
+        out.sort(key=lambda g: (order[g.granularity], g.window_start, g.account_id))
+        return out
+
+    def release(self, groups: Sequence[Group]) -> None:
+        """Forget closed groups that were written for the last time (open ones are kept)."""
+        for g in groups:
+            if not g.closed:
+                continue
+            key = (g.granularity, g.account_id, int(g.window_start.timestamp()))
+            if self._groups.get(key) is g:
+                del self._groups[key]
+
+    def stats(self) -> dict[str, int]:
+        cells = sum(len(g.cells) for g in self._groups.values())
+        leaves = sum(len(b) for b in self._leaves.values())
+        return {
+            "active_sessions": len(self._sessions),  # ended ones wait for silence too
+            "open_cells": cells + leaves,
+            "cells": cells,
+            "leaves": leaves,
+            "groups": len(self._groups),
+            "viewer_keys": sum(
+                len(c.viewers) for g in self._groups.values() for c in g.cells.values()
+            ),
+            "refused_events": self._refused,
+        }
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _enter(self, s: Session, m: int) -> Leaf:
+        """The session's leaf in minute ``m``; its viewer is counted there."""
+        leaves = self._leaves.get(m)
+        if leaves is None:
+            leaves = self._leaves[m] = {}
+        key = (s.account_id, s.stream, s.dims)
+        leaf = leaves.get(key)
+        if leaf is None:
+            leaf = leaves[key] = Leaf()
+        leaf.viewers.append(s.viewer)
+        s.leaf = leaf
+        s.minute = m
+        return leaf
+
+    def _schedule(self, s: Session) -> None:
+        s.check_at = int((s.last_arrival + self.idle_seconds) // 60)
+        self._wheel.setdefault(s.check_at, []).append(s)
+
+    def _expire(self, now: float) -> None:
+        now_minute = int(now // 60)
+        due = sorted(k for k in self._wheel if k <= now_minute)
+        if not due:
+            return
+        m = max(self._open_minute, now_minute)
+        sessions = self._sessions
+        for k in due:
+            for s in self._wheel.pop(k):
+                if s.check_at != k:
+                    continue
+                expires = s.last_arrival + self.idle_seconds
+                if expires <= now:
+                    s.end(m, self._enter)
+                    s.check_at = -1
+                    if sessions.get(s.handle) is s:
+                        del sessions[s.handle]
+                else:
+                    s.check_at = int(expires // 60)
+                    self._wheel.setdefault(s.check_at, []).append(s)
+
+    def _group(self, granularity: str, account_id: str, start: int) -> Group:
+        key = (granularity, account_id, start)
+        g = self._groups.get(key)
+        if g is None:
+            g = self._groups[key] = Group(
+                account_id,
+                granularity,
+                datetime.fromtimestamp(start, UTC),
+                start + _SECONDS[granularity],
+            )
+        return g
+
+    def _close_minute(self, m: int) -> None:
+        leaves = self._leaves.pop(m, {})
+        start = m * 60
+        breakdowns = self.breakdowns
+        minute_groups: dict[str, Group] = {}
+        for (account_id, stream, dims), leaf in leaves.items():
+            g = minute_groups.get(account_id)
+            if g is None:
+                g = minute_groups[account_id] = self._group("minute", account_id, start)
+            for b in breakdowns:
+                _add_leaf(g.cell(stream, b, getattr(dims, b) if b else ""), leaf)
+            leaf.clear()
+        for account_id, g in minute_groups.items():
+            g.closed = g.changed = True
+            hour = self._group("hour", account_id, start - start % 3600)
+            day = self._group("day", account_id, start - start % 86400)
+            hour.changed = day.changed = True
+            for (stream, b, v), cell in g.cells.items():
+                hour.cell(stream, b, v).roll_up(cell)
+                day.cell(stream, b, v).roll_up(cell)
+
+    def _close_windows(self) -> None:
+        """Mark hours and days whose last minute has closed as final."""
+        boundary = self._open_minute * 60
+        for g in self._groups.values():
+            if not g.closed and g.window_end <= boundary:
+                g.closed = g.changed = True
+
+
+def _add_leaf(cell: RawCell, leaf: Leaf) -> None:
+    cell.viewers.update(leaf.viewers)
+    cell.views += leaf.views
+    cell.playing_ms += leaf.playing_ms
+    if leaf.startups is not None:
+        hist = cell.startup_hist
+        for ms in leaf.startups:
+            hist[bucket_of(ms)] += 1
+    cell.rebuffer_count += leaf.rebuffer_count
+    cell.rebuffer_ms += leaf.rebuffer_ms
+    cell.failures += leaf.failures
+    if leaf.codes is not None:
+        for code, n in leaf.codes.items():
+            cell.add_code(code, n)
+    cell.exits_before_start += leaf.exits_before_start
+    cell.bitrate_kbps_ms += leaf.bitrate_kbps_ms
+    cell.bitrate_ms += leaf.bitrate_ms
+    cell.bitrate_changes += leaf.bitrate_changes
+    cell.latency_ms_sum += leaf.latency_ms_sum
+    cell.latency_count += leaf.latency_count
+    cell.concurrent_peak += leaf.concurrent
