@@ -1,0 +1,267 @@
+"""Windows: arrival-time minutes, roll-up into hours and days, concurrency, memory release."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from aggregator.cells import RawCell
+from aggregator.windows import DEFAULT_BREAKDOWNS, Aggregator
+from collector.handover import Dimensions
+from tests.aggregator.test_sessions import ACCOUNT, DIMS, T0, Player, finish
+
+DAY0 = datetime.fromtimestamp(T0, UTC)
+
+
+def minute(n: int) -> datetime:
+    return DAY0 + timedelta(minutes=n)
+
+
+def watch(agg: Aggregator, session: int, viewer: int, start: float, end: float, **kw: Any) -> None:
+    """A plain view: starts at ``start``, plays with a t event every 10 s, ends at ``end``."""
+    p = Player(agg, session=session, viewer=viewer, **kw)
+    p(start, sta="s")
+    p(start + 0.5, sta="p", bitrate_kbps=2000)
+    t = start + 10
+    while t < end:
+        p(t, "t", sta="p", bitrate_kbps=2000)
+        t += 10
+    p(end, sta="e", bitrate_kbps=2000)
+
+
+def test_two_sessions_of_one_viewer_are_two_views_and_one_unique_viewer() -> None:
+    agg = Aggregator()
+    watch(agg, session=1, viewer=7, start=0, end=20)
+    watch(agg, session=2, viewer=7, start=30, end=50)
+    cell = finish(agg)["day"][(DAY0, "s1", "", "")]
+    assert (cell.views, len(cell.viewers)) == (2, 1)
+
+
+def test_every_breakdown_gets_a_cell_per_value() -> None:
+    agg = Aggregator()
+    watch(agg, 1, 1, 0, 20, dims=DIMS)
+    watch(agg, 2, 2, 0, 20, dims=Dimensions(country="FR", device="mobile", os="Android"))
+    day = finish(agg)["day"]
+    keys = {(b, v) for (_, s, b, v) in day}
+    assert {b for b, _ in keys} == set(DEFAULT_BREAKDOWNS)
+    assert {("country", "DE"), ("country", "FR"), ("device", "mobile"), ("", "")} <= keys
+    assert day[(DAY0, "s1", "country", "FR")].views == 1
+    assert day[(DAY0, "s1", "", "")].views == 2
+
+
+def test_breakdowns_are_configurable_and_the_stream_total_always_kept() -> None:
+    agg = Aggregator(breakdowns=("country",))
+    watch(agg, 1, 1, 0, 20)
+    assert {(b, v) for (_, _s, b, v) in finish(agg)["day"]} == {("", ""), ("country", "DE")}
+
+
+def test_unknown_breakdown_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown breakdown"):
+        Aggregator(breakdowns=("", "city"))
+
+
+def test_contributions_go_to_the_arrival_minute_of_the_later_event() -> None:
+    agg = Aggregator()
+    p = Player(agg)
+    p(40.0, sta="s")
+    p(50.0, sta="p")
+    p(58.0, "t", sta="p")  # 8 s in minute 0
+    p(66.0, "t", sta="p")  # 8 s in minute 1
+    p(70.0, sta="e")  # 4 s in minute 1
+    cells = finish(agg)["minute"]
+    assert cells[(minute(0), "s1", "", "")].playing_ms == 8_000
+    assert cells[(minute(1), "s1", "", "")].playing_ms == 12_000
+    assert cells[(minute(0), "s1", "", "")].views == 1
+    assert cells[(minute(1), "s1", "", "")].views == 0
+    assert len(cells[(minute(1), "s1", "", "")].viewers) == 1  # still watching there
+
+
+@pytest.mark.parametrize(
+    "skew_ms",
+    [
+        pytest.param(0, id="right-clock"),
+        pytest.param(3 * 86_400_000, id="clock-3-days-ahead"),
+        pytest.param(-400 * 86_400_000, id="clock-400-days-behind"),
+    ],
+)
+def test_a_wrong_client_clock_shifts_nothing(skew_ms: int) -> None:
+    agg = Aggregator()
+    p = Player(agg, skew_ms=skew_ms)
+    p(10.0, sta="s")
+    p(10.5, sta="p")
+    p(70.0, "t", sta="p")
+    p(90.0, sta="e")
+    cells = finish(agg)
+    assert set(cells["minute"]) >= {(minute(0), "s1", "", ""), (minute(1), "s1", "", "")}
+    assert {ws for ws, *_ in cells["day"]} == {DAY0}
+    assert cells["day"][(DAY0, "s1", "", "")].playing_ms == 79_500
+    assert cells["minute"][(minute(1), "s1", "", "")].playing_ms == 79_500 - 20_000 + 20_000
+
+
+def test_an_event_arriving_after_its_minute_closed_counts_in_the_next_open_minute() -> None:
+    agg = Aggregator()
+    p = Player(agg)
+    p(10.0, sta="s")
+    agg.tick(T0 + 125)  # minutes 0 and 1 close
+    late = p.event(30.0, sta="p")  # stamped in minute 0, handed over late
+    agg.submit([late])
+    p(150.0, sta="e")
+    cells = finish(agg)["minute"]
+    assert cells[(minute(0), "s1", "", "")].views == 1
+    assert cells[(minute(2), "s1", "", "")].exits_before_start == 0
+    assert cells[(minute(2), "s1", "", "")].playing_ms == 120_000
+
+
+def test_concurrent_peak_is_distinct_sessions_playing_in_a_minute_and_the_max_above() -> None:
+    agg = Aggregator()
+    for s in range(3):  # three sessions play in minute 0, one goes on into minute 1
+        watch(agg, session=s, viewer=s, start=5, end=50 if s else 100)
+    cells = finish(agg)
+    assert cells["minute"][(minute(0), "s1", "", "")].concurrent_peak == 3
+    assert cells["minute"][(minute(1), "s1", "", "")].concurrent_peak == 1
+    assert cells["hour"][(DAY0, "s1", "", "")].concurrent_peak == 3
+    assert cells["day"][(DAY0, "s1", "", "")].concurrent_peak == 3
+
+
+ADDITIVE = (
+    "views",
+    "playing_ms",
+    "rebuffer_count",
+    "rebuffer_ms",
+    "failures",
+    "exits_before_start",
+    "bitrate_kbps_ms",
+    "bitrate_ms",
+    "bitrate_changes",
+    "latency_ms_sum",
+    "latency_count",
+)
+
+
+def _sum(cells: list[RawCell]) -> dict[str, object]:
+    out: dict[str, object] = {f: sum(getattr(c, f) for c in cells) for f in ADDITIVE}
+    out["viewers"] = set().union(*(c.viewers for c in cells))
+    out["startup_hist"] = [sum(h) for h in zip(*(c.startup_hist for c in cells), strict=True)]
+    out["concurrent_peak"] = max(c.concurrent_peak for c in cells)
+    codes: dict[str, int] = {}
+    for c in cells:
+        for code, n in c.failures_by_code.items():
+            codes[code] = codes.get(code, 0) + n
+    out["failures_by_code"] = codes
+    return out
+
+
+def _fields(cell: RawCell) -> dict[str, object]:
+    return _sum([cell])
+
+
+def test_minutes_roll_up_into_hours_and_days_equal_to_direct_sums() -> None:
+    agg = Aggregator()
+    countries = ("DE", "FR", "IT")
+    for s in range(12):  # sessions spread over two hours, a stall and a failure here and there
+        p = Player(agg, session=s, viewer=s % 5, dims=Dimensions(country=countries[s % 3]))
+        start = s * 600.0 + 7
+        p(start, sta="s")
+        if s % 4 == 3:
+            p(start + 1, "e", sta="f", error_code=f"code{s % 2}")
+            continue
+        p(start + 1, sta="p", bitrate_kbps=1000 + 100 * s, latency_ms=2000 + s)
+        for t in range(1, 9):
+            p(start + 1 + 30 * t, "t", sta="r" if t == 4 and s % 2 else "p", bitrate_kbps=1500)
+        p(start + 300, sta="e")
+    cells = finish(agg, at=4 * 3600)
+    for (hour_start, stream, b, v), hour_cell in cells["hour"].items():
+        minutes = [
+            c
+            for (ws, s2, b2, v2), c in cells["minute"].items()
+            if (s2, b2, v2) == (stream, b, v) and hour_start <= ws < hour_start + timedelta(hours=1)
+        ]
+        assert _fields(hour_cell) == _sum(minutes)
+    for (_day, stream, b, v), day_cell in cells["day"].items():
+        hours = [
+            c for (_, s2, b2, v2), c in cells["hour"].items() if (s2, b2, v2) == (stream, b, v)
+        ]
+        assert _fields(day_cell) == _sum(hours)
+    day = cells["day"][(DAY0, "s1", "", "")]
+    assert (day.views, len(day.viewers), day.failures) == (12, 5, 3)
+    assert day.rebuffer_count == 3  # sessions 1, 5 and 9 stall
+
+
+def test_idle_sessions_end_and_leave_memory_while_active_ones_stay() -> None:
+    agg = Aggregator(idle_seconds=600)
+    quiet = Player(agg, session=1, viewer=1)
+    busy = Player(agg, session=2, viewer=2)
+    quiet(0.0, sta="s")
+    quiet(1.0, sta="p")
+    busy(0.0, sta="s")
+    busy(1.0, sta="p")
+    for t in range(60, 1300, 60):
+        busy(float(t), "t", sta="p")
+        agg.tick(T0 + t)
+    assert agg.stats()["active_sessions"] == 1
+    busy(1300.0, sta="e")
+    agg.tick(T0 + 1300 + 601)
+    assert agg.stats()["active_sessions"] == 0
+
+
+def test_groups_hand_out_closed_minutes_once_and_mark_final_windows() -> None:
+    agg = Aggregator()
+    watch(agg, 1, 1, 5, 50)
+    assert agg.groups(T0 + 61) == []  # minute 0 not closed before its grace period
+    first = agg.groups(T0 + 63)
+    assert [(g.granularity, g.closed) for g in first] == [
+        ("minute", True),
+        ("hour", False),
+        ("day", False),
+    ]
+    assert agg.groups(T0 + 64) == []  # nothing changed since
+    assert len(agg.groups(T0 + 64, changed_only=False)) == 3
+    agg.release(first)  # only the closed minute goes
+    assert [g.granularity for g in agg.groups(T0 + 64, changed_only=False)] == ["hour", "day"]
+    closed = agg.groups(T0 + 3600 + 3)
+    assert [(g.granularity, g.closed) for g in closed] == [("hour", True)]
+
+
+def test_a_day_releases_its_cells_and_viewer_keys_after_its_final_write() -> None:
+    agg = Aggregator(idle_seconds=300)
+    for s in range(20):
+        watch(agg, session=s, viewer=s, start=86_400 - 200 + s, end=86_400 - 100)
+    watch(agg, session=99, viewer=99, start=86_400 + 10, end=86_400 + 30)  # the next day
+    agg.tick(T0 + 86_400 + 3)
+    assert agg.stats()["viewer_keys"] > 0
+    groups = agg.groups(T0 + 86_400 + 3)
+    assert ("day", True, DAY0) in {(g.granularity, g.closed, g.window_start) for g in groups}
+    agg.release(groups)
+    assert agg.stats()["viewer_keys"] == 0
+    assert agg.stats()["groups"] == 0
+    agg.end_all(T0 + 86_400 + 100)
+    left = agg.groups(T0 + 86_400 + 100, changed_only=False)
+    assert {g.window_start.date() for g in left} == {(DAY0 + timedelta(days=1)).date()}
+
+
+def test_forget_account_removes_its_sessions_and_cells_and_keeps_the_others() -> None:
+    agg = Aggregator()
+    watch(agg, 1, 1, 0, 100)
+    watch(agg, 2, 2, 0, 100, account="acc-2")
+    Player(agg, session=3, viewer=3)(150.0, sta="s")  # open session, open minute
+    Player(agg, session=4, viewer=4, account="acc-2")(150.0, sta="s")
+    agg.tick(T0 + 125)
+    agg.forget_account(ACCOUNT)
+    assert agg.stats()["active_sessions"] == 3 - 1 - 0  # sessions 2 (ended) and 4 stay
+    cells = finish(agg)
+    assert cells["day"]
+    for gran in ("minute", "hour", "day"):
+        assert all(c.viewers <= {2, 4} for c in cells[gran].values())
+    accounts = {g.account_id for g in agg.groups(T0 + 7200, changed_only=False)}
+    assert accounts == {"acc-2"}
+
+
+def test_new_sessions_are_refused_beyond_max_sessions() -> None:
+    agg = Aggregator(max_sessions=2)
+    for s in range(3):
+        Player(agg, session=s, viewer=s)(0.0, sta="s")
+    assert not agg.accepting()
+    assert agg.stats()["refused_events"] == 1
+    assert finish(agg)["day"][(DAY0, "s1", "", "")].views == 2
