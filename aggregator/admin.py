@@ -8,9 +8,12 @@ import orjson
 from aiohttp import web
 
 from aggregator.auth import ACCOUNT_STORE, require_admin
+from aggregator.service import SERVICE
 from collector.errors import BadRequest
 
 routes = web.RouteTableDef()
+DEFAULT_K = web.AppKey("default_k", int)
+DEFAULT_RETENTION = web.AppKey("default_retention", int)
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -58,5 +61,15 @@ async def create_account(request: web.Request) -> web.Response:
     return web.json_response(body, status=201, dumps=lambda o: orjson.dumps(o).decode())
 
 
-DEFAULT_K = web.AppKey("default_k", int)
-DEFAULT_RETENTION = web.AppKey("default_retention", int)
+@routes.post("/v1/admin/flush")
+async def flush(request: web.Request) -> web.Response:
+    """Write the current state of every open cell now."""
+    require_admin(request)
+    report = await request.app[SERVICE].flush(everything=True)
+    body = {
+        "groups": report.groups,
+        "rows": report.rows,
+        "tombstones": report.tombstones,
+        "spooled": report.spooled,
+    }
+    return web.json_response(body)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -22,12 +23,19 @@ from aggregator.config import AggregatorConfig
 from aggregator.migrate import migrate
 from aggregator.service import SERVICE, Service
 from aggregator.store import Store
-from collector.app import problem_middleware, setup_collector
+from collector.app import PrivateAccessLogger, problem_middleware, setup_collector
 from collector.config import CollectorConfig
 
 log = logging.getLogger("streamtally")
 
 STORE = web.AppKey("store", Store)
+
+# How every runner of the app is set up, in production and in tests alike.
+RUNNER_OPTIONS: dict[str, Any] = {
+    "access_log_class": PrivateAccessLogger,
+    "handle_signals": False,
+    "shutdown_timeout": 10.0,
+}
 
 
 async def create_app(
@@ -97,6 +105,4 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     request.app[SERVICE].update_gauges()
-    return web.Response(
-        body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

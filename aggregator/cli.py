@@ -1,9 +1,9 @@
 """``streamtally``: run the service, migrate, manage accounts and keys.
 
-    streamtally serve [--port 8080 --data-dir ./streamtally-data ...]
-    streamtally migrate
-    streamtally accounts create --name NAME --origin https://example.com [--k 10]
-    streamtally keys rotate | list
+streamtally serve [--port 8080 --data-dir ./streamtally-data ...]
+streamtally migrate
+streamtally accounts create --name NAME --origin https://example.com [--k 10]
+streamtally keys rotate | list
 """
 
 from __future__ import annotations
@@ -60,22 +60,14 @@ async def _serve(collector_config: CollectorConfig, aggregator_config: Aggregato
     from aiohttp import web
 
     from aggregator.admintoken import AdminToken
-    from aggregator.app import create_app
+    from aggregator.app import RUNNER_OPTIONS, create_app
 
     data_dir = collector_config.data_dir.resolve()
     token, generated = AdminToken.setup(data_dir, aggregator_config.admin_token)
     if generated:
-        print(
-            f"Generated admin token (shown once, stored only as a hash): {generated}", flush=True
-        )
+        print(f"Generated admin token (shown once, stored only as a hash): {generated}", flush=True)
     app = await create_app(collector_config, aggregator_config, token)
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        # Never an IP address or user agent in the access log.
-        access_log_format='"%r" %s %b %Tfs',
-        shutdown_timeout=10.0,
-    )
+    runner = web.AppRunner(app, **RUNNER_OPTIONS)
     await runner.setup()
     site = web.TCPSite(runner, collector_config.host, collector_config.port, backlog=1024)
     await site.start()
@@ -185,12 +177,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
     )
     if args.keys_command == "rotate":
         new = keys.rotate()
-        print(f"new current key_id {new.key_id}; previous keys keep opening reports for "
-              f"{collector_config.key_overlap_seconds} s (a running server picks this up "
-              "within 30 s)")
+        print(
+            f"new current key_id {new.key_id}; previous keys keep opening reports for "
+            f"{collector_config.key_overlap_seconds} s (a running server picks this up "
+            "within 30 s)"
+        )
     for key in keys.usable():
-        state = "current" if key.retired_at is None else (
-            f"retired {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(key.retired_at))}"
+        state = (
+            "current"
+            if key.retired_at is None
+            else (f"retired {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(key.retired_at))}")
         )
         print(f"key_id {key.key_id}  {state}  public {key.public_bytes().hex()}")
     return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from collector.accounts import AccountDirectory
 from collector.clientip import ClientIP
@@ -203,3 +204,18 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         where = ", ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames[-4:])
         log.error("unexpected %s in %s at %s", type(exc).__name__, request.path, where)
         return problem_response(HTTPProblem("unexpected error; it was logged"))
+
+
+class PrivateAccessLogger(AbstractAccessLogger):
+    """The access log: method, path, status, size and time. Never the client's address,
+    user agent, referer or query string (aiohttp's default format has the first three)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '"%s %s" %s %s %.4fs',
+            request.method,
+            request.rel_url.path,
+            response.status,
+            response.body_length,
+            time,
+        )

@@ -17,9 +17,7 @@ REPORTS_REJECTED = Counter(
     "Reports refused, by reason",
     ["reason"],
 )
-EVENTS_ACCEPTED = Counter(
-    "streamtally_events_accepted_total", "Events handed to the aggregator"
-)
+EVENTS_ACCEPTED = Counter("streamtally_events_accepted_total", "Events handed to the aggregator")
 EVENTS_DROPPED = Counter(
     "streamtally_events_dropped_total",
     "Events not counted, by reason (bot, duplicate, invalid, late)",

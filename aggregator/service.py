@@ -1,0 +1,223 @@
+"""The aggregator as the collector's Sink, and the flush cycle that writes what it counts.
+
+    submit → Aggregator (sessions, minute cells) → tick (close minutes, roll up)
+           → groups due → anonymise (k) → Batch (version, tombstones) → Writer (or spool)
+
+Minute cells are written soon after their minute ends; hour and day cells are written as
+provisional rows every ``provisional_seconds`` and once more when their window closes.
+Each process run writes its own rows (column ``part``), so a restart never overwrites what
+an earlier run wrote; queries add the parts up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import Gauge, Summary
+
+from aggregator.accounts_store import AccountStore
+from aggregator.cells import COLUMNS, CellRow, row_values
+from aggregator.config import AggregatorConfig
+from aggregator.kanon import anonymise
+from aggregator.spool import Spool
+from aggregator.store import Store
+from aggregator.windows import Aggregator, Group
+from aggregator.writer import Batch, Writer
+from collector.config import CollectorConfig
+from collector.errors import StorageError
+from collector.handover import Event
+
+log = logging.getLogger("streamtally.aggregator")
+
+FLUSH_SECONDS = Summary("streamtally_flush_seconds", "Time of one flush cycle")
+ACTIVE_SESSIONS = Gauge("streamtally_active_sessions", "Playback sessions held in memory")
+OPEN_CELLS = Gauge("streamtally_open_cells", "Cells held in memory")
+
+WRITE_COLUMNS = (*COLUMNS, "part", "retention_days", "version", "is_deleted")
+
+
+@dataclass(frozen=True, slots=True)
+class FlushReport:
+    groups: int
+    rows: int
+    tombstones: int
+    spooled: int
+
+
+class Service:
+    """Implements collector.handover.Sink."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        accounts: AccountStore,
+        data_dir: Path,
+        collector_config: CollectorConfig,
+        config: AggregatorConfig,
+    ) -> None:
+        self.store = store
+        self.accounts = accounts
+        self.config = config
+        self.aggregator = Aggregator(
+            breakdowns=("", *config.breakdowns),
+            idle_seconds=collector_config.session_idle_seconds,
+        )
+        self.spool = Spool(data_dir / "spool", config.spool_max_bytes)
+        self.writer = Writer(store, self.spool)
+        self.part = secrets.token_hex(8)  # this process run
+        self._lock = asyncio.Lock()
+        self._last_provisional = time.time()
+        self._published: dict[tuple[str, str, float], set[tuple[str, str, str]]] = {}
+        self._version = time.time_ns()
+
+    # -- Sink ------------------------------------------------------------------------------
+
+    def submit(self, events: Sequence[Event]) -> None:
+        self.aggregator.submit(events)
+
+    def forget_account(self, account_id: str) -> None:
+        self.aggregator.forget_account(account_id)
+        for key in [k for k in self._published if k[0] == account_id]:
+            del self._published[key]
+
+    def accepting(self) -> bool:
+        return self.writer.accepting()
+
+    # -- status ----------------------------------------------------------------------------
+
+    def spool_bytes(self) -> int:
+        return self.writer.spool_bytes()
+
+    def update_gauges(self) -> None:
+        stats = self.aggregator.stats()
+        ACTIVE_SESSIONS.set(stats.get("active_sessions", 0))
+        OPEN_CELLS.set(stats.get("open_cells", 0))
+
+    # -- flushing --------------------------------------------------------------------------
+
+    def _next_version(self) -> int:
+        self._version = max(self._version + 1, time.time_ns())
+        return self._version
+
+    def _k_of(self, account_id: str) -> int:
+        account = self.accounts.by_id(account_id)
+        return max(2, account.k) if account is not None else self.config.default_k
+
+    def _retention(self, account_id: str) -> int:
+        account = self.accounts.by_id(account_id)
+        return account.retention_days if account is not None else self.config.retention_days
+
+    async def start_spool(self) -> None:
+        """Replay what an earlier run left in the spool (best effort: ClickHouse may be down)."""
+        if len(self.spool):
+            written = await self.writer.drain()
+            log.info(
+                "spool replay at start: %d batch(es) written, %d left", written, len(self.spool)
+            )
+
+    async def flush(self, now: float | None = None, *, everything: bool = False) -> FlushReport:
+        """Write what is due; ``everything`` writes every open cell now (admin flush, shutdown)."""
+        async with self._lock:
+            with FLUSH_SECONDS.time():
+                return await self._flush(time.time() if now is None else now, everything)
+
+    async def _flush(self, now: float, everything: bool) -> FlushReport:
+        self.aggregator.tick(now)
+        provisional = everything or now - self._last_provisional >= self.config.provisional_seconds
+        if provisional:
+            self._last_provisional = now
+        groups = self.aggregator.groups(now, changed_only=not everything)
+        due = [
+            g
+            for g in groups
+            if g.closed or everything or (provisional and g.granularity != "minute")
+        ]
+        rows = tombstones = spooled = 0
+        for group in due:
+            batch, n_rows, n_tomb = self._batch(group)
+            rows += n_rows
+            tombstones += n_tomb
+            if batch is not None and not await self.writer.write(batch):
+                spooled += 1
+        self.aggregator.release([g for g in due if g.closed])
+        for g in due:
+            if g.closed:
+                self._published.pop(self._group_id(g), None)
+        if len(self.spool) and not spooled:
+            await self.writer.drain()
+        self.update_gauges()
+        return FlushReport(len(due), rows, tombstones, spooled)
+
+    @staticmethod
+    def _group_id(group: Group) -> tuple[str, str, float]:
+        return (group.account_id, group.granularity, group.window_start.timestamp())
+
+    def _batch(self, group: Group) -> tuple[Batch | None, int, int]:
+        published: list[CellRow] = anonymise([group], self._k_of)
+        gid = self._group_id(group)
+        before = self._published.get(gid, set())
+        now_keys = {(r.key.stream, r.key.breakdown, r.key.value) for r in published}
+        gone = before - now_keys
+        if not published and not gone:
+            return None, 0, 0
+        version = self._next_version()
+        retention = self._retention(group.account_id)
+        values = [[*row_values(r), self.part, retention, version, 0] for r in published]
+        for stream, breakdown, value in sorted(gone):
+            values.append(self._tombstone(group, stream, breakdown, value, retention, version))
+        self._published[gid] = now_keys
+        token = (
+            f"cells:{group.account_id}:{group.granularity}:"
+            f"{group.window_start.isoformat()}:{self.part}:{version}"
+        )
+        return Batch("cells", WRITE_COLUMNS, values, token), len(published), len(gone)
+
+    def _tombstone(
+        self, group: Group, stream: str, breakdown: str, value: str, retention: int, version: int
+    ) -> list[object]:
+        from aggregator.cells import CellKey, empty_row
+
+        row = empty_row(
+            CellKey(
+                group.account_id, stream, group.granularity, group.window_start, breakdown, value
+            )
+        )
+        return [*row_values(row), self.part, retention, version, 1]
+
+    async def lifetime(self, app: web.Application) -> AsyncIterator[None]:
+        """cleanup_ctx: the periodic flush, and on shutdown a final flush of everything."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self.config.flush_seconds)
+                try:
+                    await self.flush()
+                except StorageError as exc:
+                    log.warning("flush failed: %s", exc)
+
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        now = time.time()
+        self.aggregator.end_all(now)
+        report = await self.flush(now, everything=True)
+        log.info(
+            "final flush: %d group(s), %d row(s), %d spooled",
+            report.groups,
+            report.rows,
+            report.spooled,
+        )
+
+
+SERVICE = web.AppKey("service", Service)
