@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from aggregator import admin, stats
+from aggregator import account_api, admin, dashboard, export, openapi, register, stats
 from aggregator.accounts_store import AccountStore
 from aggregator.admintoken import AdminToken
 from aggregator.auth import ACCOUNT_STORE, ADMIN_TOKEN
@@ -77,8 +77,8 @@ async def create_app(
     app[admin.DEFAULT_K] = aggregator_config.default_k
     app[admin.DEFAULT_RETENTION] = aggregator_config.retention_days
     setup_collector(app, collector_config, accounts, service)
-    app.router.add_routes(admin.routes)
-    app.router.add_routes(stats.routes)
+    for module in (admin, stats, export, openapi, account_api, register, dashboard):
+        app.router.add_routes(module.routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(store_ctx)
