@@ -1,0 +1,211 @@
+/**
+ * Generic adapter for a media element (`<video>`, and so Video.js, dash.js or any player built
+ * on one): turns media element events into CMCD v2 events (`ps` with `sta`, interval `t`,
+ * `e` errors, `bc` bitrate changes, `pr` playback rate) and sends them sealed.
+ */
+import { encodeBody } from './cmcd.js';
+import { INTERVAL_S } from './targets.js';
+import { Sender } from './sender.js';
+
+/** CMCD v2 player states (`sta` tokens). */
+export const State = Object.freeze({
+  STARTING: 's',
+  PLAYING: 'p',
+  SEEKING: 'k',
+  REBUFFERING: 'r',
+  PAUSED: 'a',
+  ENDED: 'e',
+  FATAL: 'f',
+  PRELOADING: 'd',
+});
+
+const MEDIA_ERRORS = ['', 'MEDIA_ERR_ABORTED', 'MEDIA_ERR_NETWORK', 'MEDIA_ERR_DECODE', 'MEDIA_ERR_SRC_NOT_SUPPORTED'];
+const LISTENED = [
+  'play', 'playing', 'waiting', 'pause', 'seeking', 'seeked', 'ended', 'error', 'ratechange',
+  'loadstart',
+];
+
+/** Milliseconds of media buffered ahead of the playhead. */
+export function bufferAheadMs(media) {
+  const { buffered, currentTime } = media;
+  for (let i = 0; i < (buffered?.length ?? 0); i += 1) {
+    if (buffered.start(i) <= currentTime + 0.1 && currentTime < buffered.end(i)) {
+      return Math.round((buffered.end(i) - currentTime) * 1000);
+    }
+  }
+  return 0;
+}
+
+/**
+ * Report a media element's playback to StreamTally.
+ *
+ * @param {HTMLMediaElement|EventTarget} media
+ * @param {object} options
+ * @param {string} options.collector  collector origin
+ * @param {string} options.embedKey   the account's public embed key
+ * @param {string} [options.contentId]  stream name (CMCD `cid`)
+ * @param {string} [options.player]   'html5' (default), 'video.js', 'dash.js', …
+ * @param {number} [options.interval] seconds between `t` events (0: none)
+ * @param {() => number|undefined} [options.bitrate]  current video bitrate in kbps, if known
+ * @returns {MediaTracker}
+ */
+export function trackMedia(media, options) {
+  return new MediaTracker(media, options);
+}
+
+export class MediaTracker {
+  constructor(
+    media,
+    {
+      contentId,
+      player = 'html5',
+      interval = INTERVAL_S,
+      bitrate,
+      sender,
+      now = Date.now,
+      randomUUID = () => globalThis.crypto.randomUUID(),
+      setInterval: every = globalThis.setInterval.bind(globalThis),
+      clearInterval: stopEvery = globalThis.clearInterval.bind(globalThis),
+      ...senderOptions
+    },
+  ) {
+    this.media = media;
+    this.contentId = contentId;
+    this.bitrate = bitrate;
+    this.now = now;
+    this.randomUUID = randomUUID;
+    this.stopEvery = stopEvery;
+    this.sender = sender ?? new Sender({ player, ...senderOptions });
+    this.sender.warm();
+    this.queue = [];
+    this.flushing = false;
+    this.newSession();
+    this.onEvent = (event) => this.handle(event.type);
+    for (const type of LISTENED) media.addEventListener(type, this.onEvent);
+    this.onPageHide = () => this.flush();
+    globalThis.addEventListener?.('pagehide', this.onPageHide);
+    this.timer = interval > 0 ? every(() => this.record('t'), interval * 1000) : null;
+    if (media.autoplay || !media.paused) this.setState(State.STARTING);
+    else this.setState(State.PRELOADING);
+  }
+
+  /** Start a new playback session: a fresh random sid (memory only), sn from 0. */
+  newSession() {
+    this.sid = this.randomUUID();
+    this.sn = 0;
+    this.started = false;
+    this.startAt = null;
+    this.state = null;
+    this.lastBitrate = undefined;
+  }
+
+  handle(type) {
+    const media = this.media;
+    switch (type) {
+      case 'loadstart':
+        if (this.sn > 0 && this.state !== State.STARTING && this.state !== State.PRELOADING) {
+          this.newSession(); // a new source on the same element is a new playback
+          this.setState(media.autoplay ? State.STARTING : State.PRELOADING);
+        }
+        break;
+      case 'play':
+        if (!this.started) {
+          this.startAt ??= this.now();
+          this.setState(State.STARTING);
+        }
+        break;
+      case 'playing': {
+        const first = !this.started;
+        this.started = true;
+        const msd = first && this.startAt !== null ? this.now() - this.startAt : undefined;
+        this.setState(State.PLAYING, { msd });
+        break;
+      }
+      case 'waiting':
+        if (this.started && !media.seeking) this.setState(State.REBUFFERING);
+        break;
+      case 'pause':
+        if (!media.ended) this.setState(State.PAUSED);
+        break;
+      case 'seeking':
+        if (this.started) this.setState(State.SEEKING);
+        break;
+      case 'seeked':
+        if (this.started && media.paused) this.setState(State.PAUSED);
+        break;
+      case 'ended':
+        this.setState(State.ENDED);
+        break;
+      case 'error':
+        this.error(MEDIA_ERRORS[media.error?.code ?? 0] || 'MEDIA_ERR_UNKNOWN');
+        break;
+      case 'ratechange':
+        this.record('pr', { pr: media.playbackRate });
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** Report a fatal error (`e` event with `ec`, then `sta=f`), e.g. from the player's API. */
+  error(code) {
+    this.record('e', { ec: [String(code)] });
+    this.setState(State.FATAL);
+  }
+
+  /** Report the current video bitrate in kbps (sends `bc` when it changes). */
+  setBitrate(kbps) {
+    if (!Number.isFinite(kbps) || kbps <= 0) return;
+    const rounded = Math.round(kbps);
+    if (rounded === this.lastBitrate) return;
+    this.lastBitrate = rounded;
+    this.record('bc', { br: [rounded] });
+  }
+
+  setState(sta, extra = {}) {
+    if (sta === this.state) return;
+    this.state = sta;
+    this.record('ps', extra);
+  }
+
+  /** Queue one CMCD event; events of the same task go out together in one report. */
+  record(e, extra = {}) {
+    if (e === 't' && this.bitrate) this.setBitrate(this.bitrate());
+    const media = this.media;
+    const event = {
+      e,
+      ts: this.now(),
+      v: 2,
+      sid: this.sid,
+      cid: this.contentId,
+      sn: this.sn,
+      sta: this.state ?? undefined,
+      br: this.lastBitrate === undefined ? undefined : [this.lastBitrate],
+      bl: media.buffered ? [bufferAheadMs(media)] : undefined,
+      pt: Number.isFinite(media.currentTime) ? Math.round(media.currentTime * 1000) : undefined,
+      ...extra,
+    };
+    this.sn += 1;
+    this.queue.push(event);
+    if (!this.flushing) {
+      this.flushing = true;
+      queueMicrotask(() => this.flush());
+    }
+  }
+
+  /** Send queued events now. */
+  flush() {
+    this.flushing = false;
+    if (this.queue.length === 0) return Promise.resolve();
+    const body = encodeBody(this.queue.splice(0));
+    return this.sender.send(body);
+  }
+
+  /** Stop listening and send what is queued. */
+  destroy() {
+    for (const type of LISTENED) this.media.removeEventListener(type, this.onEvent);
+    globalThis.removeEventListener?.('pagehide', this.onPageHide);
+    if (this.timer !== null) this.stopEvery(this.timer);
+    return this.flush();
+  }
+}
