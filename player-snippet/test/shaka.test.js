@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { shakaCmcd } from '../src/shaka.js';
+import { fakeCollector, keyConfig, keyPair, ohttpKeys } from './helpers.js';
+
+const pair = await keyPair();
+
+/** The parts of the `shaka` namespace the integration uses. */
+function fakeShaka() {
+  const schemes = new Map();
+  return {
+    schemes,
+    net: { NetworkingEngine: { registerScheme: (name, plugin) => schemes.set(name, plugin) } },
+    util: {
+      AbortableOperation: class {
+        constructor(promise, onAbort) {
+          this.promise = promise;
+          this.abort = onAbort;
+        }
+      },
+    },
+  };
+}
+
+describe('Shaka integration', () => {
+  it('configures a CMCD v2 event target behind the streamtally: scheme', () => {
+    const shaka = fakeShaka();
+    const cmcd = shakaCmcd(shaka, {
+      collector: 'https://stats.example',
+      embedKey: 'pk_demo',
+      contentId: 'stream-42',
+      fetch: fakeCollector({}).fetch,
+    });
+    assert.equal(cmcd.enabled, true);
+    assert.equal(cmcd.version, 2);
+    assert.equal(cmcd.contentId, 'stream-42');
+    const [target] = cmcd.eventTargets;
+    assert.equal(target.enabled, true);
+    assert.equal(target.url, 'streamtally:https://stats.example/v1/r/pk_demo?player=shaka');
+    assert.ok(target.events.includes('ps'));
+    assert.equal(typeof shaka.schemes.get('streamtally'), 'function');
+  });
+
+  it('the scheme plugin seals Shaka\'s request body and answers like an HTTP response', async () => {
+    const shaka = fakeShaka();
+    const collector = fakeCollector({
+      keys: ohttpKeys(keyConfig(2, pair.publicBytes)),
+      answers: [204, 410],
+      privateKey: pair.privateKey,
+    });
+    const cmcd = shakaCmcd(shaka, {
+      collector: 'https://stats.example',
+      embedKey: 'pk_shaka',
+      fetch: collector.fetch,
+    });
+    const plugin = shaka.schemes.get('streamtally');
+    const body = 'cid="c",e=ps,sid="s",sn=0,sta=p,ts=5,v=2\n';
+    // Shaka's requester: StringUtils.toUTF8(body) → ArrayBuffer, headers lower-cased.
+    const request = { body: new TextEncoder().encode(body).buffer, headers: { 'content-type': 'application/cmcd' } };
+    const operation = plugin(cmcd.eventTargets[0].url, request);
+    const response = await operation.promise;
+    assert.equal(response.status, 204);
+    assert.equal(response.originalRequest, request);
+    assert.equal(collector.calls.posts[0].url, 'https://stats.example/v1/r/pk_shaka?player=shaka');
+    assert.equal(collector.calls.posts[0].sealed, true);
+    assert.equal(collector.calls.posts[0].body, body);
+    assert.equal((await plugin(cmcd.eventTargets[0].url, request).promise).status, 410);
+    assert.equal((await plugin(cmcd.eventTargets[0].url, request).promise).status, 410);
+    assert.equal(collector.calls.posts.length, 2); // stopped after 410
+  });
+});
