@@ -41,6 +41,7 @@ FLUSH_SECONDS = Summary("streamtally_flush_seconds", "Time of one flush cycle")
 ACTIVE_SESSIONS = Gauge("streamtally_active_sessions", "Playback sessions held in memory")
 OPEN_CELLS = Gauge("streamtally_open_cells", "Cells held in memory")
 
+DRAIN_SECONDS = 2.0  # how often the spool is retried while ClickHouse is away
 WRITE_COLUMNS = (*COLUMNS, "part", "retention_days", "version", "is_deleted")
 
 
@@ -131,7 +132,10 @@ class Service:
                 return await self._flush(time.time() if now is None else now, everything)
 
     async def _flush(self, now: float, everything: bool) -> FlushReport:
-        self.aggregator.tick(now)
+        if everything:
+            self.aggregator.close_now(now)
+        else:
+            self.aggregator.tick(now)
         provisional = everything or now - self._last_provisional >= self.config.provisional_seconds
         if provisional:
             self._last_provisional = now
@@ -204,11 +208,16 @@ class Service:
                 except StorageError as exc:
                     log.warning("flush failed: %s", exc)
 
-        task = asyncio.create_task(loop())
+        tasks = [
+            asyncio.create_task(loop()),
+            asyncio.create_task(self.writer.drain_forever(DRAIN_SECONDS)),
+        ]
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         now = time.time()
         self.aggregator.end_all(now)
         report = await self.flush(now, everything=True)

@@ -129,6 +129,18 @@ class Aggregator:
         self._open_minute = limit
         self._close_windows()
 
+    def close_now(self, now: float) -> None:
+        """Close the current minute early too (admin flush): its cells become final now;
+        events still arriving in it are counted in the next minute."""
+        self.tick(now)
+        current = int(now // 60)
+        if current < self._open_minute:
+            return
+        for m in sorted(k for k in self._leaves if k <= current):
+            self._close_minute(m)
+        self._open_minute = current + 1
+        self._close_windows()
+
     def end_all(self, now: float) -> None:
         """Shutdown: end every session and close every open minute (hours and days stay
         open; :meth:`groups` hands them out as changed)."""

@@ -1,0 +1,179 @@
+"""Reports in, numbers out: scripted sessions through the real server into the real
+ClickHouse, read back through GET /v1/stats in every granularity."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import clickhouse_connect
+import pytest
+
+from tests.integration.conftest import Running
+
+T = 1795480000000
+CHROME_LINUX = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/156.0.0.0 Safari/537.36"
+)
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_5 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/18.5 Mobile/15E148 Safari/604.1"
+)
+ANDROID = (
+    "Mozilla/5.0 (Linux; Android 15; Pixel 9) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/156.0.0.0 Mobile Safari/537.36"
+)
+FIREFOX_WIN = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:140.0) Gecko/20100101 Firefox/140.0"
+
+
+def ev(sid: str, sn: int, ms: int, e: str = "ps", **keys: Any) -> str:
+    parts = {"cid": '"stream-42"', "e": e, "sid": f'"{sid}"', "sn": str(sn), "ts": str(T + ms)}
+    for k, v in keys.items():
+        parts[k] = f"({v})" if k in ("br", "ec") else str(v)
+    parts["v"] = "2"
+    return ",".join(f"{k}={v}" for k, v in sorted(parts.items())) + "\n"
+
+
+# Viewer A, US desktop: starts in 1.5 s, plays 60 s, switches 3000 -> 1500 kbps half way.
+A = [
+    ev("a", 0, 0, sta="s"),
+    ev("a", 1, 1500, sta="p", br=3000),
+    ev("a", 2, 11500, "t", sta="p", br=3000),
+    ev("a", 3, 21500, "t", sta="p", br=3000),
+    ev("a", 4, 31500, "bc", sta="p", br=1500),
+    ev("a", 5, 41500, "t", sta="p", br=1500),
+    ev("a", 6, 61500, sta="e", br=1500),
+]
+# Viewer B, US mobile: starts in 0.8 s, plays 20 s, stalls 5 s, plays 15 s more.
+B = [
+    ev("b", 0, 0, sta="s"),
+    ev("b", 1, 800, sta="p", br=2000),
+    ev("b", 2, 10800, "t", sta="p", br=2000),
+    ev("b", 3, 20800, sta="r", br=2000),
+    ev("b", 4, 25800, sta="p", br=2000),
+    ev("b", 5, 35800, "t", sta="p", br=2000),
+    ev("b", 6, 40800, sta="e", br=2000),
+]
+# Viewer C, NL mobile: the manifest fails before anything plays.
+C = [
+    ev("c", 0, 0, sta="s"),
+    ev("c", 1, 300, sta="f"),
+    ev("c", 2, 310, "e", sta="f", ec='"manifestLoadError"'),
+]
+# Viewer D, NL desktop: player-reported startup 1 s, plays 30 s; two events are re-sent late.
+D_EVENTS = [
+    ev("d", 0, 0, sta="s"),
+    ev("d", 1, 1000, sta="p", msd=1000),
+    ev("d", 2, 11000, "t", sta="p"),
+    ev("d", 3, 21000, "t", sta="p"),
+    ev("d", 4, 31000, sta="e"),
+]
+D = [D_EVENTS[0], D_EVENTS[1], D_EVENTS[2], D_EVENTS[1], D_EVENTS[3], D_EVENTS[4], D_EVENTS[2]]
+
+VIEWERS: Sequence[tuple[str, str, list[str]]] = (
+    ("8.8.8.8", CHROME_LINUX, A),
+    ("8.8.4.4", IPHONE, B),
+    ("193.0.0.1", ANDROID, C),
+    ("193.0.0.2", FIREFOX_WIN, D),
+)
+
+
+async def play_script(running: Running, embed_key: str) -> None:
+    # All four sessions inside one minute, so that the minute numbers are those of the day.
+    if time.time() % 60 > 45:
+        await asyncio.sleep(61 - time.time() % 60)
+    for ip, ua, events in VIEWERS:
+        for line in events:
+            assert (await running.post(embed_key, line, ip=ip, ua=ua)).status == 204
+
+
+def totals(rows: list[dict[str, Any]], **match: str) -> dict[str, float]:
+    rows = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+    assert rows, match
+    keys = (
+        "views", "unique_viewers", "playing_seconds", "rebuffer_count", "rebuffer_seconds",
+        "failures", "exits_before_start",
+    )  # fmt: skip
+    out = {k: sum(r[k] for r in rows) for k in keys}
+    out["concurrent_peak"] = max(r["concurrent_peak"] for r in rows)
+    return out
+
+
+@pytest.mark.parametrize("granularity", ["minute", "hour", "day"])
+async def test_scripted_sessions_give_exactly_the_expected_numbers(
+    running: Running, granularity: str
+) -> None:
+    account = await running.create_account(k=2)
+    await play_script(running, account["embed_key"])
+    await running.flush()
+    token = account["api_token"]
+    stats = await running.stats(token, granularity=granularity)
+    assert stats["k"] == 2
+    total = totals(stats["rows"], stream="stream-42")
+    assert total == {
+        "views": 4,
+        "unique_viewers": 4,
+        "playing_seconds": 125.0,  # 60 + 35 + 0 + 30
+        "rebuffer_count": 1,
+        "rebuffer_seconds": 5.0,
+        "failures": 1,
+        "exits_before_start": 1,
+        "concurrent_peak": 3,
+    }
+    [row] = stats["rows"] if granularity != "minute" else stats["rows"][:1]
+    if granularity != "minute":
+        # (3000 kbps x 30 s + 1500 x 30 s + 2000 x 35 s) / 95 s
+        assert row["bitrate_kbps_avg"] == pytest.approx(205000 / 95, rel=0.01)
+        # startups 800, 1000 (msd), 1500 ms: a histogram answers within a bucket
+        assert row["startup_ms_p50"] == pytest.approx(1000, rel=0.2)
+        assert row["startup_ms_p95"] == pytest.approx(1500, rel=0.2)
+
+    by_country = (await running.stats(token, granularity=granularity, by="country"))["rows"]
+    us, nl = totals(by_country, country="US"), totals(by_country, country="NL")
+    assert (us["views"], us["unique_viewers"], us["playing_seconds"]) == (2, 2, 95.0)
+    assert (us["rebuffer_count"], us["failures"]) == (1, 0)
+    assert (nl["views"], nl["unique_viewers"], nl["playing_seconds"]) == (2, 2, 30.0)
+    assert (nl["failures"], nl["exits_before_start"]) == (1, 1)
+
+    by_device = (await running.stats(token, granularity=granularity, by="device"))["rows"]
+    assert totals(by_device, device="desktop")["playing_seconds"] == 90.0
+    assert totals(by_device, device="mobile")["playing_seconds"] == 35.0
+
+
+@pytest.mark.settings(default_k=3)
+async def test_cells_below_k_are_in_no_table_and_cannot_be_subtracted(running: Running) -> None:
+    account = await running.create_account(k=3)
+    embed = account["embed_key"]
+    # 5 viewers in DE, 1 in FR, 1 in GB: FR and GB alone are below k; (other) = 2 < 3 as well,
+    # so complementary suppression must hide enough that no 1 or 2 can be derived.
+    ips = ["193.0.0.1", "193.0.0.2", "193.0.0.3", "193.0.0.4", "193.0.0.5"]
+    countries = [*ips, "62.210.0.1", "81.2.69.160"]
+    for i, ip in enumerate(countries):
+        assert (await running.post(embed, ev(f"v{i}", 0, 0, sta="p"), ip=ip)).status == 204
+    await running.flush()
+    client = clickhouse_connect.get_client(
+        host="127.0.0.1", port=int(running.ch.url.rsplit(":", 1)[1]), database=running.ch.database
+    )
+    try:
+        stored = client.query(
+            "SELECT breakdown, value, unique_viewers, granularity FROM cells FINAL "
+            "WHERE account_id = {a:String}",
+            parameters={"a": account["account_id"]},
+        ).result_rows
+    finally:
+        client.close()
+    assert stored, "nothing was written at all"
+    assert all(viewers >= 3 for _, _, viewers, _ in stored), stored
+    for granularity in ("minute", "hour", "day"):
+        rows = (await running.stats(account["api_token"], granularity=granularity))["rows"]
+        stream_total = sum(r["unique_viewers"] for r in rows)
+        by_country = (
+            await running.stats(account["api_token"], granularity=granularity, by="country")
+        )["rows"]
+        remainder = stream_total - sum(r["unique_viewers"] for r in by_country)
+        assert remainder == 0 or remainder >= 3, (remainder, by_country)
+        assert all(r["unique_viewers"] >= 3 for r in by_country)
+        assert not any(r["country"] in ("FR", "GB") for r in by_country)
