@@ -1,0 +1,275 @@
+"""An HTTP/1.1 load generator on raw asyncio protocols (uvloop): open loop or closed loop.
+
+Open loop: request ``i`` is due at ``t0 + i / rate``, whatever happened to earlier ones.
+Its latency is measured from that due time to the last byte of its response, so time a
+request spends waiting for a free connection because the server is slow counts as
+latency: no coordinated omission (the correction wrk2 makes). Closed loop (``rate=None``):
+each connection sends its next request as soon as the previous answer arrived, like wrk;
+only its throughput is meaningful.
+
+A ticker wakes about every half millisecond and hands due requests to idle connections;
+a connection that finishes a response takes the next due request at once. No per-request
+timer or coroutine exists, which is what lets one Python core offer tens of thousands of
+requests per second. Requests are pre-built bytes, each sent once, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import time
+from array import array
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import cast
+
+TICK_SECONDS = 0.0005
+_HEADER_END = b"\r\n\r\n"
+_CONTENT_LENGTH = b"\r\ncontent-length:"
+
+
+class ProtocolError(Exception):
+    """The server answered something this generator does not parse."""
+
+
+@dataclass
+class RunResult:
+    """What one run measured. Latencies in seconds, one per answered request."""
+
+    offered_rate: float | None  # None: closed loop
+    duration: float  # seconds from the first due time to the last answer
+    sent: int
+    answered: int
+    statuses: Counter[int]
+    latencies: array[float]
+    errors: int  # connections lost or unparsable answers
+    generator_cpu: float  # CPU seconds this process used during the run
+    answered_indexes: array[int] = field(default_factory=lambda: array("q"))
+
+    @property
+    def achieved_rate(self) -> float:
+        return self.answered / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def generator_busy(self) -> float:
+        """Fraction of one core the generator used; near 1.0 it may be the bottleneck."""
+        return self.generator_cpu / self.duration if self.duration > 0 else 0.0
+
+    def percentile(self, q: float) -> float:
+        """The q-quantile (0..1) of latency in seconds, nearest rank; NaN if none."""
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        rank = min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))
+        return ordered[rank]
+
+
+class _Conn(asyncio.Protocol):
+    __slots__ = ("buf", "gen", "index", "sent", "transport")
+
+    def __init__(self, gen: _Generator) -> None:
+        self.gen = gen
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.index = -1  # request in flight, -1 if idle
+        self.sent = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        while buf:
+            end = buf.find(_HEADER_END)
+            if end < 0:
+                break
+            length = 0
+            head = buf[:end].lower()
+            at = head.find(_CONTENT_LENGTH)
+            if at >= 0:
+                stop = head.find(b"\r\n", at + 2)
+                length = int(head[at + len(_CONTENT_LENGTH) : stop if stop >= 0 else end])
+            elif b"\r\ntransfer-encoding:" in head:
+                self.gen.fail(self)
+                return
+            total = end + 4 + length
+            if len(buf) < total:
+                break
+            try:
+                status = int(buf[9:12])
+            except ValueError:
+                self.gen.fail(self)
+                return
+            buf = buf[total:]
+            self.gen.answered(self, status)
+        self.buf = buf
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gen.lost(self)
+
+
+class _Generator:
+    def __init__(
+        self,
+        requests: Sequence[bytes],
+        rate: float | None,
+        duration: float,
+        record_indexes: bool,
+    ) -> None:
+        self.requests = requests
+        self.rate = rate
+        self.total = len(requests) if rate is None else min(len(requests), int(rate * duration))
+        self.duration = duration
+        self.next = 0  # next request index to send
+        self.inflight = 0
+        self.idle: list[_Conn] = []
+        self.conns: list[_Conn] = []
+        self.statuses: Counter[int] = Counter()
+        self.latencies: array[float] = array("d")
+        self.indexes: array[int] = array("q")
+        self.record_indexes = record_indexes
+        self.errors = 0
+        self.t0 = 0.0
+        self.last = 0.0
+        self.finished: asyncio.Future[None] | None = None
+        self.stopping = False
+
+    def due(self, now: float) -> int:
+        """How many requests are due by ``now`` (open loop) or all of them (closed loop)."""
+        if self.rate is None:
+            return self.total
+        return min(self.total, int((now - self.t0) * self.rate) + 1)
+
+    def send(self, conn: _Conn, now: float) -> None:
+        index = self.next
+        self.next = index + 1
+        self.inflight += 1
+        conn.index = index
+        conn.sent = now
+        assert conn.transport is not None
+        conn.transport.write(self.requests[index])
+
+    def answered(self, conn: _Conn, status: int) -> None:
+        now = perf_counter()
+        index = conn.index
+        if index < 0:
+            self.fail(conn)
+            return
+        rate = self.rate
+        intended = conn.sent if rate is None else self.t0 + index / rate
+        self.latencies.append(now - intended)
+        if self.record_indexes:
+            self.indexes.append(index)
+        self.statuses[status] += 1
+        self.inflight -= 1
+        self.last = now
+        conn.index = -1
+        if not self.stopping and self.next < self.due(now):
+            self.send(conn, now)
+        else:
+            self.idle.append(conn)
+            self.check_finished()
+
+    def fail(self, conn: _Conn) -> None:
+        """An unparsable answer: count it, drop the connection (its request is lost)."""
+        if conn.transport is not None:
+            conn.transport.abort()
+
+    def lost(self, conn: _Conn) -> None:
+        if conn.index >= 0:
+            self.errors += 1
+            self.inflight -= 1
+            conn.index = -1
+        if conn in self.idle:
+            self.idle.remove(conn)
+        if conn in self.conns:
+            self.conns.remove(conn)
+        if not self.conns:
+            self.stopping = True
+        self.check_finished()
+
+    def check_finished(self) -> None:
+        done = self.inflight == 0 and (self.stopping or self.next >= self.total)
+        if done and self.finished is not None and not self.finished.done():
+            self.finished.set_result(None)
+
+    async def tick(self, progress: Callable[[int, int, float], None] | None) -> None:
+        next_progress = self.t0 + 1.0
+        while self.finished is not None and not self.finished.done():
+            now = perf_counter()
+            if now - self.t0 >= self.duration:
+                self.stopping = True  # time is up: wait only for what is in flight
+                self.check_finished()
+            else:
+                due = self.due(now)
+                idle = self.idle
+                while idle and self.next < due:
+                    self.send(idle.pop(), now)
+            if progress is not None and now >= next_progress:
+                progress(len(self.latencies), self.total, now - self.t0)
+                next_progress += 1.0
+            await asyncio.sleep(TICK_SECONDS)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def run(
+    host: str,
+    port: int,
+    requests: Sequence[bytes],
+    *,
+    rate: float | None,
+    duration: float,
+    connections: int = 64,
+    record_indexes: bool = False,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> RunResult:
+    """Send ``requests`` (raw HTTP/1.1, keep-alive) in order at ``rate`` per second (or as
+    fast as the server answers, if None) for at most ``duration`` seconds."""
+    gen = _Generator(requests, rate, duration, record_indexes)
+    loop = asyncio.get_running_loop()
+    for _ in range(connections):
+        _, conn = await loop.create_connection(lambda: _Conn(gen), host, port)
+        gen.conns.append(conn)
+    gen.idle = list(gen.conns)
+    gen.finished = loop.create_future()
+    cpu0 = _cpu_seconds()
+    gen.t0 = perf_counter()
+    gen.last = gen.t0
+    ticker = loop.create_task(gen.tick(progress))
+    # Grace for answers still in flight when time is up.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(gen.finished), duration + 10.0)
+    ticker.cancel()
+    cpu = _cpu_seconds() - cpu0
+    for conn in gen.conns:
+        if conn.transport is not None:
+            conn.transport.close()
+    return RunResult(
+        offered_rate=rate,
+        duration=max(gen.last - gen.t0, 1e-9),
+        sent=gen.next,
+        answered=len(gen.latencies),
+        statuses=gen.statuses,
+        latencies=gen.latencies,
+        errors=gen.errors,
+        generator_cpu=cpu,
+        answered_indexes=gen.indexes,
+    )
+
+
+def pin_to(cpu: int) -> None:
+    """Pin this process to one core (if the machine has it)."""
+    if cpu in os.sched_getaffinity(0) or cpu < (os.cpu_count() or 1):
+        os.sched_setaffinity(0, {cpu})
+
+
+def now_wall() -> float:
+    return time.time()

@@ -1,0 +1,196 @@
+"""Write a run's results: ``results.json``, ``results.md`` (tables) and ``latency.png``.
+
+The plot needs matplotlib (the optional ``bench`` extra); without it the PNG is left out
+and the Markdown says so.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+JSON_NAME = "results.json"
+MD_NAME = "results.md"
+PNG_NAME = "latency.png"
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def markdown(result: dict[str, Any], png: str | None) -> str:
+    """The tables of docs/performance.md for one run."""
+    lines: list[str] = []
+    machine = result["machine"]
+    plan = result["plan"]
+    lines += [
+        f"# StreamTally benchmark ({plan['name']} run, {result['started'][:19]}Z)",
+        "",
+        f"Machine: {machine['cpus']} x {machine['cpu_model']}; Python {machine['python']}; "
+        f"{machine.get('nginx') or 'no nginx'}; {machine.get('wrk') or 'no wrk'}. "
+        f"Server pinned to core {result['server_cpu']}, generators to core "
+        f"{result['generator_cpu']}. Load average at start "
+        f"{', '.join(f'{x:.2f}' for x in machine['load_average'])}, at end "
+        f"{', '.join(f'{x:.2f}' for x in machine.get('load_average_end', []))}.",
+        "",
+        "## Throughput, latency and CPU",
+        "",
+        "Saturation: wrk, closed loop, "
+        f"{plan['wrk_connections']} connections, {plan['saturation_seconds']:g} s. Latency: "
+        f"open loop at a fixed rate, {plan['connections']} connections, "
+        f"{plan['rate_seconds']:g} s, measured from each request's scheduled send time "
+        "(no coordinated omission).",
+        "",
+        "| server | reports/s at saturation (1 core) | CPU-ms per 1,000 | p50 / p99 / p99.9 at "
+        "50% (ms) | p50 / p99 / p99.9 at 80% (ms) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for t in result["targets"].values():
+        sat = t["saturation"] or {}
+        cpu_ms = sat.get("cpu_seconds_per_1000", 0) * 1e3
+        cells = [t["label"], _num(sat.get("rps")), _num(cpu_ms, 1)]
+        for fraction in (0.5, 0.8):
+            p = next((p for p in t["points"] if abs(p["fraction"] - fraction) < 1e-9), None)
+            if p is None:
+                cells.append("-")
+            else:
+                mark = "" if p["kept_up"] else " (fell behind)"
+                cells.append(
+                    f"{_num(p['p50_ms'], 2)} / {_num(p['p99_ms'], 2)} / "
+                    f"{_num(p['p999_ms'], 2)}{mark}"
+                )
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    goals = result.get("goals") or []
+    if goals:
+        lines += ["## Targets", "", "| what | measured | target | met |", "|---|---:|---|---|"]
+        for g in goals:
+            value = g["value"]
+            shown = f"{value:.0%}" if "vs" in g["what"] else _num(value, 2)
+            met = "yes" if g["met"] else "NO"
+            lines.append(f"| {g['what']} | {shown} | {g['target']} | {met} |")
+        lines.append("")
+    memory = result.get("memory")
+    if memory:
+        lines += [
+            "## Memory",
+            "",
+            f"{memory['sessions_sent']:,} new sessions ({plan['memory_events']} events each) "
+            f"took the active sessions from {memory['active_sessions_before']:,.0f} to "
+            f"{memory['active_sessions_after']:,.0f} and the server's RSS from "
+            f"{memory['rss_before'] / 1e6:,.1f} MB to {memory['rss_after'] / 1e6:,.1f} MB: "
+            f"**{_num(memory['bytes_per_session'])} bytes per active session, "
+            f"{_num(memory['mb_per_10k_sessions'], 1)} MB per 10k active sessions**.",
+            "",
+        ]
+    correctness = result.get("correctness")
+    if correctness:
+        lines += [
+            "## Correctness",
+            "",
+            f"**{'OK' if correctness['ok'] else 'FAILED'}**: {correctness['detail']}.",
+            "",
+            "| phase | tool | events sent (answered 204) | counted | dropped | rejected | ok |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
+        for p in correctness["phases"]:
+            sent = _num(p["events_sent"])
+            if p["sent_upper_bound"] != p["events_sent"]:
+                sent += f" … {_num(p['sent_upper_bound'])}"
+            lines.append(
+                f"| {p['phase']} | {p['tool']} | {sent} | {_num(p['events_counted'])} | "
+                f"{p['dropped']} | {p['rejected']} | {'yes' if p['ok'] else 'NO'} |"
+            )
+        lines.append("")
+    steps = {n: t["steps_us"] for n, t in result["targets"].items() if t.get("steps_us")}
+    if steps:
+        names = list(next(iter(steps.values())).keys())
+        lines += [
+            "## Time per pipeline step (µs per report, at saturation, from /metrics)",
+            "",
+            "| step | " + " | ".join(steps) + " |",
+            "|---|" + "---:|" * len(steps),
+        ]
+        for step in names:
+            lines.append(
+                f"| {step} | " + " | ".join(_num(s.get(step), 1) for s in steps.values()) + " |"
+            )
+        lines.append(
+            "| **sum** | " + " | ".join(_num(sum(s.values()), 1) for s in steps.values()) + " |"
+        )
+        lines.append("")
+    lines += ["## Latency against offered rate", ""]
+    if png:
+        lines += [f"![p50 and p99 latency against offered rate]({png})", ""]
+    else:
+        lines += ["(no plot: matplotlib is not installed; `pip install matplotlib`)", ""]
+    lines += [
+        "| server | offered/s | achieved/s | p50 ms | p99 ms | p99.9 ms | server CPU-ms "
+        "per 1,000 | generator busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in result["targets"].values():
+        for p in t["points"]:
+            lines.append(
+                f"| {t['name']} | {_num(p['offered_rps'])} | {_num(p['achieved_rps'])} | "
+                f"{_num(p['p50_ms'], 2)} | {_num(p['p99_ms'], 2)} | {_num(p['p999_ms'], 2)} | "
+                f"{_num(p['cpu_seconds_per_1000'] * 1e3, 1)} | {p['generator_busy']:.0%} |"
+            )
+    lines.append("")
+    notes = result.get("notes") or []
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> bool:
+    """p50 and p99 latency against offered rate, every server; False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
+    colors = ["#444444", "#1f77b4", "#9467bd", "#2ca02c", "#d62728", "#ff7f0e"]
+    for color, t in zip(colors, result["targets"].values(), strict=False):
+        points = sorted(t["points"], key=lambda p: p["offered_rps"])
+        if not points:
+            continue
+        x = [p["offered_rps"] for p in points]
+        ax.plot(x, [p["p99_ms"] for p in points], "-o", color=color, label=f"{t['label']} p99")
+        ax.plot(x, [p["p50_ms"] for p in points], "--", color=color, alpha=0.6, label="p50")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered rate (requests/s, open loop)")
+    ax.set_ylabel("latency (ms, from scheduled send time)")
+    ax.axhline(10.0, color="#999999", linewidth=0.8, linestyle=":")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    ax.set_title("Latency against offered rate (each server on one core)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def write(result: dict[str, Any], folder: Path) -> dict[str, Path]:
+    """Write the three files into ``folder``; returns what was written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    png = folder / PNG_NAME
+    if plot(result, png):
+        written["png"] = png
+    md = folder / MD_NAME
+    md.write_text(markdown(result, PNG_NAME if "png" in written else None))
+    written["md"] = md
+    data = folder / JSON_NAME
+    data.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    written["json"] = data
+    return written

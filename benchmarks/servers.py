@@ -1,0 +1,285 @@
+"""The servers under test, each a child process pinned to one core, with its CPU and memory.
+
+- ``nginx``: answers 204 to everything (the machine's HTTP limit).
+- ``aiohttp``: a bare aiohttp + uvloop handler answering 204 (the framework limit).
+- ``aiohttp+hpke``: the same handler opening every body with HPKE (the sealed ceiling).
+- ``streamtally``: ``python -m aggregator.cli serve`` with aggregation on and the embedded
+  ClickHouse in its data dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+NGINX_CONF = """\
+daemon off;
+master_process off;
+worker_processes 1;
+error_log stderr error;
+pid {tmp}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000000;
+    keepalive_timeout 300s;
+    client_body_temp_path {tmp}/body;
+    client_max_body_size 1m;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{ return 204; }}
+    }}
+}}
+"""
+
+
+class ServerError(RuntimeError):
+    """A server did not start or died."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc/<pid>/stat."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process, from /proc/<pid>/statm."""
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
+
+
+def cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+class Server:
+    """A server process pinned to ``cpu``, answering on 127.0.0.1:``port``."""
+
+    def __init__(
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        port: int,
+        cpu: int | None,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.command = list(command)
+        self.port = port
+        self.cpu = cpu
+        self.workdir = workdir
+        self.env = env
+        self.output: list[str] = []
+        self.proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 60.0) -> None:
+        cpu = self.cpu
+
+        def pin() -> None:
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+
+        self.proc = subprocess.Popen(
+            self.command,
+            cwd=self.workdir,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(self.env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=pin,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise ServerError(f"{self.name} did not start:\n" + "".join(self.output[-40:]))
+
+    def _read(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss_bytes(self) -> int:
+        return rss_bytes(self.pid)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self._reader is not None:
+            self._reader.join(5)
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def nginx_available() -> str | None:
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
+    )
+
+
+def nginx(workdir: Path, cpu: int | None) -> Server:
+    binary = nginx_available()
+    if binary is None:
+        raise ServerError("nginx is not installed (Debian: apt-get install nginx)")
+    tmp = workdir / "nginx"
+    (tmp / "body").mkdir(parents=True, exist_ok=True)
+    (tmp / "logs").mkdir(exist_ok=True)
+    port = free_port()
+    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=port))
+    return Server(
+        "nginx", [binary, "-p", str(tmp), "-c", "nginx.conf"], port=port, cpu=cpu, workdir=tmp
+    )
+
+
+def aiohttp_baseline(workdir: Path, cpu: int | None, *, hpke: bool) -> Server:
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.baseline_server", "--port", str(port)]
+    if hpke:
+        command.append("--hpke")
+    return Server(
+        "aiohttp+hpke" if hpke else "aiohttp", command, port=port, cpu=cpu, workdir=workdir
+    )
+
+
+class StreamTally(Server):
+    """``streamtally serve`` with an admin token of its own and the client API it needs."""
+
+    def __init__(self, workdir: Path, cpu: int | None, extra: Sequence[str] = ()) -> None:
+        port = free_port()
+        self.admin_token = secrets.token_urlsafe(24)
+        self.data_dir = workdir / "streamtally-data"
+        command = [
+            sys.executable, "-m", "aggregator.cli", "serve",
+            "--host", "127.0.0.1", "--port", str(port),
+            "--data-dir", str(self.data_dir),
+            "--trusted-proxies", "127.0.0.1/32",
+            "--admin-token", self.admin_token,
+            "--default-k", "2",
+            "--log-level", "warning",
+            *extra,
+        ]  # fmt: skip
+        super().__init__("streamtally", command, port=port, cpu=cpu, workdir=workdir)
+
+    def start(self, timeout: float = 120.0) -> None:
+        super().start(timeout)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        body: Any = None,
+        timeout: float = 120.0,
+    ) -> tuple[int, bytes]:
+        data = orjson.dumps(body) if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def create_account(self, name: str, k: int = 2) -> dict[str, Any]:
+        status, raw = self.request(
+            "POST",
+            "/v1/admin/accounts",
+            token=self.admin_token,
+            body={"name": name, "origins": ["*"], "k": k},
+        )
+        if status >= 300:
+            raise ServerError(f"creating account {name!r}: HTTP {status}: {raw[:300]!r}")
+        account: dict[str, Any] = orjson.loads(raw)
+        return account
+
+    def flush(self) -> dict[str, Any]:
+        status, raw = self.request("POST", "/v1/admin/flush", token=self.admin_token)
+        if status >= 300:
+            raise ServerError(f"flush: HTTP {status}: {raw[:300]!r}")
+        result: dict[str, Any] = orjson.loads(raw)
+        return result
+
+    def metrics_text(self) -> str:
+        status, raw = self.request("GET", "/metrics")
+        if status != 200:
+            raise ServerError(f"/metrics: HTTP {status}")
+        return raw.decode()
+
+
+def fetch(url: str, timeout: float = 30.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        data: bytes = resp.read()
+        return data
