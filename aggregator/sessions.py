@@ -362,10 +362,12 @@ class Session:
         self.ended = True
 
     def end(self, m: int, enter: Enter) -> None:
-        """End by silence or shutdown (the aggregator calls this)."""
+        """End by silence or shutdown (the aggregator calls this). Only a view with
+        something left to count (an exit before video start, a startup time still waiting
+        for its msd) is counted in minute ``m``; others just end."""
         if self.ended:
             return
-        if self.viewed:
+        if self.viewed and not (self.played and self.startup_done):
             self._end(self._leaf(m, enter))
         self.ended = True
 

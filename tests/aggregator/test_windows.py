@@ -265,3 +265,16 @@ def test_new_sessions_are_refused_beyond_max_sessions() -> None:
     assert not agg.accepting()
     assert agg.stats()["refused_events"] == 1
     assert finish(agg)["day"][(DAY0, "s1", "", "")].views == 2
+
+
+def test_a_session_ending_by_silence_adds_nothing_to_the_minute_it_is_found_in() -> None:
+    agg = Aggregator(idle_seconds=600)
+    watch(agg, 1, 1, 0, 50)  # ended by its player
+    p = Player(agg, session=2, viewer=2)
+    p(0.0, sta="s")
+    p(1.0, sta="p")
+    p(30.0, "t", sta="p")  # then the tab is closed: silence
+    agg.tick(T0 + 50 + 601)
+    assert agg.stats()["active_sessions"] == 0
+    cells = finish(agg)
+    assert {ws for (ws, *_rest) in cells["minute"]} == {minute(0)}
