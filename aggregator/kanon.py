@@ -6,10 +6,9 @@ account's ``k`` (never below 2), deterministic and self-contained:
 1. **Streams.** A stream is published if its total cell (breakdown ``""``) has >= k
    distinct viewers. Smaller streams are generalised to the stream ``(other)``: all their
    cells merged (viewer sets united, counts added), published if its total has >= k
-   viewers, else suppressed. Complementary rule: the account's distinct viewers in the
-   window minus the viewers of the published streams (``(other)`` included) must be 0 or
-   >= k, so no count of 1..k-1 viewers follows by subtraction; while it is not, the
-   smallest published stream is moved into ``(other)``.
+   viewers, else suppressed. No complementary rule applies here: no account-wide total
+   is ever published (stats, exports and the dashboard are per stream), so nothing can be
+   subtracted from one; a single lone viewer of a second stream must not hide the first.
 2. **Breakdowns**, within each published stream (``(other)`` included), for each breakdown
    (country, device, …): values with >= k viewers are published, smaller ones merged into
    the value ``(other)``. Here the stream total is published, so subtracting the published
@@ -65,7 +64,9 @@ class _Decision:
     moved: list[str] = field(default_factory=list)  # not published: complementary rule
 
 
-def _partition(items: dict[str, set[int]], total: int, k: int, *, strict: bool) -> _Decision:
+def _partition(
+    items: dict[str, set[int]], total: int, k: int, *, strict: bool, complementary: bool = True
+) -> _Decision:
     """Split named viewer sets into published ones and (other).
 
     ``total``: distinct viewers of the whole these items partition. ``strict``: held-back
@@ -80,6 +81,8 @@ def _partition(items: dict[str, set[int]], total: int, k: int, *, strict: bool) 
     while True:
         n_other = len(other)
         other_published = n_other >= k
+        if not complementary:
+            break
         if not strict or n_other == 0 or other_published:
             remainder = total - sum(n for n, _ in big) - (n_other if other_published else 0)
             if not 0 < remainder < k:
@@ -116,7 +119,7 @@ def anonymise_group(group: Group, k: int) -> list[CellRow]:
         else:
             totals[stream] = total.viewers
     account_viewers: set[int] = set().union(*totals.values())
-    streams = _partition(totals, len(account_viewers), k, strict=False)
+    streams = _partition(totals, len(account_viewers), k, strict=False, complementary=False)
     below_k += sum(len(by_stream[s]) for s in streams.below_k)
     complementary += sum(len(by_stream[s]) for s in streams.moved)
 
