@@ -109,10 +109,7 @@ export class MediaTracker {
         }
         break;
       case 'play':
-        if (!this.started) {
-          this.startAt ??= this.now();
-          this.setState(State.STARTING);
-        }
+        if (!this.started) this.setState(State.STARTING);
         break;
       case 'playing': {
         const first = !this.started;
@@ -163,6 +160,7 @@ export class MediaTracker {
   }
 
   setState(sta, extra = {}) {
+    if (sta === State.STARTING) this.startAt ??= this.now(); // startup time runs from here
     if (sta === this.state) return;
     this.state = sta;
     this.record('ps', extra);

@@ -73,10 +73,15 @@ describe('generic <video> adapter', () => {
     }
   });
 
-  it('starts in s for an autoplaying element', async () => {
-    const { events, settle } = setup({ media: { autoplay: true } });
+  it('starts in s for an autoplaying element and times startup from attaching', async () => {
+    const { media, events, settle, advance } = setup({ media: { autoplay: true } });
+    advance(300);
+    media.fire('play', { paused: false }); // autoplay fires play just before playing
+    advance(10);
+    media.fire('playing');
     await settle();
-    assert.equal(events()[0].sta, State.STARTING);
+    assert.deepEqual(events().map((e) => e.sta), [State.STARTING, State.PLAYING]);
+    assert.equal(events()[1].msd, '310');
   });
 
   it('follows pause, seek, rebuffer and end', async () => {

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -23,8 +22,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from collector import cmcd
 from collector.keys import KeyStore
 from collector.sealed import open_sealed
+from tests.snippet.conftest import SNIPPET
 
-SNIPPET = Path(__file__).resolve().parents[2] / "player-snippet"
 SCRIPT = SNIPPET / "scripts" / "crosscheck.js"
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "cmcd"
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
@@ -35,23 +34,6 @@ BODY = (
     'br=(1461),cid="stream-42",e=bc,sid="ce20c61d-7daa-493b-9116-e88e0bd5a76f",sn=3,sta=s,'
     "ts=1795480329658,v=2\n"
 )
-
-
-@pytest.fixture(scope="module")
-def node() -> str:
-    """node, with the snippet's npm packages installed (npm ci when node_modules is missing)."""
-    node = shutil.which("node")
-    npm = shutil.which("npm")
-    assert node is not None, "node is needed for the player snippet tests"
-    if not (SNIPPET / "node_modules" / "@hpke" / "core").is_dir():
-        assert npm is not None, "npm is needed to install the player snippet's packages"
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=SNIPPET,
-            check=True,
-            timeout=300,
-        )
-    return node
 
 
 def run_snippet(node: str, *args: str, stdin: str) -> str:
