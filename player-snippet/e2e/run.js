@@ -3,7 +3,8 @@
  * Phase 1: a stand-in collector in this process (GET /v1/keys, POST /v1/r/… opened with the
  * private key). Phase 2: pass --collector http://127.0.0.1:PORT to report to `streamtally serve`.
  *
- *   node e2e/run.js [--mode sender|hlsjs|video] [--seconds 8] [--collector URL]
+ *   node e2e/run.js [--mode sender|hlsjs|video] [--seconds 8] [--collector URL --key EMBED_KEY]
+ * (a real collector must list this harness's origin, printed on stderr, among the account's origins)
  */
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
@@ -21,6 +22,7 @@ const { values: args } = parseArgs({
     mode: { type: 'string', default: 'sender' },
     seconds: { type: 'string', default: '8' },
     collector: { type: 'string' },
+    key: { type: 'string' },
     chromium: { type: 'string', default: '/usr/bin/chromium' },
   },
 });
@@ -54,6 +56,7 @@ const server = createServer(async (req, res) => {
 });
 await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
 const origin = `http://127.0.0.1:${server.address().port}`;
+console.error(`harness origin: ${origin}`);
 
 const profile = mkdtempSync(join(tmpdir(), 'streamtally-e2e-'));
 // A fresh profile per run (playwright passes it to chromium as --user-data-dir).
@@ -68,7 +71,7 @@ try {
   const page = await browser.newPage();
   page.on('console', (msg) => console.error(`[page] ${msg.text()}`));
   page.on('pageerror', (error) => console.error(`[page error] ${error.message}`));
-  const query = new URLSearchParams({ mode: args.mode, ...(args.collector ? { collector: args.collector } : {}) });
+  const query = new URLSearchParams({ mode: args.mode, ...(args.collector ? { collector: args.collector } : {}), ...(args.key ? { key: args.key } : {}) });
   await page.goto(`${origin}/?${query}`);
   const result = await page.evaluate(() => window.result);
   if (args.mode !== 'sender') await page.waitForTimeout(Number(args.seconds) * 1000);
