@@ -3,7 +3,7 @@
  * Phase 1: a stand-in collector in this process (GET /v1/keys, POST /v1/r/… opened with the
  * private key). Phase 2: pass --collector http://127.0.0.1:PORT to report to `streamtally serve`.
  *
- *   node e2e/run.js [--mode sender|hlsjs|video] [--seconds 8] [--collector URL --key EMBED_KEY]
+ *   node e2e/run.js [--mode sender|hlsjs|video] [--seconds 8] [--collector URL --key EMBED_KEY --port N]
  * (a real collector must list this harness's origin, printed on stderr, among the account's origins)
  */
 import { createServer } from 'node:http';
@@ -23,6 +23,7 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '8' },
     collector: { type: 'string' },
     key: { type: 'string' },
+    port: { type: 'string', default: '0' },
     chromium: { type: 'string', default: '/usr/bin/chromium' },
   },
 });
@@ -54,7 +55,7 @@ const server = createServer(async (req, res) => {
   res.writeHead(200, { 'Content-Type': TYPES[extname(path)] ?? 'application/octet-stream' });
   res.end(await readFile(path));
 });
-await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+await new Promise((resolve) => server.listen(Number(args.port), '127.0.0.1', resolve));
 const origin = `http://127.0.0.1:${server.address().port}`;
 console.error(`harness origin: ${origin}`);
 
