@@ -1,7 +1,216 @@
-"""(being written)"""
+"""Account deletion and API tokens: the customer's DELETE /v1/account, the admin API, the CLI.
+
+Admin API (admin token):
+    GET    /v1/admin/accounts                                       every account
+    DELETE /v1/admin/accounts/{account_id}                          purge; the receipt
+    POST   /v1/admin/accounts/{account_id}/tokens                   new token (shown once)
+    GET    /v1/admin/accounts/{account_id}/tokens                   prefixes, never hashes
+    POST   /v1/admin/accounts/{account_id}/tokens/{token_id}/rotate new token, old revoked
+    DELETE /v1/admin/accounts/{account_id}/tokens/{token_id}        revoke
+Customer API (the account's API token):
+    DELETE /v1/account                                              purge own account
+
+CLI: ``streamtally tokens create|list|rotate|revoke --account-id ID [--token-id T]`` and,
+hooked into the ``accounts`` group by :func:`add_accounts_cli`, ``accounts delete|list``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
 from aiohttp import web
 
+from aggregator import audit
+from aggregator.auth import ACCOUNT_STORE, require_account, require_admin
+from aggregator.purge import get_purger
+from aggregator.service import SERVICE
+from collector.errors import Gone, NotFound
+
 routes = web.RouteTableDef()
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _iso(moment: datetime) -> str:
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _live_account_id(request: web.Request) -> str:
+    """The path's account, which must exist and not be deleted (404 / 410)."""
+    account_id = request.match_info["account_id"]
+    account = request.app[ACCOUNT_STORE].by_id(account_id)
+    if account is None:
+        raise NotFound("no such account", key="account_id")
+    if account.deleted:
+        raise Gone("the account is deleted", key="account_id")
+    return account_id
+
+
+# ---- deletion ---------------------------------------------------------------------------------
+
+
+@routes.delete("/v1/account")
+async def delete_own_account(request: web.Request) -> web.Response:
+    """Delete the caller's account and every row of it; answers the purge receipt."""
+    account = await require_account(request)
+    receipt = await get_purger(request.app).purge(account.account_id, audit.actor_of(request))
+    return _json(receipt)
+
+
+@routes.delete("/v1/admin/accounts/{account_id}")
+async def delete_account(request: web.Request) -> web.Response:
+    """Delete an account (admin); deleting it again answers the same receipt."""
+    require_admin(request)
+    account_id = request.match_info["account_id"]
+    receipt = await get_purger(request.app).purge(account_id, "admin")
+    return _json(receipt)
+
+
+@routes.get("/v1/admin/accounts")
+async def list_accounts(request: web.Request) -> web.Response:
+    """Every account, deleted ones as tombstones (no name, origins or embed key)."""
+    require_admin(request)
+    rows = await request.app[SERVICE].store.query_dicts(
+        "SELECT account_id, name, embed_key, origins, k, retention_days, deleted, created_at "
+        "FROM accounts FINAL ORDER BY created_at, account_id"
+    )
+    accounts = [
+        {
+            "account_id": r["account_id"],
+            "name": r["name"],
+            "embed_key": None if r["deleted"] else r["embed_key"],
+            "origins": list(r["origins"]),
+            "k": int(r["k"]),
+            "retention_days": int(r["retention_days"]),
+            "deleted": bool(r["deleted"]),
+            "created_at": _iso(r["created_at"]),
+        }
+        for r in rows
+    ]
+    return _json({"accounts": accounts})
+
+
+# ---- tokens -----------------------------------------------------------------------------------
+
+
+@routes.post("/v1/admin/accounts/{account_id}/tokens")
+async def create_token(request: web.Request) -> web.Response:
+    """A new API token; the plaintext is in this answer only."""
+    require_admin(request)
+    account_id = _live_account_id(request)
+    info, plaintext = await request.app[ACCOUNT_STORE].create_token(account_id)
+    await audit.record(
+        request, account_id, "token.create", {"token_id": info.token_id, "prefix": info.prefix}
+    )
+    return _json({"account_id": account_id, **info.as_json(), "api_token": plaintext}, 201)
+
+
+@routes.get("/v1/admin/accounts/{account_id}/tokens")
+async def list_tokens(request: web.Request) -> web.Response:
+    require_admin(request)
+    account_id = _live_account_id(request)
+    tokens = await request.app[ACCOUNT_STORE].list_tokens(account_id)
+    return _json({"account_id": account_id, "tokens": [t.as_json() for t in tokens]})
+
+
+@routes.post("/v1/admin/accounts/{account_id}/tokens/{token_id}/rotate")
+async def rotate_token(request: web.Request) -> web.Response:
+    """A new token in place of a live one, which is revoked."""
+    require_admin(request)
+    account_id = _live_account_id(request)
+    old = request.match_info["token_id"]
+    info, plaintext = await request.app[ACCOUNT_STORE].rotate_token(account_id, old)
+    await audit.record(
+        request,
+        account_id,
+        "token.rotate",
+        {"revoked_token_id": old, "token_id": info.token_id, "prefix": info.prefix},
+    )
+    body = {"account_id": account_id, **info.as_json(), "api_token": plaintext}
+    body["revoked_token_id"] = old
+    return _json(body, 201)
+
+
+@routes.delete("/v1/admin/accounts/{account_id}/tokens/{token_id}")
+async def revoke_token(request: web.Request) -> web.Response:
+    require_admin(request)
+    account_id = _live_account_id(request)
+    info = await request.app[ACCOUNT_STORE].revoke_token(account_id, request.match_info["token_id"])
+    await audit.record(
+        request, account_id, "token.revoke", {"token_id": info.token_id, "prefix": info.prefix}
+    )
+    return _json({"account_id": account_id, **info.as_json()})
+
+
+# ---- CLI --------------------------------------------------------------------------------------
+
+
+def _client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", default=os.environ.get("STREAMTALLY_SERVER"))
+    parser.add_argument("--admin-token", help="admin token (env STREAMTALLY_ADMIN_TOKEN)")
+
+
+def _call(args: argparse.Namespace, method: str, path: str) -> int:
+    from aggregator.cli import DEFAULT_SERVER, _admin_token, _print_result, _request
+
+    server = (args.server or DEFAULT_SERVER).rstrip("/")
+    status, result = _request(method, server + path, _admin_token(args))
+    return _print_result(status, result)
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    base = f"/v1/admin/accounts/{args.account_id}/tokens"
+    command: str = args.tokens_command
+    if command == "create":
+        return _call(args, "POST", base)
+    if command == "list":
+        return _call(args, "GET", base)
+    if command == "rotate":
+        return _call(args, "POST", f"{base}/{args.token_id}/rotate")
+    return _call(args, "DELETE", f"{base}/{args.token_id}")
+
+
+def cmd_accounts_delete(args: argparse.Namespace) -> int:
+    return _call(args, "DELETE", f"/v1/admin/accounts/{args.account_id}")
+
+
+def cmd_accounts_list(args: argparse.Namespace) -> int:
+    return _call(args, "GET", "/v1/admin/accounts")
+
+
+def add_cli(subparsers: Any) -> None:
+    """``streamtally tokens create|list|rotate|revoke --account-id ID [--token-id T]``."""
+    tokens = subparsers.add_parser("tokens", help="manage an account's API tokens")
+    sub = tokens.add_subparsers(dest="tokens_command", required=True)
+    for name, text, needs_token in (
+        ("create", "create a token (printed once)", False),
+        ("list", "list tokens (prefixes only)", False),
+        ("rotate", "replace a token by a new one", True),
+        ("revoke", "revoke a token", True),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--account-id", required=True)
+        if needs_token:
+            p.add_argument("--token-id", required=True)
+        _client_flags(p)
+        p.set_defaults(func=cmd_tokens)
+
+
+def add_accounts_cli(accounts_subparsers: Any) -> None:
+    """``streamtally accounts delete --account-id ID`` and ``accounts list``."""
+    delete = accounts_subparsers.add_parser(
+        "delete", help="delete an account and purge all its data (prints the receipt)"
+    )
+    delete.add_argument("--account-id", required=True)
+    _client_flags(delete)
+    delete.set_defaults(func=cmd_accounts_delete)
+    listing = accounts_subparsers.add_parser("list", help="list accounts")
+    _client_flags(listing)
+    listing.set_defaults(func=cmd_accounts_list)

@@ -6,7 +6,13 @@ in-memory maps filled by :meth:`AccountStore.load` and kept current by this stor
 writes (call ``load`` again to see writes made by another process).
 
 API tokens are ``st_`` + 32 random URL-safe characters. Only their SHA-256 (hex) is kept,
-on disk and in memory, with the first 8 characters as a non-secret ``prefix``.
+on disk and in memory, with the first 8 characters as a non-secret ``prefix``. Tokens are
+created, listed (never with their hash), rotated and revoked per account; a revoked row keeps
+no hash.
+
+A purged account leaves a tombstone (:meth:`AccountStore.tombstone`): its id, ``deleted = 1``
+and the SHA-256 of its embed key (``sha256:<hex>``) — no name, no origins, no embed key — so
+that reports for it still get 410 after a restart, not 404.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +31,7 @@ from urllib.parse import urlsplit
 
 from aggregator.store import Store
 from collector.accounts import Account
-from collector.errors import BadRequest, NotFound
+from collector.errors import BadRequest, Gone, NotFound
 
 TOKEN_PREFIX = "st_"
 TOKEN_LENGTH = len(TOKEN_PREFIX) + 32
@@ -56,6 +62,29 @@ _TOKEN_COLUMNS = (
 )
 
 
+TOMBSTONE_EMBED_PREFIX = "sha256:"
+# A row of `accounts` that is a purged account's tombstone (and holds nothing else of it).
+TOMBSTONE_SQL = "deleted = 1 AND name = '' AND empty(origins) AND startsWith(embed_key, 'sha256:')"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """What may be shown of an API token: never its hash, never the token itself."""
+
+    token_id: str
+    prefix: str
+    created_at: datetime
+    revoked: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "token_id": self.token_id,
+            "prefix": self.prefix,
+            "created_at": self.created_at.isoformat().replace("+00:00", "Z"),
+            "revoked": self.revoked,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class _Token:
     account_id: str
@@ -68,6 +97,16 @@ class _Token:
 def hash_token(token: str) -> str:
     """SHA-256 hex of an API token: the only form in which tokens are stored."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def hash_embed_key(embed_key: str) -> str:
+    """How a purged account's embed key is kept in its tombstone."""
+    return TOMBSTONE_EMBED_PREFIX + hashlib.sha256(embed_key.encode("utf-8")).hexdigest()
+
+
+def token_prefix(token: str) -> str:
+    """The shown, non-secret start of an API token (what the audit log names as actor)."""
+    return token[:SHOWN_PREFIX_LENGTH]
 
 
 def normalise_origin(origin: str, index: int) -> str:
@@ -113,6 +152,7 @@ class AccountStore:
         self._store = store
         self._by_id: dict[str, Account] = {}
         self._by_embed_key: dict[str, Account] = {}
+        self._tombstones: dict[str, Account] = {}  # by hash_embed_key(embed key)
         self._tokens_by_prefix: dict[str, list[_Token]] = {}
         self._last_version = 0
         # Loads and writes take turns, so a load never drops a write made while it ran.
@@ -121,8 +161,14 @@ class AccountStore:
     # ---- reads (memory only) ----------------------------------------------------------------
 
     def by_embed_key(self, embed_key: str) -> Account | None:
-        """The account for a public embed key, deleted ones included (flagged); no I/O."""
-        return self._by_embed_key.get(embed_key)
+        """The account for a public embed key, deleted ones included (flagged); no I/O.
+
+        A purged account is found through the hash its tombstone keeps (one SHA-256, only
+        for keys not found otherwise and only while tombstones exist)."""
+        found = self._by_embed_key.get(embed_key)
+        if found is None and self._tombstones and not embed_key.startswith("sha256:"):
+            found = self._tombstones.get(hash_embed_key(embed_key))
+        return found
 
     def by_id(self, account_id: str) -> Account | None:
         return self._by_id.get(account_id)
@@ -161,6 +207,7 @@ class AccountStore:
             "FROM api_tokens FINAL WHERE revoked = 0"
         )
         by_id = {row["account_id"]: _account_from_row(row) for row in account_rows}
+        tombstones = {a.embed_key: a for a in by_id.values() if _is_tombstone(a)}
         tokens: dict[str, list[_Token]] = {}
         for row in token_rows:
             token = _Token(
@@ -174,7 +221,8 @@ class AccountStore:
         versions = [int(row["version"]) for row in (*account_rows, *token_rows)]
         self._last_version = max([self._last_version, *versions])
         self._by_id = by_id
-        self._by_embed_key = {account.embed_key: account for account in by_id.values()}
+        self._by_embed_key = {a.embed_key: a for a in by_id.values() if not _is_tombstone(a)}
+        self._tombstones = tombstones
         self._tokens_by_prefix = tokens
 
     async def create(
@@ -258,16 +306,138 @@ class AccountStore:
             )
             await self._write_token(revoked, revoked=True)
         deleted = dataclasses.replace(account, deleted=True)
-        await self._write_account(deleted, created_at=created_at)
-        self._remember(deleted)
+        if not _is_tombstone(account):  # a tombstone stays as it is
+            await self._write_account(deleted, created_at=created_at)
+        if not _is_tombstone(account):
+            self._remember(deleted)
+        self._drop_tokens(lambda token: token.account_id == account_id)
+
+    async def tombstone(self, account_id: str) -> None:
+        """Replace a deleted account by its tombstone: id, deleted=1, SHA-256 of the embed key.
+
+        Older versions of the account row (name, origins, embed key) are still on disk until
+        the purge deletes every row of the account that is not a tombstone (``TOMBSTONE_SQL``).
+        """
+        async with self._writing:
+            account = self._by_id.get(account_id)
+            if account is None:
+                await self._load()
+                account = self._by_id.get(account_id)
+            if account is None:
+                raise NotFound("no such account", key="account_id")
+            if not account.deleted:
+                await self._mark_deleted(account_id)
+                account = self._by_id[account_id]
+            if _is_tombstone(account):
+                return
+            created = await self._store.query_rows(
+                "SELECT min(created_at) FROM accounts WHERE account_id = {id:String}",
+                {"id": account_id},
+            )
+            created_at = _utc(created[0][0]) if created else datetime.now(UTC)
+            stone = dataclasses.replace(
+                account, name="", origins=(), embed_key=hash_embed_key(account.embed_key)
+            )
+            await self._write_account(stone, created_at=created_at)
+            self._by_embed_key.pop(account.embed_key, None)
+            self._by_id[account_id] = stone
+            self._tombstones[stone.embed_key] = stone
+
+    def forget_in_memory(self, account_id: str) -> None:
+        """Flag an account deleted and drop its tokens, in memory only (a purge resuming
+        while ClickHouse is away still answers 410 and refuses the account's tokens)."""
+        account = self._by_id.get(account_id)
+        if account is not None and not account.deleted:
+            self._remember(dataclasses.replace(account, deleted=True))
+        self._drop_tokens(lambda token: token.account_id == account_id)
+
+    # ---- tokens ---------------------------------------------------------------------------------
+
+    def _live(self, account_id: str) -> Account:
+        account = self._by_id.get(account_id)
+        if account is None:
+            raise NotFound("no such account", key="account_id")
+        if account.deleted:
+            raise Gone("the account is deleted", key="account_id")
+        return account
+
+    async def list_tokens(self, account_id: str) -> list[TokenInfo]:
+        """Every token of a live account, revoked ones included, oldest first; no hashes."""
+        self._live(account_id)
+        rows = await self._store.query_dicts(
+            "SELECT token_id, prefix, created_at, revoked FROM api_tokens FINAL "
+            "WHERE account_id = {id:String} ORDER BY created_at, token_id",
+            {"id": account_id},
+        )
+        return [
+            TokenInfo(r["token_id"], r["prefix"], _utc(r["created_at"]), bool(r["revoked"]))
+            for r in rows
+        ]
+
+    async def create_token(self, account_id: str) -> tuple[TokenInfo, str]:
+        """A new API token for a live account: its info and the plaintext (shown once)."""
+        async with self._writing:
+            self._live(account_id)
+            return await self._new_token(account_id)
+
+    async def revoke_token(self, account_id: str, token_id: str) -> TokenInfo:
+        """Revoke one token of the account (its hash is dropped); NotFound if not its token."""
+        async with self._writing:
+            self._live(account_id)
+            return await self._revoke(account_id, token_id)
+
+    async def rotate_token(self, account_id: str, token_id: str) -> tuple[TokenInfo, str]:
+        """A new token in place of a live one: the new one is written before the old is revoked."""
+        async with self._writing:
+            self._live(account_id)
+            current = await self._token_row(account_id, token_id)
+            if current is None or current["revoked"]:
+                raise NotFound("no such live token of this account", key="token_id")
+            info, plaintext = await self._new_token(account_id)
+            await self._revoke(account_id, token_id)
+            return info, plaintext
+
+    async def _token_row(self, account_id: str, token_id: str) -> dict[str, Any] | None:
+        rows = await self._store.query_dicts(
+            "SELECT account_id, token_id, prefix, created_at, revoked FROM api_tokens FINAL "
+            "WHERE account_id = {id:String} AND token_id = {tid:String}",
+            {"id": account_id, "tid": token_id},
+        )
+        return rows[0] if rows else None
+
+    async def _new_token(self, account_id: str) -> tuple[TokenInfo, str]:
+        plaintext = TOKEN_PREFIX + secrets.token_urlsafe(24)  # 32 characters
+        token = _Token(
+            account_id,
+            "tok_" + secrets.token_hex(8),
+            token_prefix(plaintext),
+            hash_token(plaintext),
+            datetime.now(UTC),
+        )
+        await self._write_token(token, revoked=False)
+        self._tokens_by_prefix.setdefault(token.prefix, []).append(token)
+        return TokenInfo(token.token_id, token.prefix, token.created_at, False), plaintext
+
+    async def _revoke(self, account_id: str, token_id: str) -> TokenInfo:
+        row = await self._token_row(account_id, token_id)
+        if row is None:
+            raise NotFound("no such token of this account", key="token_id")
+        info = TokenInfo(row["token_id"], row["prefix"], _utc(row["created_at"]), True)
+        if not row["revoked"]:
+            revoked = _Token(account_id, token_id, info.prefix, "", info.created_at)
+            await self._write_token(revoked, revoked=True)
+        self._drop_tokens(lambda t: t.account_id == account_id and t.token_id == token_id)
+        return info
+
+    # ---- internals ------------------------------------------------------------------------------
+
+    def _drop_tokens(self, doomed: Callable[[_Token], bool]) -> None:
         for prefix, tokens in list(self._tokens_by_prefix.items()):
-            kept = [token for token in tokens if token.account_id != account_id]
+            kept = [token for token in tokens if not doomed(token)]
             if kept:
                 self._tokens_by_prefix[prefix] = kept
             else:
                 del self._tokens_by_prefix[prefix]
-
-    # ---- internals ------------------------------------------------------------------------------
 
     def _next_version(self) -> int:
         self._last_version = max(time.time_ns(), self._last_version + 1)
@@ -314,6 +484,10 @@ def _account_from_row(row: dict[str, Any]) -> Account:
         retention_days=int(row["retention_days"]),
         deleted=bool(row["deleted"]),
     )
+
+
+def _is_tombstone(account: Account) -> bool:
+    return account.deleted and account.embed_key.startswith(TOMBSTONE_EMBED_PREFIX)
 
 
 def _utc(moment: datetime) -> datetime:

@@ -1,0 +1,355 @@
+"""Account deletion with a verified purge, resumable after any interruption.
+
+``Purger.purge(account_id, actor)`` runs these steps; each one is idempotent, so running the
+whole sequence again after an interruption (``resume``, at every start) finishes the job:
+
+a. ``purges`` gets a row with state ``running`` (table fsynced on insert) before anything else.
+b. The account is flagged deleted (reports get 410 from now on) and all its tokens revoked;
+   the service drops its in-memory sessions and cells (``Service.forget_account``); a flush in
+   progress is waited for, so cells of the account it took before that are written, and the
+   spool is drained, so no spooled batch of it can land after the purge (a batch still spooled
+   fails the purge, which then stays ``running`` and is resumed). The account row becomes a
+   tombstone: id, ``deleted = 1``, SHA-256 of the embed key — no name, origins or embed key.
+   The collector's de-duplication state is keyed by opaque session handles, holds no account
+   id and expires by itself after ``session_idle_seconds``; it is left to expire.
+c. Every table of the database with an ``account_id`` column (found in ``system.columns``, so
+   a new table is covered without a change here), except ``purges``, is purged with
+   ``ALTER TABLE t DELETE WHERE account_id = … SETTINGS mutations_sync = 2``: the statement
+   returns once the mutation has rewritten every part. In ``accounts`` the tombstone is kept
+   (``TOMBSTONE_SQL``). Rows are counted first (``rows_deleted``).
+d. Verification, per table:
+   - ``SELECT count() … WHERE account_id = …`` with ``apply_deleted_mask = 0`` is 0: this reads
+     every row physically present in every *active* part — rows hidden by a lightweight delete
+     or superseded in a ReplacingMergeTree would be counted too. Only active parts are readable
+     at all; the parts the mutation replaced become inactive at once and are removed from disk
+     by ClickHouse after ``old_parts_lifetime`` (8 minutes by default);
+   - the table has no unfinished mutation (``system.mutations``, ``is_done = 0``), and ours has
+     no failure reason;
+   - no active part is older than our mutation: each has ``data_version`` >= the mutation's
+     block number (``system.parts``), i.e. every part was rewritten by it or written after it.
+   Rows found again (a write racing the purge) are purged again, up to three rounds.
+e. The receipt ``{"account_id", "tables", "rows_deleted", "verified_zero": true,
+   "finished_at"}`` is written to ``purges`` (state ``done``) and returned.
+
+The audit rows of the account are purged with it; its purge row is its record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from aggregator.accounts_store import TOMBSTONE_SQL
+from aggregator.service import SERVICE, Service
+from aggregator.store import Store
+from collector.errors import NotFound, StorageError
+
+log = logging.getLogger("streamtally.purge")
+
+ROUNDS = 3
+RETRY_SECONDS = 60.0
+PURGE_COLUMNS = (
+    "account_id",
+    "actor",
+    "started_at",
+    "finished_at",
+    "state",
+    "receipt",
+    "version",
+)
+EXCLUDED_TABLES = frozenset({"purges"})
+
+
+class PurgeNotVerified(StorageError):
+    """Rows of the account were still found after the purge; it stays ``running``."""
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Purger:
+    """Deletes accounts for a service; one purge per account at a time."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.store: Store = service.store
+        self.accounts = service.accounts
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._version = time.time_ns()
+
+    # ---- public ---------------------------------------------------------------------------
+
+    async def purge(self, account_id: str, actor: str) -> dict[str, Any]:
+        """Delete the account and every row of it; returns the receipt (again if done before)."""
+        lock = self._locks.setdefault(account_id, asyncio.Lock())
+        async with lock:
+            done = await self.receipt(account_id)
+            if done is not None:
+                return done
+            if self.accounts.by_id(account_id) is None:
+                await self.accounts.load()
+                if self.accounts.by_id(account_id) is None:
+                    raise NotFound("no such account", key="account_id")
+            started = await self._begin(account_id, actor)
+            return await self._run(account_id, actor, started)
+
+    async def receipt(self, account_id: str) -> dict[str, Any] | None:
+        """The receipt of a finished purge of the account, or None."""
+        rows = await self.store.query_rows(
+            "SELECT receipt FROM purges FINAL WHERE account_id = {a:String} AND state = 'done'",
+            {"a": account_id},
+        )
+        if not rows:
+            return None
+        receipt: dict[str, Any] = orjson.loads(rows[0][0])
+        return receipt
+
+    async def pending(self) -> list[tuple[str, str, datetime]]:
+        """(account_id, actor, started_at) of every purge not finished, oldest first."""
+        rows = await self.store.query_rows(
+            "SELECT account_id, actor, started_at FROM purges FINAL "
+            "WHERE state = 'running' ORDER BY started_at"
+        )
+        return [(r[0], r[1], _utc(r[2])) for r in rows]
+
+    async def resume(self) -> list[dict[str, Any]]:
+        """Finish every purge an earlier run left unfinished; their receipts."""
+        receipts = []
+        for account_id, actor, started in await self.pending():
+            self.accounts.forget_in_memory(account_id)  # 410 at once, even if the rest fails
+            lock = self._locks.setdefault(account_id, asyncio.Lock())
+            async with lock:
+                if await self.receipt(account_id) is None:
+                    log.info("resuming an interrupted account purge")
+                    receipts.append(await self._run(account_id, actor, started))
+        return receipts
+
+    # ---- steps ----------------------------------------------------------------------------
+
+    def _next_version(self) -> int:
+        self._version = max(self._version + 1, time.time_ns())
+        return self._version
+
+    async def _begin(self, account_id: str, actor: str) -> datetime:
+        """(a) the durable purge-in-progress row."""
+        started = datetime.now(UTC)
+        await self._write_state(account_id, actor, started, None, "running", "")
+        return started
+
+    async def _run(self, account_id: str, actor: str, started: datetime) -> dict[str, Any]:
+        await self.stop_account(account_id)
+        tables = await self.tables()
+        deleted: dict[str, int] = {}
+        for _ in range(ROUNDS):
+            for table in tables:
+                deleted[table] = deleted.get(table, 0) + await self.purge_table(table, account_id)
+            left = {t: n for t in tables if (n := await self.verify_table(t, account_id))}
+            if not left:
+                break
+        else:
+            raise PurgeNotVerified(
+                f"rows of the account remain in {', '.join(sorted(left))} after "
+                f"{ROUNDS} rounds; the purge stays pending and is resumed at the next start"
+            )
+        finished = datetime.now(UTC)
+        receipt: dict[str, Any] = {
+            "account_id": account_id,
+            "tables": sorted(tables),
+            "rows_deleted": {t: deleted[t] for t in sorted(tables)},
+            "verified_zero": True,
+            "started_at": _iso(started),
+            "finished_at": _iso(finished),
+            "kept": {
+                "accounts": "a tombstone: account_id, deleted=1, SHA-256 of the embed key",
+                "purges": "this receipt",
+            },
+        }
+        await self._write_state(
+            account_id, actor, started, finished, "done", orjson.dumps(receipt).decode()
+        )
+        log.info("account purged: %d row(s) in %d table(s)", sum(deleted.values()), len(tables))
+        return receipt
+
+    async def stop_account(self, account_id: str) -> None:
+        """(b) 410 from now on, tokens revoked, memory dropped, pending writes settled."""
+        self.accounts.forget_in_memory(account_id)
+        self.service.forget_account(account_id)
+        await self.accounts.mark_deleted(account_id)
+        await self._settle()
+        self.service.forget_account(account_id)
+        if len(self.service.spool):
+            await self.service.writer.drain()
+            if len(self.service.spool):
+                raise StorageError(
+                    "the spool still holds batches ClickHouse did not take; the purge stays "
+                    "pending until they are written"
+                )
+        await self.accounts.tombstone(account_id)
+
+    async def _settle(self) -> None:
+        """Wait for a flush in progress (it may have taken the account's cells before they
+        were forgotten) without starting one: the service's flush lock, taken and released."""
+        lock = getattr(self.service, "_lock", None)
+        if isinstance(lock, asyncio.Lock):
+            async with lock:
+                pass
+        else:  # no such lock (any more): a flush waits for one in progress just as well
+            await self.service.flush()
+
+    async def tables(self) -> list[str]:
+        """Every MergeTree-family table of the database with an ``account_id`` column."""
+        rows = await self.store.query_rows(
+            "SELECT c.table FROM system.columns AS c "
+            "INNER JOIN system.tables AS t ON t.database = c.database AND t.name = c.table "
+            "WHERE c.database = {db:String} AND c.name = 'account_id' "
+            "AND t.engine LIKE '%MergeTree' ORDER BY c.table",
+            {"db": self.store.database},
+        )
+        return [r[0] for r in rows if r[0] not in EXCLUDED_TABLES]
+
+    def _where(self, table: str) -> str:
+        where = "account_id = {a:String}"
+        if table == "accounts":
+            where += f" AND NOT ({TOMBSTONE_SQL})"
+        return where
+
+    async def count(self, table: str, account_id: str) -> int:
+        """Rows of the account physically present in the table's active parts."""
+        rows = await self.store.query_rows(
+            f"SELECT count() FROM {{t:Identifier}} WHERE {self._where(table)}",
+            {"t": table, "a": account_id},
+            settings={"apply_deleted_mask": 0},
+        )
+        return int(rows[0][0])
+
+    async def purge_table(self, table: str, account_id: str) -> int:
+        """(c) delete the account's rows with a mutation that is waited for; rows deleted."""
+        found = await self.count(table, account_id)
+        if found:
+            await self.store.command(
+                f"ALTER TABLE {{t:Identifier}} DELETE WHERE {self._where(table)}",
+                {"t": table, "a": account_id},
+                settings={"mutations_sync": 2},
+            )
+        return found
+
+    async def verify_table(self, table: str, account_id: str) -> int:
+        """(d) rows of the account still in an active part (0), or a StorageError."""
+        left = await self.count(table, account_id)
+        if left:
+            return left
+        db = self.store.database
+        mutations = await self.store.query_rows(
+            "SELECT is_done, latest_fail_reason, arrayMin(block_numbers.number) "
+            "FROM system.mutations WHERE database = {db:String} AND table = {t:String} "
+            "AND position(command, {a:String}) > 0 ORDER BY create_time DESC",
+            {"db": db, "t": table, "a": account_id},
+        )
+        if any(not done for done, _, _ in mutations):
+            raise PurgeNotVerified(f"a mutation of {table} has not finished")
+        if mutations:
+            _, failure, block = mutations[0]
+            if failure:
+                raise PurgeNotVerified(f"the purge mutation of {table} failed")
+            stale = await self.store.query_rows(
+                "SELECT count() FROM system.parts WHERE database = {db:String} "
+                "AND table = {t:String} AND active AND data_version < {v:UInt64}",
+                {"db": db, "t": table, "v": int(block)},
+            )
+            if stale[0][0]:
+                raise PurgeNotVerified(f"{table} has active parts the purge did not rewrite")
+        return 0
+
+    async def _write_state(
+        self,
+        account_id: str,
+        actor: str,
+        started: datetime,
+        finished: datetime | None,
+        state: str,
+        receipt: str,
+    ) -> None:
+        row: list[Any] = [
+            account_id,
+            actor,
+            started,
+            finished,
+            state,
+            receipt,
+            self._next_version(),
+        ]
+        await self.store.insert("purges", [row], column_names=PURGE_COLUMNS)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+# ---- wiring into the app ----------------------------------------------------------------
+
+PURGER = web.AppKey("purger", Purger)
+_fallback: weakref.WeakKeyDictionary[Service, Purger] = weakref.WeakKeyDictionary()
+
+
+def install(app: web.Application) -> None:
+    """Give the app its Purger and resume unfinished purges at start (``purge_ctx``).
+
+    Call from ``create_app`` after ``app[SERVICE]`` is set and after
+    ``app.cleanup_ctx.append(service.lifetime)``.
+    """
+    app[PURGER] = purger_for(app[SERVICE])
+    app.cleanup_ctx.append(purge_ctx)
+
+
+def purger_for(service: Service) -> Purger:
+    found = _fallback.get(service)
+    if found is None:
+        found = _fallback[service] = Purger(service)
+    return found
+
+
+def get_purger(app: web.Application) -> Purger:
+    return app.get(PURGER) or purger_for(app[SERVICE])
+
+
+async def resume_purges(app: web.Application) -> list[dict[str, Any]]:
+    """Finish the purges an earlier run left unfinished (their receipts)."""
+    return await get_purger(app).resume()
+
+
+async def purge_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: before the first request, every unfinished purge is resumed and finished;
+    if ClickHouse fails meanwhile, the accounts already answer 410 and it is retried every
+    minute in the background."""
+    purger = get_purger(app)
+    task: asyncio.Task[None] | None = None
+    try:
+        await purger.resume()
+    except StorageError as exc:
+        log.error("an interrupted purge could not be finished yet: %s", exc)
+
+        async def retry() -> None:
+            while True:
+                await asyncio.sleep(RETRY_SECONDS)
+                try:
+                    await purger.resume()
+                    return
+                except StorageError as again:
+                    log.error("an interrupted purge could not be finished yet: %s", again)
+
+        task = asyncio.create_task(retry())
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
