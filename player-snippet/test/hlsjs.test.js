@@ -88,6 +88,7 @@ describe('hls.js integration', () => {
     const reporter = hlsReporter(cmcd);
     reporter.update({ sta: 's' });
     await until(() => calls.posts.length >= 1);
+    await settle(); // hls.js handles the 410 after the loader resolves
     reporter.update({ sta: 'p' });
     reporter.recordEvent('bc', { br: [1461] });
     await settle();
