@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 import tracemalloc
 
 import pytest
@@ -130,8 +129,8 @@ def test_nonsense_settings_are_refused(rate: float, burst: int, clients: int, se
         RateLimiter(rate, burst, clients)
 
 
-def test_memory_and_speed_per_client() -> None:
-    """About 100 bytes per client and well under a microsecond per check (-s prints them)."""
+def test_memory_per_client_is_bounded() -> None:
+    """About 100 bytes per client (speed is measured by benchmarks/micro.py)."""
     n = 100_000
     clients = [random.getrandbits(60) for _ in range(n)]
     limiter = RateLimiter(20.0, 200)
@@ -141,19 +140,5 @@ def test_memory_and_speed_per_client() -> None:
         limiter.check(client)
     per_client = (tracemalloc.get_traced_memory()[0] - base) / n
     tracemalloc.stop()
-    timed = RateLimiter(20.0, 200)
-    started = time.perf_counter()
-    for client in clients:
-        timed.check(client)
-    per_new = (time.perf_counter() - started) / n
-    started = time.perf_counter()
-    for client in clients:
-        timed.check(client)
-    per_known = (time.perf_counter() - started) / n
-    print(
-        f"ratelimit: {per_client:.0f} B/client (+32 B key held by the caller's int); "
-        f"{per_new * 1e6:.2f} us new client, {per_known * 1e6:.2f} us known client"
-    )
+    print(f"ratelimit: {per_client:.0f} B/client")
     assert per_client < 150
-    assert per_new < 5e-6
-    assert per_known < 5e-6

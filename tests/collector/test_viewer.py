@@ -7,8 +7,7 @@ import gc
 import hashlib
 import math
 import pickle
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -229,26 +228,3 @@ def test_after_rotation_yesterdays_keys_cannot_be_recomputed_from_the_object() -
             h = obj.copy()
             h.update(message)
             assert int.from_bytes(h.digest(), "big") != old_key
-
-
-def test_speed_of_key_and_handles() -> None:
-    """About a microsecond per key (printed with -s)."""
-    keys = ViewerKeys()
-    now = time.time()
-    n = 20_000
-    results = []
-    calls: list[tuple[str, Callable[[], int | None]]] = [
-        ("key", lambda: keys.key("acct-1", "192.0.2.7", UA, now)),
-        ("client_handle", lambda: keys.client_handle("192.0.2.7", UA)),
-        ("session_handle", lambda: keys.session_handle("acct-1", "d1423153-1829-4b25")),
-    ]
-    for name, call in calls:
-        best = math.inf
-        for _ in range(3):
-            started = time.perf_counter()
-            for _ in range(n):
-                call()
-            best = min(best, (time.perf_counter() - started) / n)
-        results.append(f"{name} {best * 1e6:.2f} us")
-        assert best < 5e-6
-    print("viewer: " + ", ".join(results))
