@@ -65,10 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
+    out.mkdir(parents=True, exist_ok=True)
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="streamtally-bench-") as tmp:
         bench = runner.Bench(
-            plan, Path(tmp), targets=targets, progress=say, profile=args.profile, seed=args.seed
+            plan,
+            Path(tmp),
+            targets=targets,
+            progress=say,
+            profile=args.profile,
+            seed=args.seed,
+            artifacts=out,
         )
         result = bench.run()
     result["wall_seconds"] = round(time.monotonic() - began, 1)

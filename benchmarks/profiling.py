@@ -18,20 +18,37 @@ from typing import Any
 
 _FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^():]+)(?::\d+)?\)$")
 
-#: Layers: a sample belongs to the first whose pattern is on its stack (innermost first).
-LAYERS: tuple[tuple[str, str], ...] = (
-    ("HPKE open", "sealed.py:open_sealed"),
-    ("CMCD parse", "cmcd.py:"),
-    ("UA classify", "useragent.py:"),
-    ("geo lookup", "geo.py:"),
-    ("viewer/session keys", "viewer.py:"),
-    ("dedupe", "dedupe.py:"),
-    ("aggregator (sink)", "aggregator/"),
-    ("pipeline (other)", "pipeline.py:"),
-    ("collector app (handler)", "collector/app.py:"),
-    ("aiohttp", "aiohttp/"),
-    ("event loop / other", ""),
+#: Layers by file: a sample belongs to the innermost frame that matches one of them.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("HPKE open", ("collector/sealed.py",)),
+    ("CMCD parse", ("collector/cmcd.py",)),
+    ("client IP + geo (ipaddress)", ("collector/clientip.py", "collector/geo.py", "ipaddress.py")),
+    ("UA classes", ("collector/useragent.py",)),
+    ("strip (other)", ("collector/strip.py",)),
+    ("viewer/session keys", ("collector/viewer.py",)),
+    ("rate limit", ("collector/ratelimit.py",)),
+    ("replay guard", ("collector/replay.py",)),
+    ("dedupe", ("collector/dedupe.py",)),
+    ("step metrics", ("collector/metrics.py",)),
+    (
+        "aggregator",
+        (
+            "aggregator/windows.py",
+            "aggregator/sessions.py",
+            "aggregator/service.py",
+            "aggregator/cells.py",
+            "aggregator/kanon.py",
+            "aggregator/histogram.py",
+            "aggregator/writer.py",
+        ),
+    ),
+    ("ClickHouse (store, chDB)", ("aggregator/store.py", "clickhouse_connect/", "chdb/")),
+    ("prometheus /metrics", ("prometheus_client/",)),
+    ("pipeline (own code)", ("collector/pipeline.py",)),
+    ("report handler + CORS + access log", ("collector/app.py",)),
+    ("aiohttp (HTTP parse, request, response)", ("aiohttp/", "multidict/", "yarl/")),
 )
+OTHER = "event loop + other"
 
 
 class Recording:
@@ -83,7 +100,17 @@ def _frame_name(frame: str) -> str:
     path = match.group("file")
     parts = path.split("/")
     short = "/".join(parts[-2:]) if len(parts) > 1 else path
+    if "site-packages/" in path:  # keep the package: aiohttp/web_protocol.py
+        short = path.split("site-packages/", 1)[1]
     return f"{short}:{match.group('func')}"
+
+
+def _layer(frames: list[str]) -> str:
+    for frame in reversed(frames):  # innermost first
+        for layer, patterns in LAYERS:
+            if any(p in frame for p in patterns):
+                return layer
+    return OTHER
 
 
 def summarise(text: str, top: int = 25) -> dict[str, Any]:
@@ -104,10 +131,7 @@ def summarise(text: str, top: int = 25) -> dict[str, Any]:
         for name in set(frames):
             inclusive[name] += count
         own[frames[-1]] += count
-        for layer, pattern in LAYERS:
-            if any(pattern in f for f in reversed(frames)):
-                layers[layer] += count
-                break
+        layers[_layer(frames)] += count
 
     def share(counter: Counter[str], n: int) -> list[tuple[str, float]]:
         return [(name, round(100.0 * c / total, 1)) for name, c in counter.most_common(n)]
@@ -121,7 +145,7 @@ def summarise(text: str, top: int = 25) -> dict[str, Any]:
     }
     return {
         "samples": total,
-        "layers_percent": dict(share(layers, len(LAYERS))),
+        "layers_percent": dict(share(layers, len(LAYERS) + 1)),
         "pipeline_inclusive_percent": dict(sorted(steps.items(), key=lambda kv: -kv[1])),
         "top_self_percent": share(own, top),
         "top_inclusive_percent": share(inclusive, top),

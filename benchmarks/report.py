@@ -124,6 +124,29 @@ def markdown(result: dict[str, Any], png: str | None) -> str:
             "| **sum** | " + " | ".join(_num(sum(s.values()), 1) for s in steps.values()) + " |"
         )
         lines.append("")
+    profile = result.get("profile") or {}
+    if profile:
+        lines += [
+            "## Where the time goes (py-spy samples of the server at 80% load)",
+            "",
+            "Share of the server's on-CPU samples, by the innermost layer on the stack.",
+            "",
+        ]
+        for name, summary in profile.items():
+            if "layers_percent" not in summary:
+                lines += [f"- {name}: no profile ({summary.get('error', 'no samples')})", ""]
+                continue
+            lines += [
+                f"**{name}** ({summary['samples']:,} samples)",
+                "",
+                "| layer | % of samples |",
+                "|---|---:|",
+            ]
+            layers = summary["layers_percent"].items()
+            lines += [f"| {layer} | {pct:.1f} |" for layer, pct in layers]
+            lines += ["", "Top functions (self time):", ""]
+            lines += [f"- `{fn}` {pct:.1f}%" for fn, pct in summary["top_self_percent"][:12]]
+            lines.append("")
     lines += ["## Latency against offered rate", ""]
     if png:
         lines += [f"![p50 and p99 latency against offered rate]({png})", ""]

@@ -245,12 +245,14 @@ class Bench:
         progress: Progress,
         profile: bool = False,
         seed: int = 42,
+        artifacts: Path | None = None,
     ) -> None:
         self.plan = plan
         self.workdir = workdir
         self.targets = [t for t in TARGETS if t in targets]
         self.say = progress
         self.profile = profile
+        self.artifacts = artifacts or workdir
         self.seed = seed
         available = servers.cores()
         if len(available) >= 2:
@@ -684,7 +686,7 @@ class Bench:
         seconds = max(5.0, self.plan.rate_seconds)
         batch = make(int(rate * seconds) + 1)
         self.say(f"    profiling with py-spy at {rate:,.0f} req/s for {seconds:g} s ...")
-        out = self.workdir / f"profile-{name}"
+        out = self.artifacts / f"profile-{name}"
         with profiling.record(server.pid, out, seconds + 1) as recording:
             self._loadgen(server, batch.requests, rate, seconds, "profile")
         summary = recording.summary()
