@@ -207,10 +207,26 @@ class Session:
             if ts is not None:
                 last = self.last_ts
                 self.last_ts = ts
-                if leaf is not None and last >= 0 and ts > last:
+                if leaf is not None and ts > last >= 0:
                     st = self.state
-                    if st == "p" or (st == "r" and self.rebuffering):
-                        self._credit(leaf, ts - last, st == "p", m)
+                    if st == "p":  # the common case, inlined: _credit(leaf, dt, True, m)
+                        dt = ts - last
+                        if dt > MAX_GAP_MS:
+                            dt = MAX_GAP_MS
+                        budget = self.budget_ms
+                        if dt > budget:
+                            dt = max(int(budget), 0)
+                        self.budget_ms = budget - dt
+                        leaf.playing_ms += dt
+                        br = self.bitrate
+                        if br:
+                            leaf.bitrate_kbps_ms += br * dt
+                            leaf.bitrate_ms += dt
+                        if self.conc_minute != m:
+                            self.conc_minute = m
+                            leaf.concurrent += 1
+                    elif st == "r" and self.rebuffering:
+                        self._credit(leaf, ts - last, False, m)
             br = ev.bitrate_kbps
             if br is not None and 0 < br <= MAX_BITRATE_KBPS and br != self.bitrate:
                 if self.bitrate and leaf is not None:
@@ -224,7 +240,8 @@ class Session:
         elif sta is not None:
             leaf = self._late_facts(sta, ts, ev, m, enter, leaf)
         if leaf is not None:
-            self._facts(ev, ts, leaf)
+            if not self.startup_done or ev.latency_ms is not None or ev.error_code is not None:
+                self._facts(ev, ts, leaf)
         elif ev.startup_ms is not None and ev.startup_ms >= 0:
             self.msd = ev.startup_ms  # before the view starts: kept for its video start
 
