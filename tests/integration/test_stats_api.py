@@ -373,7 +373,7 @@ async def test_csv_of_totals(running: Running) -> None:
         running,
         [cell(acc["account_id"], HOUR, views=3, unique_viewers=2, failures_by_code={"E9": 2})],
     )
-    status, headers, raw = await get(
+    status, _, raw = await get(
         running, "/v1/stats", acc["api_token"], granularity="hour", format="csv", **RANGE
     )
     assert status == 200
@@ -398,12 +398,8 @@ async def test_csv_of_totals(running: Running) -> None:
         pytest.param({"metrics": "views,watch_time"}, "metrics", id="unknown-metric"),
         pytest.param({"by": "country,planet"}, "by", id="unknown-dimension"),
         pytest.param({"format": "xml"}, "format", id="bad-format"),
-        pytest.param(
-            {"from": "2026-11-02T00:00:00Z", "to": "2026-11-01T00:00:00Z"}, "from", id="from-after-to"
-        ),
-        pytest.param(
-            {"from": "2026-11-01T00:00:00Z", "to": "2026-11-01T00:00:00Z"}, "from", id="empty-range"
-        ),
+        pytest.param({"from": "2026-11-02", "to": "2026-11-01"}, "from", id="from-after-to"),
+        pytest.param({"from": "2026-11-01", "to": "2026-11-01"}, "from", id="empty-range"),
         pytest.param(
             {"from": "2026-11-01T00:00:00Z", "to": "2026-11-09T00:00:00Z", "granularity": "minute"},
             "granularity",
@@ -520,10 +516,10 @@ async def test_streams_with_totals_over_the_range(running: Running) -> None:
     ("params", "key"),
     [
         pytest.param({"from": "nope"}, "from", id="bad-from"),
-        pytest.param({"to": "2026-11-01T00:00:00Z", "from": "2026-11-02T00:00:00Z"}, "from", id="from-after-to"),
-        pytest.param({"from": "1971-01-01T00:00:00Z", "to": "2099-01-01T00:00:00Z"}, "from", id="range-too-long"),
+        pytest.param({"to": "2026-11-01", "from": "2026-11-02"}, "from", id="from-after-to"),
+        pytest.param({"from": "1971-01-01", "to": "2099-01-01"}, "from", id="range-too-long"),
     ],
-)  # fmt: skip
+)
 async def test_streams_bad_parameters(running: Running, params: dict[str, str], key: str) -> None:
     acc = await running.create_account()
     status, _, raw = await get(running, "/v1/streams", acc["api_token"], **params)
