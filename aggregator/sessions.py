@@ -218,9 +218,9 @@ class Session:
                             dt = max(int(budget), 0)
                         self.budget_ms = budget - dt
                         leaf.playing_ms += dt
-                        br = self.bitrate
-                        if br:
-                            leaf.bitrate_kbps_ms += br * dt
+                        kbps = self.bitrate
+                        if kbps:
+                            leaf.bitrate_kbps_ms += kbps * dt
                             leaf.bitrate_ms += dt
                         if self.conc_minute != m:
                             self.conc_minute = m
