@@ -310,17 +310,20 @@ function renderBreakdowns(rows, total, k) {
         cell('–', 'num'), cell('–', 'num'), cell('–', 'num'), cell('–', 'num'));
       body.append(tr);
     }
-    if (entries.length === 0 && missing === 0) {
-      const tr = document.createElement('tr');
-      const td = cell(`No data yet — rows appear once at least ${k} viewers watched.`, 'empty-cell');
-      td.colSpan = 7;
-      tr.append(td);
-      body.append(tr);
-    }
-    table.append(head, body);
     const card = document.createElement('div');
     card.className = 'table-card';
-    card.append(table);
+    card.dataset.dimension = dimension;
+    if (entries.length === 0 && missing === 0) {
+      const heading = document.createElement('h3');
+      heading.textContent = title;
+      const note = document.createElement('p');
+      note.className = 'empty-note';
+      note.textContent = `No data yet — rows appear once at least ${k} viewers watched.`;
+      card.append(heading, note);
+    } else {
+      table.append(head, body);
+      card.append(table);
+    }
     container.append(card);
   }
 }
@@ -406,6 +409,7 @@ async function refresh() {
     renderPrivacy(k, breakdowns.hidden);
     const empty = $('empty');
     empty.hidden = totals.rows.length > 0;
+    $('charts-section').hidden = totals.rows.length === 0;
     empty.textContent = `No data yet for this range — numbers appear once at least ${k} viewers watched.`;
     lastRender = { rows: totals.rows, range, granularity };
     const when = new Intl.DateTimeFormat(undefined, { timeStyle: 'medium' }).format(new Date());
@@ -457,6 +461,12 @@ function init() {
   $('range').addEventListener('change', () => {
     const custom = $('range').value === 'custom';
     $('custom-range').hidden = !custom;
+    if (custom && !$('from').value) {
+      // Start from the last 24 hours, in local time as datetime-local expects.
+      const local = (t) => new Date(t - new Date(t).getTimezoneOffset() * MINUTE).toISOString().slice(0, 16);
+      $('to').value = local(Date.now());
+      $('from').value = local(Date.now() - DAY);
+    }
     if (!custom) refresh();
   });
   let resizeTimer = 0;

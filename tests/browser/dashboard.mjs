@@ -1,10 +1,12 @@
 // Drives the dashboard in Debian's headless Chromium with playwright-core and reports what a
 // person would see, as JSON on stdout; tests/integration/test_dashboard.py makes the
-// assertions. Usage: node dashboard.mjs '{"url": ..., "token": ..., "screenshot": ...}'
+// assertions. Usage:
+//   node dashboard.mjs '{"url": ..., "token": ..., "emptyToken": ..., "screenshot": ...}'
 //
 // Steps: a wrong token is refused; the right token signs in; the page is read (tiles,
 // breakdown tables, the k notice, the stream list); storage and cookies are read; a
-// screenshot is saved; a reload keeps the session (sessionStorage); sign-out forgets it.
+// screenshot is saved; a reload keeps the session (sessionStorage); sign-out forgets it;
+// an account without data shows its empty states (on a phone-sized screen).
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,11 +22,14 @@ async function readPage(page) {
     const text = (id) => document.getElementById(id)?.textContent.trim() ?? null;
     const tile = (id) => ({ text: text(id), value: document.getElementById(id)?.dataset.value });
     const tables = {};
-    for (const table of document.querySelectorAll('table.breakdown')) {
-      tables[table.dataset.dimension] = [...table.querySelectorAll('tbody tr')].map((tr) => ({
-        value: tr.dataset.value ?? null,
-        cells: [...tr.children].map((c) => c.textContent.trim()),
-      }));
+    for (const card of document.querySelectorAll('.table-card')) {
+      tables[card.dataset.dimension] = {
+        rows: [...card.querySelectorAll('tbody tr')].map((tr) => ({
+          value: tr.dataset.value ?? null,
+          cells: [...tr.children].map((c) => c.textContent.trim()),
+        })),
+        empty: card.querySelector('.empty-note')?.textContent.trim() ?? null,
+      };
     }
     const hidden = {};
     for (const item of document.querySelectorAll('#privacy-hidden li')) {
@@ -48,6 +53,7 @@ async function readPage(page) {
       hidden,
       tables,
       streams: [...document.querySelectorAll('#stream option')].map((o) => o.value),
+      chartsVisible: !document.getElementById('charts-section').hidden,
       charts: [...document.querySelectorAll('.chart-box')].map((box) => ({
         id: box.id,
         svg: box.querySelector('svg[role="img"]') !== null,
@@ -122,6 +128,19 @@ try {
 
   await page.click('#sign-out');
   report.signedOut = await readPage(page);
+
+  // An account without data, on a phone-sized screen: the empty states.
+  if (options.emptyToken) {
+    await page.setViewportSize({ width: 400, height: 860 });
+    await page.fill('#token', options.emptyToken);
+    await page.click('#sign-in-form button[type="submit"]');
+    await waitUpdated(page);
+    report.empty = await readPage(page);
+    report.empty.emptyText = await page.textContent('#empty');
+    report.empty.emptyVisible = await page.isVisible('#empty');
+    await page.screenshot({ path: options.screenshot.replace(/\.png$/, '-empty-phone.png'), fullPage: true });
+    await page.click('#sign-out');
+  }
   report.cookies = await context.cookies();
 } finally {
   await context.close();

@@ -123,10 +123,15 @@ def node_with_playwright() -> str:
     return node
 
 
-async def drive(running: Running, token: str, screenshot: Path) -> dict[str, Any]:
+async def drive(running: Running, token: str, empty_token: str, screenshot: Path) -> dict[str, Any]:
     """Run tests/browser/dashboard.mjs without blocking the server's event loop."""
     node = node_with_playwright()
-    options = {"url": running.url, "token": token, "screenshot": str(screenshot)}
+    options = {
+        "url": running.url,
+        "token": token,
+        "emptyToken": empty_token,
+        "screenshot": str(screenshot),
+    }
     proc = await asyncio.create_subprocess_exec(
         node,
         str(BROWSER_DIR / "dashboard.mjs"),
@@ -145,6 +150,7 @@ async def drive(running: Running, token: str, screenshot: Path) -> dict[str, Any
 @pytest.mark.browser
 async def test_dashboard_shows_the_api_numbers_in_a_real_browser(running: Running) -> None:
     account = await running.create_account("Blender Studio", k=2)
+    newcomer = await running.create_account("Newcomer", k=3)
     await play(running, account["embed_key"])
     await running.flush()
     token = account["api_token"]
@@ -162,7 +168,7 @@ async def test_dashboard_shows_the_api_numbers_in_a_real_browser(running: Runnin
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "dashboard.png"
     screenshot.unlink(missing_ok=True)
-    report = await drive(running, token, screenshot)
+    report = await drive(running, token, newcomer["api_token"], screenshot)
     page = report["signedIn"]
 
     # The wrong token was refused and forgotten.
@@ -189,11 +195,12 @@ async def test_dashboard_shows_the_api_numbers_in_a_real_browser(running: Runnin
     api_views: dict[str, int] = defaultdict(int)
     for row in countries["rows"]:
         api_views[row["country"]] += row["views"]
-    page_views = {row["value"]: row["cells"][1] for row in page["tables"]["country"]}
+    country_rows = page["tables"]["country"]["rows"]
+    page_views = {row["value"]: row["cells"][1] for row in country_rows}
     assert api_views["DE"] == 2
     assert page_views["DE"] == "2"
     assert {value: str(n) for value, n in api_views.items()} == page_views
-    assert page["tables"]["country"][0]["cells"][0] == "Germany (DE)"
+    assert country_rows[0]["cells"][0] == "Germany (DE)"
     assert set(page["tables"]) == {"country", "device", "os", "browser", "player"}
 
     # The k notice: the hidden viewers per breakdown, as the API counts them.
@@ -203,6 +210,7 @@ async def test_dashboard_shows_the_api_numbers_in_a_real_browser(running: Runnin
 
     # The stream list, and six charts with marks in them.
     assert page["streams"] == ["", "big-buck-bunny", "sintel"]
+    assert page["chartsVisible"]
     assert len(page["charts"]) == 6
     assert all(chart["svg"] and chart["marks"] > 0 for chart in page["charts"])
 
@@ -217,6 +225,20 @@ async def test_dashboard_shows_the_api_numbers_in_a_real_browser(running: Runnin
     assert report["lastHour"]["tiles"]["views"]["text"] == str(expected["views"])
     assert report["signedOut"]["signInVisible"]
     assert report["signedOut"]["sessionStorage"] == {}
+
+    # Another account without data: its own k, empty states, nothing of the first account.
+    empty = report["empty"]
+    assert empty["accountId"] == newcomer["account_id"]
+    assert empty["k"] == "3"
+    assert empty["emptyVisible"]
+    assert "at least 3 viewers" in empty["emptyText"]
+    assert empty["tiles"]["views"]["text"] == "0"
+    assert empty["streams"] == [""]
+    assert not empty["chartsVisible"]
+    assert set(empty["tables"]) == {"country", "device", "os", "browser", "player"}
+    for table in empty["tables"].values():
+        assert table["rows"] == []
+        assert table["empty"] == "No data yet — rows appear once at least 3 viewers watched."
 
     # Only the server was asked for anything; nothing was refused by the CSP; no errors.
     origins = {f"{u.scheme}://{u.netloc}" for u in map(urlsplit, report["requests"])}
