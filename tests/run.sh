@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== apt-get install ${need[*]}"
@@ -23,10 +24,9 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[embedded,test]'
 
-if [ -f player-snippet/package.json ]; then
-  echo "== player snippet"
-  (cd player-snippet && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm test)
-fi
+echo "== player snippet and browser-test driver (npm)"
+(cd player-snippet && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm test)
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== lint and types"
 .venv/bin/ruff check .
