@@ -1,7 +1,657 @@
-"""(being written)"""
+"""The data register: every category of data StreamTally touches, where it lives, how long,
+and why — one source for ``GET /v1/register`` and ``docs/privacy.md``.
+
+``python -m aggregator.register > docs/privacy.md`` regenerates the document (from the
+settings' defaults); the route serves the same register with the running service's settings.
+The CMCD part is generated from ``collector.cmcd.KNOWN_KEYS`` and the storage part from the
+migrations, so a key or column cannot be accepted or stored without being listed; the tests
+(tests/aggregator/test_register.py) fail when a header, query parameter, request attribute,
+CMCD key, hand-over field or column is read or stored but not described here.
+"""
 
 from __future__ import annotations
 
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
 from aiohttp import web
 
+from aggregator.config import BREAKDOWN_DIMENSIONS, AggregatorConfig
+from aggregator.migrate import _HISTORY_TABLE, load_migrations
+from collector.cmcd import KNOWN_KEYS
+from collector.config import CollectorConfig
+
 routes = web.RouteTableDef()
+
+AUDIT_RETENTION_DEFAULT = 400  # aggregator/audit.py's fallback until the setting exists
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    """One category of data: what it is, what it is read from, where it lives, for how long,
+    for what purpose, and whether any of it is written to disk."""
+
+    name: str
+    description: str
+    fields: tuple[str, ...]  # header:X, query:x, path:x, request:attr, cmcd:key, report:f ...
+    where: str
+    retention: str
+    purpose: str
+    stored: str  # what reaches disk or ClickHouse: "nothing" or what exactly
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    purpose: str
+    retention: str
+    columns: dict[str, str]  # column -> description
+
+
+def _days(seconds: float) -> str:
+    if seconds % 86400 == 0:
+        return f"{int(seconds // 86400)} days"
+    if seconds % 3600 == 0:
+        return f"{int(seconds // 3600)} hours"
+    if seconds % 60 == 0:
+        return f"{int(seconds // 60)} minutes"
+    return f"{seconds:g} seconds"
+
+
+def _settings(
+    collector: CollectorConfig | None, aggregator: AggregatorConfig | None
+) -> tuple[CollectorConfig, AggregatorConfig, int]:
+    c = collector if collector is not None else CollectorConfig()
+    a = aggregator if aggregator is not None else AggregatorConfig()
+    audit_days = int(getattr(a, "audit_retention_days", AUDIT_RETENTION_DEFAULT))
+    return c, a, audit_days
+
+
+# ---- categories --------------------------------------------------------------------------------
+
+REQUEST_ONLY = "only while the report is processed (well under a second); then dropped"
+
+
+def categories(
+    collector: CollectorConfig | None = None, aggregator: AggregatorConfig | None = None
+) -> list[Category]:
+    c, a, audit_days = _settings(collector, aggregator)
+    bucket = c.rate_limit_burst / c.rate_limit_per_second
+    cats = [
+        Category(
+            "IP address",
+            "The viewer's IP address: the connection's peer address, or the client named in "
+            "X-Forwarded-For when the peer is a trusted proxy (setting trusted_proxies).",
+            ("request:remote", "header:X-Forwarded-For", "report:ip"),
+            "process memory of the collector",
+            REQUEST_ONLY,
+            "country of the viewer (in-memory lookup, no network); input of the viewer key and "
+            "of the rate limiter's client handle (keyed hashes)",
+            "nothing: never logged, written, put in a metric, an error or ClickHouse",
+        ),
+        Category(
+            "User agent",
+            "The User-Agent request header.",
+            ("header:User-Agent", "report:user_agent"),
+            "process memory of the collector",
+            REQUEST_ONLY,
+            "device class, OS family and browser family (small fixed sets); bot filtering; "
+            "input of the viewer key and of the rate limiter's client handle",
+            "nothing: only the derived classes go on",
+        ),
+        Category(
+            "Client hints",
+            "Sec-CH-UA, Sec-CH-UA-Mobile, Sec-CH-UA-Platform and other sec-ch-ua* headers a "
+            "browser may send.",
+            ("header:Sec-CH-UA", "header:Sec-CH-UA-Mobile", "header:Sec-CH-UA-Platform"),
+            "received by the HTTP server with the request; not read by StreamTally",
+            REQUEST_ONLY,
+            "none",
+            "nothing",
+        ),
+        Category(
+            "Accept-Language",
+            "The browser's language preferences.",
+            ("header:Accept-Language",),
+            "received with the request; not read",
+            REQUEST_ONLY,
+            "none",
+            "nothing",
+        ),
+        Category(
+            "Referer",
+            "The page the report was sent from, as the browser states it.",
+            ("header:Referer",),
+            "received with the request; not read (the access log leaves it out)",
+            REQUEST_ONLY,
+            "none",
+            "nothing",
+        ),
+        Category(
+            "Origin",
+            "The Origin header of the embedding page.",
+            ("header:Origin", "report:origin"),
+            "process memory of the collector",
+            REQUEST_ONLY,
+            "checked against the account's allowed origins (403 otherwise) and echoed in the "
+            "CORS answer",
+            "nothing",
+        ),
+        Category(
+            "Request metadata",
+            "Content-Type and Content-Length of a report, the embed key in its path (the "
+            "account's public key) and the ?player= query parameter.",
+            (
+                "header:Content-Type",
+                "request:content_length",
+                "path:embed_key",
+                "query:player",
+                "report:content_type",
+                "report:embed_key",
+                "report:player",
+                "report:arrival",
+                "report:account",
+            ),
+            "process memory of the collector; the access log keeps method, path (with the "
+            "public embed key), status, size and duration",
+            "the access log's lifetime (the operator's log retention)",
+            "choosing the account, the parser and the player dimension; answering 413/415",
+            "the player as one of a fixed set of names in the aggregates",
+        ),
+        Category(
+            "Report body (plain)",
+            "The CMCD v2 event-mode payload (application/cmcd), one event per line.",
+            ("request:content", "report:body", "report:plaintext"),
+            "process memory of the collector",
+            REQUEST_ONLY,
+            "parsed into events; only the keys listed under CMCD keys are read",
+            "nothing: the body is never logged or written",
+        ),
+        Category(
+            "Report body (sealed)",
+            "An HPKE-sealed CMCD payload (application/vnd.streamtally.sealed): key id, "
+            "encapsulated key (enc) and ciphertext.",
+            ("request:content", "report:body", "report:sealed"),
+            "process memory of the collector; 60 bits of each enc in the replay guard",
+            f"the body: {REQUEST_ONLY}; the enc bits: {_days(c.replay_window_seconds)} to "
+            f"twice that (setting replay_window_seconds)",
+            "opened with the service's HPKE key, then treated as a plain body; the enc bits "
+            "refuse a replayed body (422)",
+            "nothing",
+        ),
+        Category(
+            "Session id (sid)",
+            "CMCD's per-playback session id chosen by the player.",
+            ("cmcd:sid", "report:sessions"),
+            "process memory: turned into a 60-bit keyed hash of (account, sid) under a "
+            "per-process random secret (session handle) right after parsing",
+            f"the sid: {REQUEST_ONLY}; the session handle and its state: until the session "
+            f"is idle for {_days(c.session_idle_seconds)} (setting session_idle_seconds)",
+            "counting each event once (sn de-duplication) and sessions: views, startup "
+            "time, rebuffering, playing time",
+            "nothing",
+        ),
+        Category(
+            "Viewer key",
+            "A 64-bit keyed BLAKE2b hash of (account, IP address, user agent) under a random "
+            "secret of the UTC day that exists only in memory.",
+            ("event:viewer", "report:viewer"),
+            "process memory of the aggregator (open cells' distinct-viewer sets)",
+            "until the cell's window is written; the day's secret is destroyed "
+            f"{_days(c.viewer_key_grace_seconds)} after the UTC day ends (setting "
+            "viewer_key_grace_seconds), so a day's keys cannot be recomputed",
+            "counting distinct viewers per cell; the k-anonymity decision",
+            "nothing: only counts (unique_viewers) are written",
+        ),
+        Category(
+            "Viewer secret",
+            "The 32-byte random secret of each UTC day behind the viewer keys, and the "
+            "per-process secret behind session and client handles.",
+            (),
+            "process memory only; never written, logged or pickled",
+            "the day's secret: until the day ends plus the grace period, then zeroed; the "
+            "per-process secret: the process's lifetime",
+            "keyed hashing (viewer keys, session handles, rate-limit client handles)",
+            "nothing",
+        ),
+        Category(
+            "Rate-limit state",
+            "Per client (keyed hash of IP address and user agent) one number: when its token "
+            "bucket is full again.",
+            (),
+            "process memory of the collector",
+            f"about {bucket:g} seconds after the client's last report (burst / rate)",
+            "429 for clients over rate_limit_per_second",
+            "nothing",
+        ),
+        Category(
+            "Media request URLs (rr events)",
+            "The url key of CMCD rr (request response) events: the URL of a segment, which "
+            "may carry tokens.",
+            ("cmcd:url",),
+            "process memory of the collector",
+            REQUEST_ONLY,
+            "checked for syntax; at most its host is kept, and only for accounts that opt "
+            "in to CDN statistics (not offered yet: nothing is kept)",
+            "nothing",
+        ),
+        Category(
+            "CMCD keys",
+            "Every CMCD key StreamTally reads from a report (see the CMCD keys table); any "
+            "other key is ignored.",
+            (*(f"cmcd:{key}" for key in KNOWN_KEYS), "report:parsed", "report:fresh"),
+            "process memory: events, then per-session state and open cells",
+            "per-session state until the session is idle for "
+            f"{_days(c.session_idle_seconds)}; open cells until their window is written",
+            "the statistics listed in the aggregates",
+            "only as aggregates (see cells)",
+        ),
+        Category(
+            "Hand-over events",
+            "What the collector hands the aggregator after the strip step: no IP, user agent, "
+            "sid or URL; coarse dimensions and opaque handles.",
+            (*(f"event:{name}" for name in _EVENT_FIELDS), "report:dims"),
+            "process memory of the aggregator",
+            "until the session ends and the cells are written",
+            "sessions and aggregate cells",
+            "only as aggregates (see cells)",
+        ),
+        Category(
+            "HPKE private keys",
+            "The service's X25519 keys that open sealed reports (service-wide, not per account).",
+            (),
+            "data_dir/keys/key-<id>.json, mode 0600, folder mode 0700",
+            f"until rotated out plus {_days(c.key_overlap_seconds)} (setting "
+            "key_overlap_seconds); the next rotation deletes the file",
+            "opening sealed reports",
+            "the key files",
+        ),
+        Category(
+            "API token hashes",
+            "SHA-256 of each account's API tokens, with the token's first 8 characters as a "
+            "shown prefix; the tokens themselves are shown once and never stored.",
+            ("header:Authorization",),
+            "ClickHouse table api_tokens; process memory",
+            "until revoked (a revoked token keeps no hash) or the account is deleted",
+            "authenticating customers (compared in constant time)",
+            "hash and prefix",
+        ),
+        Category(
+            "Admin token hash",
+            "SHA-256 of the operator's admin token.",
+            ("header:Authorization",),
+            "data_dir/admin-token.sha256",
+            "until the operator replaces it",
+            "authenticating the admin API",
+            "the hash",
+        ),
+        Category(
+            "Aggregates",
+            "k-anonymous statistics per account, stream, window and breakdown "
+            f"({', '.join(BREAKDOWN_DIMENSIONS)}): counts and sums, no viewer keys.",
+            (),
+            "ClickHouse table cells",
+            f"the account's retention (default {a.retention_days} days, setting "
+            "retention_days), by TTL; all of them when the account is deleted",
+            "the customer's statistics, dashboard and export",
+            f"only cells with at least k distinct viewers (default k {a.default_k}, never "
+            "below 2); smaller cells generalised to (other) or suppressed",
+        ),
+        Category(
+            "Spool",
+            "Finished, k-anonymous cell batches waiting while ClickHouse is unreachable.",
+            (),
+            "data_dir/spool/*.rec (CRC-checked files)",
+            "until ClickHouse takes them (bounded by spool_max_bytes)",
+            "losing no counts during a ClickHouse outage",
+            "aggregate rows only, never a viewer key",
+        ),
+        Category(
+            "Accounts",
+            "Account name, public embed key, allowed origins, k and retention.",
+            (),
+            "ClickHouse table accounts; process memory",
+            "until the account is deleted; then only a tombstone (account id and the "
+            "SHA-256 of the embed key, so reports get 410)",
+            "admitting reports; serving the customer",
+            "the account row",
+        ),
+        Category(
+            "Audit log",
+            "Every customer read, export, purge, token and account change: time, account, "
+            "actor (token prefix or admin), action, request parameters. No viewer data.",
+            (),
+            "ClickHouse table audit",
+            f"{audit_days} days (setting audit_retention_days), by TTL; deleted with the account",
+            "accountability",
+            "the audit rows",
+        ),
+        Category(
+            "Purge receipts",
+            "For each deleted account: who deleted it, when, the tables purged, rows deleted "
+            "and the verification.",
+            (),
+            "ClickHouse table purges",
+            "kept (the proof of deletion)",
+            "accountability; resuming an interrupted purge",
+            "the receipt",
+        ),
+    ]
+    return cats
+
+
+# Fields of collector.handover.Event (checked by the tests to stay in step).
+_EVENT_FIELDS = (
+    "account_id",
+    "session",
+    "viewer",
+    "arrival",
+    "stream",
+    "kind",
+    "dims",
+    "ts_ms",
+    "seq",
+    "state",
+    "bitrate_kbps",
+    "buffer_ms",
+    "startup_ms",
+    "latency_ms",
+    "playhead_ms",
+    "rate",
+    "error_code",
+    "response_code",
+    "ttfb_ms",
+    "cdn_host",
+)
+
+
+# ---- tables ------------------------------------------------------------------------------------
+
+_CELL_COLUMNS = {
+    "account_id": "the account",
+    "stream": "stream (CMCD cid)",
+    "granularity": "minute, hour or day",
+    "window_start": "start of the window (server arrival time, UTC)",
+    "breakdown": "dimension of the breakdown ('' for the total): "
+    + ", ".join(BREAKDOWN_DIMENSIONS),
+    "value": "value of the dimension (a coarse class, or (other))",
+    "views": "playback sessions started",
+    "unique_viewers": "distinct viewers (>= k)",
+    "playing_seconds": "time spent playing",
+    "startup_hist": "histogram of video startup times",
+    "rebuffer_count": "rebuffering events",
+    "rebuffer_seconds": "time spent rebuffering",
+    "failures": "sessions that failed",
+    "failures_by_code": "failures per player error code",
+    "exits_before_start": "sessions left before the video started",
+    "bitrate_kbps_seconds": "bitrate weighted by time (for the average)",
+    "bitrate_seconds": "time with a known bitrate",
+    "bitrate_changes": "bitrate switches",
+    "latency_ms_sum": "sum of live latency samples",
+    "latency_count": "live latency samples",
+    "concurrent_peak": "most concurrent viewers in the window",
+    "part": "the process run that wrote the row (random)",
+    "retention_days": "the account's retention when written (TTL)",
+    "version": "row version (newest wins)",
+    "is_deleted": "1: the cell is no longer published",
+}
+
+_TABLES: dict[str, tuple[str, str, dict[str, str]]] = {
+    "accounts": (
+        "publisher accounts (one row per version)",
+        "until deleted; then a tombstone",
+        {
+            "account_id": "the account's id",
+            "name": "the account's name (blank in a tombstone)",
+            "embed_key": "public embed key (its SHA-256 in a tombstone)",
+            "origins": "allowed page origins (empty in a tombstone)",
+            "k": "k-anonymity threshold",
+            "retention_days": "retention of the account's aggregates",
+            "deleted": "1 once deleted (reports get 410)",
+            "created_at": "creation time",
+            "version": "row version",
+        },
+    ),
+    "api_tokens": (
+        "API tokens, as SHA-256 only",
+        "until the account is deleted",
+        {
+            "account_id": "the account",
+            "token_id": "token id",
+            "prefix": "first 8 characters, shown to tell tokens apart",
+            "token_hash": "SHA-256 hex of the token ('' once revoked)",
+            "created_at": "creation time",
+            "revoked": "1 once revoked",
+            "version": "row version",
+        },
+    ),
+    "cells": ("k-anonymous aggregates", "the account's retention (TTL)", _CELL_COLUMNS),
+    "audit": (
+        "audit log",
+        "audit_retention_days (TTL); deleted with the account",
+        {
+            "time": "when",
+            "account_id": "the account",
+            "actor": "token prefix or admin",
+            "action": "what was done",
+            "summary": "the request's parameters (JSON)",
+            "retention_days": "retention when written (TTL)",
+        },
+    ),
+    "purges": (
+        "account purges and their receipts",
+        "kept",
+        {
+            "account_id": "the deleted account",
+            "actor": "who deleted it (token prefix or admin)",
+            "started_at": "start of the purge",
+            "finished_at": "end of the verified purge",
+            "state": "running or done",
+            "receipt": "the receipt (JSON)",
+            "version": "row version",
+        },
+    ),
+    "schema_migrations": (
+        "applied schema migrations",
+        "kept",
+        {"version": "migration number", "name": "migration name", "applied_at": "when applied"},
+    ),
+}
+
+_CREATE = re.compile(r"CREATE TABLE IF NOT EXISTS\s+(\w+)\s*\(", re.IGNORECASE)
+
+
+def _split_top(text: str) -> Iterator[str]:
+    depth, start = 0, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            yield text[start:i]
+            start = i + 1
+    yield text[start:]
+
+
+def parse_columns(statement: str) -> tuple[str, dict[str, str]] | None:
+    """(table, {column: type}) of a ``CREATE TABLE IF NOT EXISTS`` statement, else None."""
+    match = _CREATE.search(statement)
+    if match is None:
+        return None
+    depth, end = 1, match.end()
+    while depth:
+        depth += {"(": 1, ")": -1}.get(statement[end], 0)
+        end += 1
+    columns = {}
+    for entry in _split_top(statement[match.end() : end - 1]):
+        words = entry.split(None, 1)
+        if len(words) == 2 and words[0].upper() not in ("INDEX", "PROJECTION", "CONSTRAINT"):
+            columns[words[0].strip("`")] = " ".join(words[1].split())
+    return match.group(1), columns
+
+
+def schema() -> dict[str, dict[str, str]]:
+    """Every table the migrations (and the migration history) create, with column types."""
+    tables: dict[str, dict[str, str]] = {}
+    statements = [_HISTORY_TABLE] + [s for m in load_migrations() for s in m.statements]
+    for statement in statements:
+        parsed = parse_columns(statement)
+        if parsed is not None:
+            tables.setdefault(parsed[0], {}).update(parsed[1])
+    return tables
+
+
+def tables() -> list[Table]:
+    """The stored tables with a description of each column (undescribed ones say so)."""
+    out = []
+    for name, columns in sorted(schema().items()):
+        purpose, retention, described = _TABLES.get(name, ("(not described)", "?", {}))
+        out.append(
+            Table(
+                name,
+                purpose,
+                retention,
+                {c: f"{described.get(c, '(not described)')} [{t}]" for c, t in columns.items()},
+            )
+        )
+    return out
+
+
+def described_columns() -> dict[str, set[str]]:
+    return {name: set(cols) for name, (_, _, cols) in _TABLES.items()}
+
+
+# ---- the register ------------------------------------------------------------------------------
+
+
+def register(
+    collector: CollectorConfig | None = None, aggregator: AggregatorConfig | None = None
+) -> dict[str, Any]:
+    c, a, audit_days = _settings(collector, aggregator)
+    return {
+        "service": "StreamTally",
+        "source": "aggregator/register.py (CMCD keys from collector/cmcd.py, tables from "
+        "aggregator/migrations)",
+        "stores": "aggregates only: k-anonymous cells; no IP address, user agent, session "
+        "id, viewer key or report body is ever written",
+        "k": {"default": a.default_k, "minimum": 2},
+        "retention_days": {"aggregates_default": a.retention_days, "audit": audit_days},
+        "where": "ClickHouse (clickhouse_url, or embedded in data_dir/clickhouse); data_dir "
+        "for HPKE keys, the spool and the admin token hash",
+        "categories": [
+            {
+                "name": cat.name,
+                "description": cat.description,
+                "fields": list(cat.fields),
+                "where": cat.where,
+                "retention": cat.retention,
+                "purpose": cat.purpose,
+                "stored": cat.stored,
+            }
+            for cat in categories(c, a)
+        ],
+        "cmcd_keys": [
+            {
+                "key": key,
+                "type": str(spec.type),
+                "meaning": spec.meaning,
+                "identifying": spec.identifying,
+            }
+            for key, spec in KNOWN_KEYS.items()
+        ],
+        "tables": [
+            {
+                "name": t.name,
+                "purpose": t.purpose,
+                "retention": t.retention,
+                "columns": t.columns,
+            }
+            for t in tables()
+        ],
+    }
+
+
+def described_fields() -> set[str]:
+    """Every field name any category describes (header:X, cmcd:k, ...)."""
+    return {f for cat in categories() for f in cat.fields}
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown() -> str:
+    """docs/privacy.md: the register (with the settings' defaults) as Markdown."""
+    reg = register()
+    lines = [
+        "# StreamTally — data register",
+        "",
+        "Generated by `python -m aggregator.register > docs/privacy.md` from "
+        "`aggregator/register.py`; do not edit by hand. The running service serves the same "
+        "register, with its own settings, at `GET /v1/register`.",
+        "",
+        f"- **What is stored:** {reg['stores']}.",
+        f"- **k:** default {reg['k']['default']}, never below {reg['k']['minimum']}.",
+        f"- **Retention:** aggregates {reg['retention_days']['aggregates_default']} days by "
+        f"default (per account); audit log {reg['retention_days']['audit']} days.",
+        f"- **Where:** {reg['where']}.",
+        "",
+        "## Categories of data",
+        "",
+    ]
+    for cat in reg["categories"]:
+        lines += [
+            f"### {cat['name']}",
+            "",
+            cat["description"],
+            "",
+            f"- Fields: {', '.join(f'`{f}`' for f in cat['fields']) or '(internal)'}",
+            f"- Where: {cat['where']}",
+            f"- How long: {cat['retention']}",
+            f"- Purpose: {cat['purpose']}",
+            f"- Stored: {cat['stored']}",
+            "",
+        ]
+    lines += [
+        "## CMCD keys read",
+        "",
+        "| key | type | meaning | identifying |",
+        "|---|---|---|---|",
+    ]
+    for key in reg["cmcd_keys"]:
+        lines.append(
+            f"| `{key['key']}` | {_cell(key['type'])} | {_cell(key['meaning'])} | "
+            f"{'yes' if key['identifying'] else 'no'} |"
+        )
+    lines += ["", "Any other CMCD key in a report is ignored.", "", "## Stored tables", ""]
+    for table in reg["tables"]:
+        lines += [
+            f"### `{table['name']}`",
+            "",
+            f"{table['purpose']}; kept: {table['retention']}.",
+            "",
+            "| column | description |",
+            "|---|---|",
+        ]
+        lines += [f"| `{c}` | {_cell(d)} |" for c, d in table["columns"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+@routes.get("/v1/register")
+async def get_register(request: web.Request) -> web.Response:
+    """The data register (public)."""
+    from aggregator.service import SERVICE
+    from collector.app import COLLECTOR_CONFIG
+
+    body = register(request.app.get(COLLECTOR_CONFIG), request.app[SERVICE].config)
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+if __name__ == "__main__":
+    sys.stdout.write(markdown())
