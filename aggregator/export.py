@@ -119,8 +119,8 @@ EXPORT_SELECT: Final = (
 )
 EXPORT_SQL: Final = (
     EXPORT_SELECT + " ORDER BY granularity, window_start, stream, breakdown, value"
-    # integers as JSON numbers, not strings
-    " SETTINGS output_format_json_quote_64bit_integers = 0"
+    # integers as JSON numbers, not strings; times as ISO 8601 (2026-11-24T10:00:00Z)
+    " SETTINGS output_format_json_quote_64bit_integers = 0, date_time_output_format = 'iso'"
 )
 
 
@@ -265,7 +265,8 @@ class Progress:
             self.out.flush()
 
     def finish(self) -> None:
-        self.out.write(("\r" if self.live else "") + self.line(self.clock()) + "\n")
+        done = f"{self.line(self.clock())} ({self.received} bytes)"
+        self.out.write(("\r" if self.live else "") + done + "\n")
         self.out.flush()
 
     def line(self, now: float) -> str:
