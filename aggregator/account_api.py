@@ -9,6 +9,7 @@ Admin API (admin token):
     DELETE /v1/admin/accounts/{account_id}/tokens/{token_id}        revoke
 Customer API (the account's API token):
     DELETE /v1/account                                              purge own account
+    GET    /v1/audit                                                its audit log (audit.py)
 
 CLI: ``streamtally tokens create|list|rotate|revoke --account-id ID [--token-id T]`` and,
 hooked into the ``accounts`` group by :func:`add_accounts_cli`, ``accounts delete|list``.
@@ -28,9 +29,10 @@ from aggregator import audit
 from aggregator.auth import ACCOUNT_STORE, require_account, require_admin
 from aggregator.purge import get_purger
 from aggregator.service import SERVICE
-from collector.errors import Gone, NotFound
+from collector.errors import Gone, NotFound, StorageError
 
 routes = web.RouteTableDef()
+routes.get("/v1/audit")(audit.get_audit)  # the audit module has no route table of its own
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -105,10 +107,15 @@ async def create_token(request: web.Request) -> web.Response:
     """A new API token; the plaintext is in this answer only."""
     require_admin(request)
     account_id = _live_account_id(request)
-    info, plaintext = await request.app[ACCOUNT_STORE].create_token(account_id)
-    await audit.record(
-        request, account_id, "token.create", {"token_id": info.token_id, "prefix": info.prefix}
-    )
+    store = request.app[ACCOUNT_STORE]
+    info, plaintext = await store.create_token(account_id)
+    try:
+        await audit.record(
+            request, account_id, "token.create", {"token_id": info.token_id, "prefix": info.prefix}
+        )
+    except StorageError:  # not on record: the token must not stay valid unseen
+        await store.revoke_token(account_id, info.token_id)
+        raise
     return _json({"account_id": account_id, **info.as_json(), "api_token": plaintext}, 201)
 
 

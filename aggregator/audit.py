@@ -78,9 +78,6 @@ COLUMNS = ("time", "account_id", "actor", "action", "summary", "retention_days")
 # Anything shaped like an API token or an admin token is cut down to its shown prefix.
 _SECRET = re.compile(r"(?:st|sta)_[A-Za-z0-9_-]{20,}")
 
-routes = web.RouteTableDef()
-
-
 def actor_of(request: web.Request) -> str:
     """``admin`` for the admin token, the shown prefix of an API token, else ``anonymous``."""
     token = bearer(request)
@@ -218,9 +215,9 @@ async def entries(
     ]
 
 
-@routes.get("/v1/audit")
 async def get_audit(request: web.Request) -> web.Response:
-    """The caller's account's audit log, newest first (``limit``, ``from``, ``to``)."""
+    """GET /v1/audit (routed in account_api): the caller's account's log, newest first
+    (``limit``, ``from``, ``to``)."""
     account = await require_account(request)
     q = request.query
     limit = _limit(q.get("limit"))
