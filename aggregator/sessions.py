@@ -13,8 +13,9 @@ What counts (decided here, from what real players send, ``fixtures/cmcd/``):
   fetched) or an ``msd``.
 - **Video start / playing**: ``sta=p``; without ``sta``, the event carrying ``msd`` marks
   video start.
-- **Startup time**: ``msd`` if the player sends it (within 5 s of client time after video
-  start), else the client-clock time from view start to the first ``p``.
+- **Startup time**: ``msd`` if the player sends it (before video start, or within 5 s of
+  client time after it in the same minute), else the client-clock time from view start
+  to the first ``p``.
 - **Playing time**: client-clock time spent in ``p``, between consecutive events (``rr``
   events excluded: their ``ts`` is the request's start, not the state's), each gap capped at
   5 min, negative ones ignored, and never more in total than the arrival-time age of the
@@ -138,11 +139,13 @@ class Session:
         "msd",
         "play_ts",
         "played",
+        "provisional",
         "rebuffering",
         "rr_ts",
         "seeking",
         "start_ts",
         "startup_done",
+        "startup_minute",
         "state",
         "stateful",
         "stream",
@@ -174,7 +177,9 @@ class Session:
         self.startup_done = False
         self.start_ts = -1  # view start (client ts)
         self.play_ts = -1  # video start (client ts)
-        self.msd = -1
+        self.msd = -1  # an msd sent before video start
+        self.provisional = -1  # startup from client times, counted, replaceable by an msd
+        self.startup_minute = -1  # the minute it was counted in
         self.bitrate = 0
         self.conc_minute = -1
         self.rr_ts = -1  # latest segment request (stateless playing evidence)
@@ -327,6 +332,12 @@ class Session:
         self.play_ts = -1 if ts is None else ts
         if self.msd >= 0:
             self._startup(leaf, self.msd)
+        elif 0 <= self.start_ts <= self.play_ts:
+            # counted now; an msd in the next STARTUP_WAIT_MS (same minute) replaces it
+            self.provisional = self.play_ts - self.start_ts
+            self.startup_minute = self.minute
+            self._startup(leaf, self.provisional)
+            self.startup_done = False
 
     def _startup(self, leaf: Leaf, ms: int) -> None:
         self.startup_done = True
@@ -335,22 +346,28 @@ class Session:
         else:
             leaf.startups.append(ms)
 
-    def _computed_startup(self, leaf: Leaf) -> None:
-        if 0 <= self.start_ts <= self.play_ts:
-            self._startup(leaf, self.play_ts - self.start_ts)
+    def _msd_after_video_start(self, leaf: Leaf, msd: int) -> None:
+        if self.provisional < 0:
+            self._startup(leaf, msd)
+            return
+        startups = leaf.startups
+        if self.minute == self.startup_minute and startups and self.provisional in startups:
+            startups.remove(self.provisional)
+            self._startup(leaf, msd)
         else:
-            self.startup_done = True  # no usable client times: unknown
+            self.startup_done = True  # the computed one is in a closed minute: it stays
 
     def _facts(self, ev: Event, ts: int | None, leaf: Leaf) -> None:
         """What any event of a view carries: startup delay, latency, error code."""
         if not self.startup_done:
             msd = ev.startup_ms
             if msd is not None and msd >= 0:
-                self.msd = msd
                 if self.played:
-                    self._startup(leaf, msd)
+                    self._msd_after_video_start(leaf, msd)
+                else:
+                    self.msd = msd
             elif self.played and ts is not None and ts - self.play_ts >= STARTUP_WAIT_MS:
-                self._computed_startup(leaf)
+                self.startup_done = True
         ltc = ev.latency_ms
         if ltc is not None and 0 <= ltc <= MAX_LATENCY_MS:
             leaf.latency_ms_sum += ltc
@@ -369,22 +386,17 @@ class Session:
             leaf.add_code(code)
 
     def _end(self, leaf: Leaf) -> None:
-        if self.played and not self.startup_done:
-            if self.msd >= 0:
-                self._startup(leaf, self.msd)
-            else:
-                self._computed_startup(leaf)
         if not self.played:
             leaf.exits_before_start += 1
+        self.startup_done = True
         self.ended = True
 
     def end(self, m: int, enter: Enter) -> None:
-        """End by silence or shutdown (the aggregator calls this). Only a view with
-        something left to count (an exit before video start, a startup time still waiting
-        for its msd) is counted in minute ``m``; others just end."""
+        """End by silence or shutdown (the aggregator calls this). Only a view that never
+        played has something left to count (an exit before video start, in minute ``m``)."""
         if self.ended:
             return
-        if self.viewed and not (self.played and self.startup_done):
+        if self.viewed and not self.played:
             self._end(self._leaf(m, enter))
         self.ended = True
 
@@ -402,7 +414,7 @@ class Session:
         ):
             self.ended = self.viewed = self.played = self.failed = self.code_done = False
             self.seeking = self.rebuffering = self.startup_done = False
-            self.msd = self.play_ts = -1
+            self.msd = self.play_ts = self.provisional = -1
             self.last_ts = ts
             leaf = self._transition(sta, ts, ev, m, enter, None)
             if leaf is not None:

@@ -273,7 +273,7 @@ def test_a_session_ending_by_silence_adds_nothing_to_the_minute_it_is_found_in()
     p = Player(agg, session=2, viewer=2)
     p(0.0, sta="s")
     p(1.0, sta="p")
-    p(30.0, "t", sta="p")  # then the tab is closed: silence
+    p(3.0, "t", sta="p")  # then the tab is closed: silence, before any msd could come
     agg.tick(T0 + 50 + 601)
     assert agg.stats()["active_sessions"] == 0
     cells = finish(agg)
