@@ -78,6 +78,7 @@ COLUMNS = ("time", "account_id", "actor", "action", "summary", "retention_days")
 # Anything shaped like an API token or an admin token is cut down to its shown prefix.
 _SECRET = re.compile(r"(?:st|sta)_[A-Za-z0-9_-]{20,}")
 
+
 def actor_of(request: web.Request) -> str:
     """``admin`` for the admin token, the shown prefix of an API token, else ``anonymous``."""
     token = bearer(request)
@@ -228,7 +229,12 @@ async def get_audit(request: web.Request) -> web.Response:
     rows = await entries(
         request.app[SERVICE].store, account.account_id, limit=limit, start=start, end=end
     )
-    await record(request, account.account_id, "audit.read", dict(q))
+    await record(
+        request,
+        account.account_id,
+        "audit.read",
+        {k: q[k] for k in ("limit", "from", "to") if k in q},
+    )
     body = {
         "account_id": account.account_id,
         "retention_days": retention_days(request),
