@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from aggregator import audit
+from aggregator.service import SERVICE
 from collector.errors import StorageError
 from tests.integration.conftest import ADMIN_TOKEN, Running
 
@@ -79,7 +80,7 @@ async def test_reading_the_log_is_recorded_with_the_token_prefix(running: Runnin
 async def test_limit_from_and_to(running: Running) -> None:
     account = await running.create_account()
     acc, token = account["account_id"], account["api_token"]
-    store = running.app[audit.SERVICE].store
+    store = running.app[SERVICE].store
     base = datetime(2026, 11, 1, tzinfo=UTC)
     for day in range(5):
         await audit.write(

@@ -65,7 +65,8 @@ async def test_a_token_of_account_a_gets_nothing_of_account_b(running: Running) 
     ] + [b["api_token"][:8].encode(), b"Bravo Media"]
     path_ids = {"account_id": b["account_id"], "token_id": b_token["token_id"]}
 
-    customer, admin = [], []
+    customer: list[tuple[str, str]] = []
+    admin: list[tuple[str, str]] = []
     for method, template in routes_of(running):
         if is_public(template):
             continue
