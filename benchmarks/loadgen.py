@@ -7,16 +7,20 @@ latency: no coordinated omission (the correction wrk2 makes). Closed loop (``rat
 each connection sends its next request as soon as the previous answer arrived, like wrk;
 only its throughput is meaningful.
 
-A ticker wakes about every half millisecond and hands due requests to idle connections;
-a connection that finishes a response takes the next due request at once. No per-request
-timer or coroutine exists, which is what lets one Python core offer tens of thousands of
-requests per second. Requests are pre-built bytes, each sent once, in order.
+In open loop a callback runs on every event-loop iteration (the loop polls, never sleeps;
+the generator has a core of its own) and hands due requests to idle connections; a
+connection that finishes a response takes the next due request at once. No per-request
+timer, future or coroutine exists, which is what lets one Python core offer tens of
+thousands of requests per second. Requests are pre-built bytes, each sent once, in order.
+How late each request went out after its due time is recorded too (``send_lag``): it stays
+near zero while the generator keeps up and connections are free.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import resource
 import time
@@ -27,9 +31,10 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import cast
 
-TICK_SECONDS = 0.0005
+CLOSED_LOOP_TICK_SECONDS = 0.01
 _HEADER_END = b"\r\n\r\n"
 _CONTENT_LENGTH = b"\r\ncontent-length:"
+_CONTENT_LENGTH_TITLE = b"\r\nContent-Length:"
 
 
 class ProtocolError(Exception):
@@ -49,6 +54,12 @@ class RunResult:
     errors: int  # connections lost or unparsable answers
     generator_cpu: float  # CPU seconds this process used during the run
     answered_indexes: array[int] = field(default_factory=lambda: array("q"))
+    send_lag: array[float] = field(default_factory=lambda: array("d"))
+
+    def send_lag_percentile(self, q: float) -> float:
+        """How late (s) requests went out after their due time: near zero while the generator
+        keeps up and a connection is free; it grows when the server holds every connection."""
+        return _percentile(self.send_lag, q)
 
     @property
     def achieved_rate(self) -> float:
@@ -56,16 +67,20 @@ class RunResult:
 
     @property
     def generator_busy(self) -> float:
-        """Fraction of one core the generator used; near 1.0 it may be the bottleneck."""
+        """Fraction of one core the generator used (open loop polls, so about 1.0)."""
         return self.generator_cpu / self.duration if self.duration > 0 else 0.0
 
     def percentile(self, q: float) -> float:
         """The q-quantile (0..1) of latency in seconds, nearest rank; NaN if none."""
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        rank = min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.5) - 1))
-        return ordered[rank]
+        return _percentile(self.latencies, q)
+
+
+def _percentile(values: array[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
+    return ordered[rank]
 
 
 class _Conn(asyncio.Protocol):
@@ -88,23 +103,31 @@ class _Conn(asyncio.Protocol):
             if end < 0:
                 break
             length = 0
-            head = buf[:end].lower()
-            at = head.find(_CONTENT_LENGTH)
+            # Fast path for the usual spelling; any other goes through lower().
+            at = buf.find(_CONTENT_LENGTH_TITLE, 0, end)
+            head = buf
+            if at < 0 and buf.find(b"ength", 0, end) >= 0:
+                head = buf[:end].lower()
+                at = head.find(_CONTENT_LENGTH)
+                if at < 0 and b"\r\ntransfer-encoding:" in head:
+                    self.gen.fail(self)
+                    return
             if at >= 0:
-                stop = head.find(b"\r\n", at + 2)
+                stop = head.find(b"\r\n", at + 2, end + 2)
                 length = int(head[at + len(_CONTENT_LENGTH) : stop if stop >= 0 else end])
-            elif b"\r\ntransfer-encoding:" in head:
-                self.gen.fail(self)
-                return
             total = end + 4 + length
             if len(buf) < total:
                 break
-            try:
-                status = int(buf[9:12])
-            except ValueError:
-                self.gen.fail(self)
-                return
-            buf = buf[total:]
+            code = buf[9:12]
+            if code == b"204":
+                status = 204
+            else:
+                try:
+                    status = int(code)
+                except ValueError:
+                    self.gen.fail(self)
+                    return
+            buf = buf[total:] if len(buf) > total else b""
             self.gen.answered(self, status)
         self.buf = buf
 
@@ -128,7 +151,7 @@ class _Generator:
         self.inflight = 0
         self.idle: list[_Conn] = []
         self.conns: list[_Conn] = []
-        self.statuses: Counter[int] = Counter()
+        self.statuses: dict[int, int] = {}
         self.latencies: array[float] = array("d")
         self.indexes: array[int] = array("q")
         self.record_indexes = record_indexes
@@ -137,6 +160,9 @@ class _Generator:
         self.last = 0.0
         self.finished: asyncio.Future[None] | None = None
         self.stopping = False
+        self.progress: Callable[[int, int, float], None] | None = None
+        self.next_progress = 0.0
+        self.send_lag: array[float] = array("d")  # due time -> written to the socket
 
     def due(self, now: float) -> int:
         """How many requests are due by ``now`` (open loop) or all of them (closed loop)."""
@@ -150,6 +176,8 @@ class _Generator:
         self.inflight += 1
         conn.index = index
         conn.sent = now
+        if self.rate is not None:
+            self.send_lag.append(now - self.t0 - index / self.rate)
         assert conn.transport is not None
         conn.transport.write(self.requests[index])
 
@@ -164,7 +192,8 @@ class _Generator:
         self.latencies.append(now - intended)
         if self.record_indexes:
             self.indexes.append(index)
-        self.statuses[status] += 1
+        statuses = self.statuses
+        statuses[status] = statuses.get(status, 0) + 1
         self.inflight -= 1
         self.last = now
         conn.index = -1
@@ -197,22 +226,30 @@ class _Generator:
         if done and self.finished is not None and not self.finished.done():
             self.finished.set_result(None)
 
-    async def tick(self, progress: Callable[[int, int, float], None] | None) -> None:
-        next_progress = self.t0 + 1.0
-        while self.finished is not None and not self.finished.done():
-            now = perf_counter()
-            if now - self.t0 >= self.duration:
-                self.stopping = True  # time is up: wait only for what is in flight
-                self.check_finished()
-            else:
-                due = self.due(now)
-                idle = self.idle
-                while idle and self.next < due:
-                    self.send(idle.pop(), now)
-            if progress is not None and now >= next_progress:
-                progress(len(self.latencies), self.total, now - self.t0)
-                next_progress += 1.0
-            await asyncio.sleep(TICK_SECONDS)
+    def tick(self) -> None:
+        """Hand due requests to idle connections; runs on every loop iteration (open loop:
+        the loop never sleeps, so a due request goes out within microseconds) or every
+        10 ms (closed loop: answers drive it)."""
+        finished = self.finished
+        if finished is None or finished.done():
+            return
+        now = perf_counter()
+        if now - self.t0 >= self.duration:
+            self.stopping = True  # time is up: wait only for what is in flight
+            self.check_finished()
+        else:
+            due = self.due(now)
+            idle = self.idle
+            while idle and self.next < due:
+                self.send(idle.pop(), now)
+        if self.progress is not None and now >= self.next_progress:
+            self.progress(len(self.latencies), self.total, now - self.t0)
+            self.next_progress += 1.0
+        loop = asyncio.get_running_loop()
+        if self.rate is None:
+            loop.call_later(CLOSED_LOOP_TICK_SECONDS, self.tick)
+        else:
+            loop.call_soon(self.tick)
 
 
 def _cpu_seconds() -> float:
@@ -243,11 +280,12 @@ async def run(
     cpu0 = _cpu_seconds()
     gen.t0 = perf_counter()
     gen.last = gen.t0
-    ticker = loop.create_task(gen.tick(progress))
+    gen.progress = progress
+    gen.next_progress = gen.t0 + 1.0
+    loop.call_soon(gen.tick)
     # Grace for answers still in flight when time is up.
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(gen.finished), duration + 10.0)
-    ticker.cancel()
     cpu = _cpu_seconds() - cpu0
     for conn in gen.conns:
         if conn.transport is not None:
@@ -257,11 +295,12 @@ async def run(
         duration=max(gen.last - gen.t0, 1e-9),
         sent=gen.next,
         answered=len(gen.latencies),
-        statuses=gen.statuses,
+        statuses=Counter(gen.statuses),
         latencies=gen.latencies,
         errors=gen.errors,
         generator_cpu=cpu,
         answered_indexes=gen.indexes,
+        send_lag=gen.send_lag,
     )
 
 

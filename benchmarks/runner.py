@@ -64,6 +64,7 @@ class Plan:
     correctness_sessions: int
     baseline_pool: int  # distinct requests for stateless baselines (reused)
     warmup_seconds: float
+    generator_check_rps: float | None  # show the generator offers this much to nginx
 
 
 FULL = Plan(
@@ -79,6 +80,7 @@ FULL = Plan(
     correctness_sessions=200,
     baseline_pool=50_000,
     warmup_seconds=2.0,
+    generator_check_rps=40_000.0,
 )
 QUICK = Plan(
     name="quick",
@@ -93,6 +95,7 @@ QUICK = Plan(
     correctness_sessions=40,
     baseline_pool=5_000,
     warmup_seconds=0.0,
+    generator_check_rps=None,
 )
 
 
@@ -116,6 +119,7 @@ class RatePoint:
     p999_ms: float
     max_ms: float
     generator_busy: float
+    send_lag_p99_ms: float  # due time -> written; small unless all connections were busy
     server_cpu_seconds: float
     cpu_seconds_per_1000: float
     kept_up: bool  # achieved >= 97% of offered and no errors
@@ -265,6 +269,7 @@ class Bench:
         self.correctness: Correctness | None = None
         self.profile_summary: dict[str, Any] | None = None
         self._memory_run: loadgen.RunResult | None = None
+        self.generator_check: dict[str, Any] | None = None
         self.notes: list[str] = []
         self.start_ms = int(time.time() * 1000)
 
@@ -379,6 +384,7 @@ class Bench:
             p999_ms=_ms(run.percentile(0.999)),
             max_ms=_ms(max(run.latencies, default=float("nan"))),
             generator_busy=round(run.generator_busy, 3),
+            send_lag_p99_ms=_ms(run.send_lag_percentile(0.99)),
             server_cpu_seconds=round(cpu, 3),
             cpu_seconds_per_1000=round(cpu / max(run.answered, 1) * 1000, 4),
             kept_up=kept_up,
@@ -478,7 +484,43 @@ class Bench:
             )
             key = self._key(server.url) if name == HPKE else None
             base = pool.build(flow, self.plan.baseline_pool, host=host, path="/v1/r/bench", key=key)
-            self._measure(name, server, self._baseline_make(base), None)
+            make = self._baseline_make(base)
+            self._measure(name, server, make, None)
+            if name == NGINX and self.plan.generator_check_rps:
+                self.generator_check = self._check_generator(server, make)
+
+    def _check_generator(
+        self, server: servers.Server, make: Callable[[int], pool.Pool]
+    ) -> dict[str, Any]:
+        """What the Python generator itself can do against nginx: closed loop (as fast as
+        it can) and open loop at ``generator_check_rps``, with its own CPU use."""
+        plan = self.plan
+        assert plan.generator_check_rps is not None
+        rate = plan.generator_check_rps
+        closed = self._loadgen(
+            server,
+            make(int(rate * 3 * plan.saturation_seconds)).requests,
+            None,
+            plan.saturation_seconds,
+            "generator",
+        )
+        point, run = self._point(
+            server,
+            make(int(rate * plan.rate_seconds) + 1).requests,
+            rate / max(closed.achieved_rate, 1.0),
+            rate,
+        )
+        check = {
+            "closed_loop_rps": round(closed.achieved_rate, 1),
+            "closed_loop_generator_busy": round(closed.generator_busy, 3),
+            "open_loop": asdict(point),
+        }
+        self.say(
+            f"    generator check: closed loop {closed.achieved_rate:,.0f} req/s "
+            f"(generator busy {closed.generator_busy:.0%}); open loop at {rate:,.0f}/s: "
+            f"{run.achieved_rate:,.0f} achieved, p99 {point.p99_ms:.2f} ms"
+        )
+        return check
 
     def _key(self, url: str) -> KeyConfig:
         return parse_ohttp_keys(servers.fetch(url + "/v1/keys"))[0]
@@ -725,6 +767,7 @@ class Bench:
             "memory": asdict(self.memory) if self.memory else None,
             "correctness": asdict(self.correctness) if self.correctness else None,
             "profile": self.profile_summary,
+            "generator_check": self.generator_check,
             "goals": goals(self.results, self.memory),
             "notes": self.notes + [f"{n}: {x}" for n, r in self.results.items() for x in r.notes],
         }
