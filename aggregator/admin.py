@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from aggregator import audit
 from aggregator.auth import ACCOUNT_STORE, require_admin
 from aggregator.service import SERVICE
 from collector.errors import BadRequest
@@ -49,6 +50,12 @@ async def create_account(request: web.Request) -> web.Response:
     k = _field(data, "k", int, request.app[DEFAULT_K])
     retention = _field(data, "retention_days", int, request.app[DEFAULT_RETENTION])
     account, token = await request.app[ACCOUNT_STORE].create(name, origins, k, retention)
+    await audit.record(
+        request,
+        account.account_id,
+        "account.create",
+        {"k": account.k, "retention_days": account.retention_days, "origins": len(origins)},
+    )
     body = {
         "account_id": account.account_id,
         "name": account.name,

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from aggregator import account_api, admin, dashboard, export, openapi, register, stats
+from aggregator import account_api, admin, dashboard, export, openapi, purge, register, stats
 from aggregator.accounts_store import AccountStore
 from aggregator.admintoken import AdminToken
 from aggregator.auth import ACCOUNT_STORE, ADMIN_TOKEN
@@ -83,6 +83,7 @@ async def create_app(
     app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(service.lifetime)
+    purge.install(app)  # finishes any purge a crash interrupted, before the first request
     return app
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from aggregator import account_api, export
 from aggregator.config import AggregatorConfig
 from collector import settings
 from collector.config import CollectorConfig
@@ -217,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--server", default=os.environ.get("STREAMTALLY_SERVER", DEFAULT_SERVER))
         p.add_argument("--admin-token", help="admin token (env STREAMTALLY_ADMIN_TOKEN)")
     create.set_defaults(func=cmd_accounts_create)
+    account_api.add_accounts_cli(acc_sub)
+    account_api.add_cli(sub)
+    export.add_cli(sub)
 
     keys = sub.add_parser("keys", help="HPKE keys in the data dir")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

@@ -57,6 +57,7 @@ class AggregatorConfig:
         "size limit of the on-disk spool used while ClickHouse is down",
         check=at_least(4096),
     )
+    audit_retention_days: int = setting(400, "days audit log rows are kept", check=at_least(1))
     log_level: str = setting(
         "info", "logging level", check=one_of("debug", "info", "warning", "error")
     )
