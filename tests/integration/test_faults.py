@@ -142,8 +142,9 @@ async def test_clickhouse_down_under_load_then_back_every_row_once(
             assert (await health.json())["clickhouse"] == "down"
             ch.start()
             spool = app[SERVICE].spool
-            deadline = time.monotonic() + 30
-            while len(spool) and time.monotonic() < deadline:  # replayed in the background
+            for _ in range(150):  # replayed in the background within 30 s
+                if not len(spool):
+                    break
                 await asyncio.sleep(0.2)
             assert len(spool) == 0
             assert (await running.flush())["spooled"] == 0
@@ -175,7 +176,8 @@ def test_sigkill_while_spooling_then_restart_replays_the_spool(
         assert report(serve.url, account["embed_key"], lone, "9.9.9.9") == 204
         ch.stop()
         status, raw = http("POST", serve.url + "/v1/admin/flush", b"", ADMIN)
-        assert status == 200 and json.loads(raw)["spooled"] > 0
+        assert status == 200
+        assert json.loads(raw)["spooled"] > 0
     finally:
         serve.stop(signal.SIGKILL)
     records = sorted((data_dir / "spool").glob("*.rec"))
@@ -188,7 +190,8 @@ def test_sigkill_while_spooling_then_restart_replays_the_spool(
             assert values["unique_viewers"] >= 3 or values["is_deleted"] == 1
             assert values["stream"] != "lonely"
         raw_bytes = path.read_bytes()
-        assert b"FaultCanary" not in raw_bytes and b"8.8.0.1" not in raw_bytes
+        assert b"FaultCanary" not in raw_bytes
+        assert b"8.8.0.1" not in raw_bytes
     ch.start()
     serve = ServeProcess(data_dir, *args)
     serve.start()
