@@ -173,6 +173,7 @@ _KEY_RE: Final = re.compile(_KEY)
 _VALUE_RE: Final = re.compile(rf"{_INNER}|{_BARE}")
 _PARAMS_RE: Final = re.compile(_PARAMS)
 _SEP_RE: Final = re.compile(r"[ \t]*,[ \t]*")
+_STRING_BODY_RE: Final = re.compile(r'[ !#-\[\]-~]*+(?:\\["\\][ !#-\[\]-~]*+)*+')
 _OWS_RE: Final = re.compile(r"[ \t]*")
 
 _INT, _NUM, _STR, _TOK, _BOOL, _INT_LIST, _STR_LIST = range(7)
@@ -384,21 +385,12 @@ def _describe_bad_value(text: str, pos: int, col: Callable[[int], int]) -> str:
         return f"missing value at column {col(pos)}"
     first = text[pos]
     if first == '"':
-        j = pos + 1
-        while j < len(text):
-            ch = text[j]
-            if ch == '"':
-                break
-            if ch == "\\":
-                if j + 1 < len(text) and text[j + 1] in '"\\':
-                    j += 2
-                    continue
-                return f"invalid escape in string at column {col(j)}"
-            if _is_bad_char(ch):
-                return f"invalid character in string at column {col(j)}"
-            j += 1
-        else:
+        j = _STRING_BODY_RE.match(text, pos + 1).end()  # type: ignore[union-attr]  # matches ""
+        if j == len(text):
             return f"unterminated string at column {col(pos)}"
+        if text[j] == "\\":
+            return f"invalid escape in string at column {col(j)}"
+        return f"invalid character in string at column {col(j)}"
     if first == "(":
         return f"malformed inner list at column {col(pos)}"
     if first in _NUMBER_START:
