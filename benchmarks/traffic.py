@@ -251,6 +251,7 @@ class Traffic:
         start_ms: int,
         max_events_per_session: int | None = None,
         sessions: int | None = None,
+        streams: Sequence[str] | None = None,
     ) -> None:
         self.rng = random.Random(seed)
         self.viewers = ViewerFactory(self.rng)
@@ -258,7 +259,10 @@ class Traffic:
         self.weights = [w for _, w in templates]
         self.start_ms = start_ms
         self.max_events = max_events_per_session
-        self.stream_weights = [1.0 / rank for rank in range(1, len(STREAMS) + 1)]
+        self.streams = tuple(streams) if streams else STREAMS
+        # Popularity falls off like 1/rank; a given list of streams is used in turn instead.
+        self.stream_weights = [1.0 / rank for rank in range(1, len(self.streams) + 1)]
+        self.in_turn = streams is not None
         self.sessions_started = 0
         self.limit = sessions
         if sessions is not None:
@@ -276,7 +280,10 @@ class Traffic:
             )
         sid = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
         start = self.start_ms + self.rng.randrange(0, 600_000)
-        stream = self.rng.choices(STREAMS, self.stream_weights)[0]
+        if self.in_turn:
+            stream = self.streams[self.sessions_started % len(self.streams)]
+        else:
+            stream = self.rng.choices(self.streams, self.stream_weights)[0]
         session = _Session(self.sessions_started, template, self.viewers.new(), sid, start, stream)
         self.sessions_started += 1
         return session
@@ -336,11 +343,23 @@ _EVENT_KIND = re.compile(r"(?:^|,)e=(?:rr|bc)(?:,|$)")
 
 
 def complete_sessions(
-    templates: Sequence[tuple[Template, int]], count: int, *, seed: int, start_ms: int
+    templates: Sequence[tuple[Template, int]],
+    count: int,
+    *,
+    seed: int,
+    start_ms: int,
+    streams: Sequence[str] = STREAMS[:2],
 ) -> tuple[list[Request], int]:
-    """``count`` whole sessions, interleaved, and the number of views they hold."""
+    """``count`` whole sessions, interleaved, and the number of views they hold. Sessions
+    take ``streams`` in turn, so that each stream has about count/len(streams) viewers: a
+    stream with fewer than k would be folded into ``(other)`` or suppressed, by design."""
     traffic = Traffic(
-        templates, concurrent=min(count, 50), seed=seed, start_ms=start_ms, sessions=count
+        templates,
+        concurrent=min(count, 50),
+        seed=seed,
+        start_ms=start_ms,
+        sessions=count,
+        streams=streams,
     )
     requests = list(traffic)
     by_session: dict[int, list[str]] = {}
