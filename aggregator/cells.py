@@ -10,6 +10,7 @@ A :class:`CellRow` is what :func:`aggregator.kanon.anonymise` publishes: counts 
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -175,10 +176,8 @@ class RawCell:
         self.viewers |= other.viewers
         self.views += other.views
         self.playing_ms += other.playing_ms
-        hist = self.startup_hist
-        for i, n in enumerate(other.startup_hist):
-            if n:
-                hist[i] += n
+        if any(other.startup_hist):
+            self.startup_hist = list(map(operator.add, self.startup_hist, other.startup_hist))
         self.rebuffer_count += other.rebuffer_count
         self.rebuffer_ms += other.rebuffer_ms
         self.failures += other.failures

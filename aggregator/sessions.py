@@ -75,6 +75,7 @@ class Leaf:
         "latency_count",
         "latency_ms_sum",
         "playing_ms",
+        "rare",
         "rebuffer_count",
         "rebuffer_ms",
         "startups",
@@ -86,18 +87,20 @@ class Leaf:
         self.viewers: list[int] = []  # one entry per session-minute; deduplicated in cells
         self.views = 0
         self.playing_ms = 0
-        self.startups: list[int] | None = None
+        self.bitrate_kbps_ms = 0
+        self.bitrate_ms = 0
+        self.startups: list[int] | None = None  # ms
+        # rarely not zero: counted under `rare`
         self.rebuffer_count = 0
         self.rebuffer_ms = 0
         self.failures = 0
         self.codes: dict[str, int] | None = None
         self.exits_before_start = 0
-        self.bitrate_kbps_ms = 0
-        self.bitrate_ms = 0
         self.bitrate_changes = 0
         self.latency_ms_sum = 0
         self.latency_count = 0
         self.concurrent = 0  # sessions playing in this minute
+        self.rare = False  # set when a field other than the ones above is not zero
 
     def add_code(self, code: str) -> None:
         codes = self.codes
@@ -105,6 +108,7 @@ class Leaf:
             codes = self.codes = {}
         code = code[:MAX_CODE_LENGTH]
         codes[code] = codes.get(code, 0) + 1
+        self.rare = True
 
     def clear(self) -> None:
         """Drop the contents once rolled up (a session may still point at it)."""
@@ -236,6 +240,7 @@ class Session:
             if br is not None and 0 < br <= MAX_BITRATE_KBPS and br != self.bitrate:
                 if self.bitrate and leaf is not None:
                     leaf.bitrate_changes += 1
+                    leaf.rare = True
                 self.bitrate = br
             if sta is not None and sta != self.state:
                 leaf = self._transition(sta, ts, ev, m, enter, leaf)
@@ -266,6 +271,7 @@ class Session:
                 leaf.concurrent += 1
         else:
             leaf.rebuffer_ms += dt
+            leaf.rare = True
 
     def _leaf(self, m: int, enter: Enter) -> Leaf:
         leaf = self.leaf
@@ -301,6 +307,7 @@ class Session:
             if self.played and not self.seeking and old != "k" and not self.rebuffering:
                 self.rebuffering = True
                 leaf.rebuffer_count += 1
+                leaf.rare = True
         else:
             self.rebuffering = False
             if sta == "k":
@@ -372,6 +379,7 @@ class Session:
         if ltc is not None and 0 <= ltc <= MAX_LATENCY_MS:
             leaf.latency_ms_sum += ltc
             leaf.latency_count += 1
+            leaf.rare = True
         if ev.error_code is not None and self.failed and not self.code_done:
             self.code_done = True
             leaf.add_code(ev.error_code)
@@ -381,6 +389,7 @@ class Session:
             return
         self.failed = True
         leaf.failures += 1
+        leaf.rare = True
         if code is not None:
             self.code_done = True
             leaf.add_code(code)
@@ -388,6 +397,7 @@ class Session:
     def _end(self, leaf: Leaf) -> None:
         if not self.played:
             leaf.exits_before_start += 1
+            leaf.rare = True
         self.startup_done = True
         self.ended = True
 
@@ -448,6 +458,7 @@ class Session:
             if br is not None and 0 < br <= MAX_BITRATE_KBPS and br != self.bitrate:
                 if self.bitrate:
                     leaf.bitrate_changes += 1
+                    leaf.rare = True
                 self.bitrate = br
         if not self.played and msd is not None and msd >= 0:
             self.played = True
@@ -469,3 +480,4 @@ class Session:
         if ltc is not None and 0 <= ltc <= MAX_LATENCY_MS:
             leaf.latency_ms_sum += ltc
             leaf.latency_count += 1
+            leaf.rare = True

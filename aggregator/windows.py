@@ -253,8 +253,9 @@ class Aggregator:
             g = minute_groups.get(account_id)
             if g is None:
                 g = minute_groups[account_id] = self._group("minute", account_id, start)
+            buckets = [bucket_of(ms) for ms in leaf.startups] if leaf.startups else None
             for b in breakdowns:
-                _add_leaf(g.cell(stream, b, getattr(dims, b) if b else ""), leaf)
+                _add_leaf(g.cell(stream, b, getattr(dims, b) if b else ""), leaf, buckets)
             leaf.clear()
         for account_id, g in minute_groups.items():
             g.closed = g.changed = True
@@ -273,24 +274,25 @@ class Aggregator:
                 g.closed = g.changed = True
 
 
-def _add_leaf(cell: RawCell, leaf: Leaf) -> None:
+def _add_leaf(cell: RawCell, leaf: Leaf, startup_buckets: list[int] | None) -> None:
     cell.viewers.update(leaf.viewers)
     cell.views += leaf.views
     cell.playing_ms += leaf.playing_ms
-    if leaf.startups is not None:
-        hist = cell.startup_hist
-        for ms in leaf.startups:
-            hist[bucket_of(ms)] += 1
-    cell.rebuffer_count += leaf.rebuffer_count
-    cell.rebuffer_ms += leaf.rebuffer_ms
-    cell.failures += leaf.failures
-    if leaf.codes is not None:
-        for code, n in leaf.codes.items():
-            cell.add_code(code, n)
-    cell.exits_before_start += leaf.exits_before_start
     cell.bitrate_kbps_ms += leaf.bitrate_kbps_ms
     cell.bitrate_ms += leaf.bitrate_ms
-    cell.bitrate_changes += leaf.bitrate_changes
-    cell.latency_ms_sum += leaf.latency_ms_sum
-    cell.latency_count += leaf.latency_count
     cell.concurrent_peak += leaf.concurrent
+    if startup_buckets is not None:
+        hist = cell.startup_hist
+        for i in startup_buckets:
+            hist[i] += 1
+    if leaf.rare:
+        cell.rebuffer_count += leaf.rebuffer_count
+        cell.rebuffer_ms += leaf.rebuffer_ms
+        cell.failures += leaf.failures
+        if leaf.codes is not None:
+            for code, n in leaf.codes.items():
+                cell.add_code(code, n)
+        cell.exits_before_start += leaf.exits_before_start
+        cell.bitrate_changes += leaf.bitrate_changes
+        cell.latency_ms_sum += leaf.latency_ms_sum
+        cell.latency_count += leaf.latency_count
