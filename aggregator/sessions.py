@@ -7,6 +7,8 @@ arrival-time minute, which the aggregator rolls up into cells when the minute cl
 
 What counts (decided here, from what real players send, ``fixtures/cmcd/``):
 
+- A session's account, stream and dimensions are those of its first event.
+
 - **View**: the session reaches a starting state: ``sta`` ``s`` (hls.js), ``r`` before any
   playing (Shaka's debug build starts that way), ``p``, or a fatal ``f``. Players that send
   no ``sta`` at all (Shaka's minified build): the first ``rr``/``bc`` (media is being

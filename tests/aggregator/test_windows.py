@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from aggregator.cells import RawCell
+from aggregator.histogram import startup_quantile
 from aggregator.windows import DEFAULT_BREAKDOWNS, Aggregator
 from collector.handover import Dimensions
 from tests.aggregator.test_sessions import ACCOUNT, DIMS, T0, Player, finish
@@ -97,7 +98,7 @@ def test_a_wrong_client_clock_shifts_nothing(skew_ms: int) -> None:
     assert set(cells["minute"]) >= {(minute(0), "s1", "", ""), (minute(1), "s1", "", "")}
     assert {ws for ws, *_ in cells["day"]} == {DAY0}
     assert cells["day"][(DAY0, "s1", "", "")].playing_ms == 79_500
-    assert cells["minute"][(minute(1), "s1", "", "")].playing_ms == 79_500 - 20_000 + 20_000
+    assert cells["minute"][(minute(1), "s1", "", "")].playing_ms == 79_500  # 10.5 -> 90 s
 
 
 def test_an_event_arriving_after_its_minute_closed_counts_in_the_next_open_minute() -> None:
@@ -278,3 +279,26 @@ def test_a_session_ending_by_silence_adds_nothing_to_the_minute_it_is_found_in()
     assert agg.stats()["active_sessions"] == 0
     cells = finish(agg)
     assert {ws for (ws, *_rest) in cells["minute"]} == {minute(0)}
+
+
+@pytest.mark.parametrize(
+    "startups_ms",
+    [
+        pytest.param([300] * 50 + [2000] * 45 + [9000] * 5, id="mostly-fast"),
+        pytest.param(list(range(100, 10_100, 100)), id="spread-100ms-to-10s"),
+    ],
+)
+def test_startup_p50_and_p95_come_from_the_cells_histogram_within_a_bucket(
+    startups_ms: list[int],
+) -> None:
+    agg = Aggregator()
+    for s, ms in enumerate(startups_ms):
+        p = Player(agg, session=s, viewer=s)
+        p(1.0, sta="s")
+        p(1.0 + ms / 1000, sta="p")
+        p(20.0, sta="e")
+    hist = finish(agg)["day"][(DAY0, "s1", "", "")].startup_hist
+    ordered = sorted(startups_ms)
+    for q in (0.5, 0.95):
+        true = ordered[int(q * len(ordered)) - 1]
+        assert abs(startup_quantile(hist, q) - true) <= 0.21 * true
