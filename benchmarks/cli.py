@@ -8,6 +8,7 @@ python -m benchmarks --only streamtally-plain,streamtally-sealed --profile
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import time
@@ -66,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text, file=sys.stderr, flush=True)
 
     out.mkdir(parents=True, exist_ok=True)
+    # SIGTERM unwinds like Ctrl-C, so every server started is stopped on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="streamtally-bench-") as tmp:
         bench = runner.Bench(

@@ -137,6 +137,11 @@ class Saturation:
     server_busy: float  # CPU seconds / wall seconds of the server
     wrapped: bool
 
+    @property
+    def clean(self) -> bool:
+        """The server had its core to itself: anything else on it shows as busy < 90%."""
+        return self.server_busy >= 0.9
+
 
 @dataclass
 class TargetResult:
@@ -437,6 +442,11 @@ class Bench:
                 f"saturation run had {saturation.non_2xx} non-2xx answers and "
                 f"{saturation.socket_errors} socket errors"
             )
+        if not saturation.clean:
+            result.notes.append(
+                f"the server was busy only {saturation.server_busy:.0%} of the saturation run: "
+                "it did not have its core to itself (other processes?), numbers are low"
+            )
         if saturation.wrapped:
             result.notes.append("wrk needed more requests than the pool held (wrapped)")
         for fraction in plan.fractions:
@@ -447,6 +457,10 @@ class Bench:
                 on_phase(f"{fraction:.0%}", "loadgen", run)
             result.points.append(point)
         return result
+
+    def _saturation_of(self, name: str, default: float) -> float:
+        result = self.results.get(name)
+        return result.saturation.rps if result and result.saturation else default
 
     def _steps(self, server: servers.Server) -> dict[str, tuple[float, float]] | None:
         if not isinstance(server, servers.StreamTally):
@@ -507,7 +521,7 @@ class Bench:
         point, run = self._point(
             server,
             make(int(rate * plan.rate_seconds) + 1).requests,
-            rate / max(closed.achieved_rate, 1.0),
+            rate / self._saturation_of(NGINX, rate),
             rate,
         )
         check = {

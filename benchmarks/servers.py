@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
@@ -30,6 +31,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+PR_SET_PDEATHSIG = 1
 
 NGINX_CONF = """\
 daemon off;
@@ -76,6 +78,13 @@ def rss_bytes(pid: int) -> int:
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
 
 
+def _die_with_parent() -> None:
+    """In a child before exec: get SIGTERM when the benchmark process dies (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def cores() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
@@ -116,6 +125,7 @@ class Server:
         cpu = self.cpu
 
         def pin() -> None:
+            _die_with_parent()
             if cpu is not None:
                 os.sched_setaffinity(0, {cpu})
 
