@@ -175,8 +175,8 @@ async def test_export_is_audited(running: Running, monkeypatch: pytest.MonkeyPat
     async def record(request: Any, account_id: str, action: str, summary: dict[str, Any]) -> None:
         calls.append((account_id, action, summary))
 
-    monkeypatch.setattr(audit, "record", record)
     acc = await running.create_account()
+    monkeypatch.setattr(audit, "record", record)
     status, _, _ = await get(running, "/v1/export", acc["api_token"], format="csv")
     assert status == 200
     assert calls == [(acc["account_id"], "export", {"format": "csv"})]

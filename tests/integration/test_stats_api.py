@@ -444,8 +444,8 @@ async def test_a_stats_read_is_audited(running: Running, monkeypatch: pytest.Mon
     async def record(request: Any, account_id: str, action: str, summary: dict[str, Any]) -> None:
         calls.append((account_id, action, summary))
 
-    monkeypatch.setattr(audit, "record", record)
     acc = await running.create_account()
+    monkeypatch.setattr(audit, "record", record)
     await ok_json(running, "/v1/stats", acc["api_token"], by="country", metrics="views", **RANGE)
     await ok_json(running, "/v1/streams", acc["api_token"])
     await ok_json(running, "/v1/realtime", acc["api_token"], minutes="5")
