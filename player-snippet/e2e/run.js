@@ -1,106 +1,166 @@
 /**
- * End-to-end harness: Debian's chromium (playwright-core) plays a page with the snippet.
- * Phase 1: a stand-in collector in this process (GET /v1/keys, POST /v1/r/… opened with the
- * private key). Phase 2: pass --collector http://127.0.0.1:PORT to report to `streamtally serve`.
+ * End-to-end driver (tests/snippet/test_e2e.py): Debian's chromium, through playwright-core,
+ * opens e2e/page.html in one fresh browser context per client IP, all at once. The page plays
+ * a stream with the snippet reporting to a running `streamtally serve`; the driver waits for
+ * the end of playback (or a fatal error) and for the last report, then prints one JSON
+ * document on stdout:
  *
- *   node e2e/run.js [--mode sender|hlsjs|video] [--seconds 8] [--collector URL --key EMBED_KEY --port N]
- * (a real collector must list this harness's origin, printed on stderr, among the account's origins)
+ *   {contexts: [{ip, outcome, reports: [{method, path, status, failure}],
+ *                wire: [{method, path, status, headers}],
+ *                storage: {local, session, cookie, indexedDB}, cookies, errors}]}
+ *
+ * `reports`: the page's requests to the collector as playwright saw them; `wire`: as they
+ * went over the wire, CORS preflights included.
+ *
+ * Each context goes through its own forward proxy (in this process, on 127.0.0.1) that sets
+ * `X-Forwarded-For: IP` on every request, as a load balancer would; the collector trusts it
+ * from 127.0.0.1, so it sees distinct viewers. Playwright's `extraHTTPHeaders` would make the
+ * page itself send the header, turning every cross-origin fetch into a preflighted one that
+ * no real browser sends (GET /v1/keys then fails CORS); its request routing would answer
+ * preflights itself instead of the collector.
+ *
+ *   node e2e/run.js --page URL --collector URL --key EMBED_KEY --src URL [--mode hlsjs|video]
+ *                   [--ip 8.8.8.8 --ip 193.0.0.1] [--cid NAME] [--timeout 30]
+ * (the page's origin must be among the account's origins)
  */
-import { createServer } from 'node:http';
-import { readFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
-import { extname, join, normalize } from 'node:path';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { request as httpRequest, createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 import { chromium } from 'playwright-core';
-import { ROOT } from '../scripts/bundle.js';
-import { keyConfig, keyPair, ohttpKeys, openFrame } from '../test/helpers.js';
 
 const { values: args } = parseArgs({
   options: {
-    mode: { type: 'string', default: 'sender' },
-    seconds: { type: 'string', default: '8' },
+    page: { type: 'string' },
     collector: { type: 'string' },
     key: { type: 'string' },
-    port: { type: 'string', default: '0' },
+    src: { type: 'string' },
+    mode: { type: 'string', default: 'hlsjs' },
+    cid: { type: 'string', default: 'e2e' },
+    ip: { type: 'string', multiple: true, default: ['8.8.8.8'] },
+    timeout: { type: 'string', default: '30' },
     chromium: { type: 'string', default: '/usr/bin/chromium' },
   },
 });
-const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.m3u8': 'application/vnd.apple.mpegurl', '.ts': 'video/mp2t' };
-const pair = await keyPair();
-const KEY_ID = 9;
-const reports = [];
+for (const name of ['page', 'collector', 'key', 'src']) {
+  if (!args[name]) throw new Error(`--${name} is required`);
+}
+const TIMEOUT_MS = Number(args.timeout) * 1000;
+const QUIET_MS = 1000; // no report in flight for this long: the page has sent what it had
+const collector = args.collector.replace(/\/+$/, '');
+// Request headers the driver reports from the wire.
+const WIRE_HEADERS = ['origin', 'cookie', 'referer', 'content-type', 'access-control-request-method', 'access-control-request-headers'];
 
-const server = createServer(async (req, res) => {
-  const url = new URL(req.url, 'http://x');
-  if (url.pathname === '/v1/keys') {
-    res.writeHead(200, { 'Content-Type': 'application/ohttp-keys', 'Cache-Control': 'max-age=60' });
-    res.end(ohttpKeys(keyConfig(KEY_ID, pair.publicBytes)));
-    return;
-  }
-  if (req.method === 'POST' && url.pathname.startsWith('/v1/r/')) {
-    const chunks = [];
-    for await (const chunk of req) chunks.push(chunk);
-    const body = new Uint8Array(Buffer.concat(chunks));
-    const type = req.headers['content-type'];
-    const text = type === 'application/vnd.streamtally.sealed' ? await openFrame(body, pair.privateKey) : new TextDecoder().decode(body);
-    reports.push({ path: url.pathname + url.search, type, cookie: req.headers.cookie, referer: req.headers.referer, text });
-    res.writeHead(204).end();
-    return;
-  }
-  const file = normalize(join(url.pathname === '/' ? '/e2e/page.html' : url.pathname.startsWith('/stream/') ? `/e2e${url.pathname}` : url.pathname));
-  const path = join(ROOT, file);
-  if (!path.startsWith(ROOT) || !existsSync(path)) return res.writeHead(404).end();
-  res.writeHead(200, { 'Content-Type': TYPES[extname(path)] ?? 'application/octet-stream' });
-  res.end(await readFile(path));
-});
-await new Promise((resolve) => server.listen(Number(args.port), '127.0.0.1', resolve));
-const origin = `http://127.0.0.1:${server.address().port}`;
-console.error(`harness origin: ${origin}`);
-
-const profile = mkdtempSync(join(tmpdir(), 'streamtally-e2e-'));
-// A fresh profile per run (playwright passes it to chromium as --user-data-dir).
-const browser = await chromium.launchPersistentContext(profile, {
+const browser = await chromium.launch({
   executablePath: args.chromium,
   headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  timeout: 30000,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--autoplay-policy=no-user-gesture-required'],
 });
 try {
-  const page = await browser.newPage();
-  page.on('console', (msg) => console.error(`[page] ${msg.text()}`));
-  page.on('pageerror', (error) => console.error(`[page error] ${error.message}`));
-  const query = new URLSearchParams({ mode: args.mode, ...(args.collector ? { collector: args.collector } : {}), ...(args.key ? { key: args.key } : {}) });
-  await page.goto(`${origin}/?${query}`);
-  const result = await page.evaluate(() => window.result);
-  if (args.mode !== 'sender') await page.waitForTimeout(Number(args.seconds) * 1000);
-  const storage = await page.evaluate(() => ({ local: localStorage.length, session: sessionStorage.length, cookie: document.cookie }));
-  console.log(JSON.stringify({ result, storage, reports }, null, 1));
-  const problems = check(args.mode, result, storage, reports);
-  for (const problem of problems) console.error(`FAIL: ${problem}`);
-  process.exitCode = problems.length ? 1 : 0;
+  const contexts = await Promise.all(args.ip.map((ip) => play(ip)));
+  console.log(JSON.stringify({ contexts }, null, 1));
 } finally {
   await browser.close();
-  server.close();
-  rmSync(profile, { recursive: true, force: true });
 }
 
-/** What a user relies on, checked on what the stand-in collector received. */
-function check(mode, result, storage, reports) {
-  const problems = [];
-  const lines = reports.flatMap((r) => r.text.trimEnd().split('\n'));
-  if (storage.local || storage.session || storage.cookie) problems.push('page storage was used');
-  if (reports.some((r) => r.cookie || r.referer)) problems.push('a report carried a cookie or referer');
-  if (args.collector) return problems; // reports went to a real collector
-  if (!reports.length) problems.push('no reports arrived');
-  if (reports.some((r) => r.type !== 'application/vnd.streamtally.sealed')) problems.push('a report was not sealed');
-  if (mode === 'sender' && result !== 204) problems.push(`send() resolved to ${result}`);
-  if (mode !== 'sender') {
-    if (!lines.some((l) => /e=ps,.*sta=p/.test(l))) problems.push('no ps event with sta=p');
-    if (!lines.some((l) => /e=t,/.test(l))) problems.push('no t event');
-    if (new Set(lines.map((l) => /sid="([^"]+)"/.exec(l)?.[1])).size !== 1) problems.push('not one sid');
+/**
+ * A forward HTTP proxy on 127.0.0.1 that sets `X-Forwarded-For: ip` on every request. `wire`
+ * gets each request to the collector as it went over the wire, CORS preflights included
+ * (which playwright's request events leave out).
+ */
+async function forwardProxy(ip, wire) {
+  const server = createServer((req, res) => {
+    const target = new URL(req.url); // a proxy is asked for absolute URLs
+    const headers = { ...req.headers, 'x-forwarded-for': ip };
+    delete headers['proxy-connection'];
+    const entry = target.origin === new URL(collector).origin ? {
+      method: req.method,
+      path: target.pathname + target.search,
+      status: null,
+      headers: Object.fromEntries(WIRE_HEADERS.filter((h) => h in req.headers).map((h) => [h, req.headers[h]])),
+    } : null;
+    if (entry) wire.push(entry);
+    const upstream = httpRequest(
+      { host: target.hostname, port: target.port, path: target.pathname + target.search, method: req.method, headers },
+      (answer) => {
+        if (entry) entry.status = answer.statusCode;
+        res.writeHead(answer.statusCode, answer.rawHeaders);
+        answer.pipe(res);
+      },
+    );
+    upstream.on('error', () => res.destroy());
+    req.pipe(upstream);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return server;
+}
+
+/** One viewer: a fresh context whose requests all reach the servers with `X-Forwarded-For: ip`. */
+async function play(ip) {
+  const wire = [];
+  const proxy = await forwardProxy(ip, wire);
+  try {
+    return { ...(await playThrough(ip, `http://127.0.0.1:${proxy.address().port}`)), wire };
+  } finally {
+    proxy.closeAllConnections();
+    proxy.close();
   }
-  return problems;
+}
+
+async function playThrough(ip, proxyUrl) {
+  // '<-loopback>': chromium sends requests for 127.0.0.1 to the proxy too.
+  const context = await browser.newContext({ proxy: { server: proxyUrl, bypass: '<-loopback>' } });
+  context.setDefaultTimeout(TIMEOUT_MS);
+  const page = await context.newPage();
+  const errors = [];
+  const reports = [];
+  let inFlight = 0;
+  let lastActivity = Date.now();
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' || msg.type() === 'warning') errors.push(`[console] ${msg.text()}`);
+  });
+  page.on('pageerror', (error) => errors.push(`[page error] ${error.message}`));
+  const pending = new Map(); // request -> its entry in reports
+  const settle = async (request, failure) => {
+    const report = pending.get(request);
+    if (!report) return;
+    pending.delete(request);
+    const response = failure ? null : await request.response().catch(() => null);
+    report.status = response ? response.status() : null;
+    report.failure = failure;
+    inFlight -= 1;
+    lastActivity = Date.now();
+  };
+  page.on('request', (request) => {
+    if (!request.url().startsWith(collector)) return;
+    inFlight += 1;
+    lastActivity = Date.now();
+    const report = { method: request.method(), path: request.url().slice(collector.length), status: null, failure: null };
+    reports.push(report);
+    pending.set(request, report);
+  });
+  page.on('requestfinished', (request) => settle(request, null));
+  page.on('requestfailed', (request) => settle(request, request.failure()?.errorText ?? 'failed'));
+
+  const query = new URLSearchParams({ mode: args.mode, collector, key: args.key, src: args.src, cid: args.cid });
+  await page.goto(`${args.page}?${query}`);
+  const outcome = await Promise.race([
+    page.evaluate(() => window.outcome),
+    page.waitForTimeout(TIMEOUT_MS).then(() => ({ timedOut: true })),
+  ]);
+  // The last reports (sta=e / sta=f) are sent after the event that ended playback.
+  const deadline = Date.now() + 10000;
+  while (Date.now() < deadline && (inFlight > 0 || Date.now() - lastActivity < QUIET_MS)) {
+    await page.waitForTimeout(100);
+  }
+  const storage = await page.evaluate(async () => ({
+    local: localStorage.length,
+    session: sessionStorage.length,
+    cookie: document.cookie,
+    indexedDB: (await indexedDB.databases()).map((db) => db.name),
+  }));
+  const cookies = await context.cookies();
+  await context.close();
+  return { ip, outcome, reports, storage, cookies, errors };
 }

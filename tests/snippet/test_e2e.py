@@ -1,0 +1,362 @@
+"""The player snippet end to end: Debian's headless chromium plays a real HLS stream (made with
+ffmpeg) with the built snippet, against a running ``streamtally serve`` on the ClickHouse
+fixture; the stats API then shows what was played.
+
+Each scenario (hls.js or a plain ``<video>``; playing or failing) has its own account (k = 2)
+and two browser contexts, each behind its own forward proxy that sets ``X-Forwarded-For``
+(the service trusts it from 127.0.0.1): two viewers from two countries, so k is just reached.
+The page is served from another origin than the service, so CORS preflights happen for real.
+player-snippet/e2e/run.js drives the browser; it needs chromium, ffmpeg and node (tests/run.sh
+installs them). The scenarios run at once, then one admin flush writes them all.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import pytest
+
+from tests.chserver import ClickHouseProcess
+from tests.integration.serveproc import ServeProcess
+from tests.snippet.conftest import SNIPPET
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"
+IPS = ("8.8.8.8", "193.0.0.1")  # US and NL: distinct viewers, each alone in its country
+STREAM_SECONDS = 8
+SEALED = "application/vnd.streamtally.sealed"
+RUN_TIMEOUT_S = 100  # every driver run (all at once): chromium's start, playing, last reports
+
+
+# ---- what the page needs: chromium, the stream, the bundle, a static origin ----------------
+
+
+@pytest.fixture(scope="module")
+def tools() -> None:
+    """Fail (never skip) when the browser tests' system packages are missing."""
+    assert os.access(CHROMIUM, os.X_OK), (
+        f"Debian's chromium is needed at {CHROMIUM} (apt-get install chromium; tests/run.sh does)"
+    )
+    assert shutil.which("ffmpeg"), "ffmpeg is needed (apt-get install ffmpeg; tests/run.sh does)"
+
+
+@pytest.fixture(scope="module")
+def stream_dir(tmp_path_factory: pytest.TempPathFactory, tools: None) -> Path:
+    """An 8 s two-rendition HLS stream, 2 s segments (player-snippet/e2e/make-stream.sh)."""
+    out = tmp_path_factory.mktemp("hls")
+    subprocess.run(
+        ["bash", str(SNIPPET / "e2e" / "make-stream.sh"), str(out), str(STREAM_SECONDS)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert (out / "master.m3u8").is_file()
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle(node: str) -> Path:
+    """dist/streamtally.min.js, built from the current sources (esbuild: well under a second)."""
+    npm = shutil.which("npm")
+    assert npm is not None, "npm is needed to build the player snippet"
+    subprocess.run([npm, "run", "--silent", "build"], cwd=SNIPPET, check=True, timeout=120)
+    return SNIPPET / "dist" / "streamtally.min.js"
+
+
+class _Site(SimpleHTTPRequestHandler):
+    """/ -> e2e/page.html; /dist/, /node_modules/hls.js/dist/ and /stream/ from their folders."""
+
+    extensions_map = {
+        **SimpleHTTPRequestHandler.extensions_map,
+        ".js": "text/javascript",
+        ".mjs": "text/javascript",
+        ".m3u8": "application/vnd.apple.mpegurl",
+        ".ts": "video/mp2t",
+    }
+
+    def __init__(self, *args: Any, mounts: dict[str, Path], **kwargs: Any) -> None:
+        self.mounts = mounts
+        super().__init__(*args, **kwargs)
+
+    def translate_path(self, path: str) -> str:
+        path = path.split("?", 1)[0].split("#", 1)[0]
+        if path == "/":
+            return str(SNIPPET / "e2e" / "page.html")
+        for prefix, folder in self.mounts.items():
+            if path.startswith(prefix):
+                target = (folder / path[len(prefix) :]).resolve()
+                if target.is_relative_to(folder.resolve()):
+                    return str(target)
+        return str(SNIPPET / "e2e" / "no-such-file")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def site(stream_dir: Path, bundle: Path) -> Iterator[str]:
+    """The page's origin: a static server on 127.0.0.1 (another origin than the service)."""
+    mounts = {
+        "/dist/": bundle.parent,
+        "/node_modules/hls.js/dist/": SNIPPET / "node_modules" / "hls.js" / "dist",
+        "/stream/": stream_dir,
+    }
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Site, mounts=mounts))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# ---- the service ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def service(
+    tmp_path_factory: pytest.TempPathFactory, clickhouse_server: ClickHouseProcess
+) -> Iterator[ServeProcess]:
+    """`streamtally serve` on a fresh database of the session's ClickHouse server."""
+    database = f"e2e_{uuid.uuid4().hex[:12]}"
+    client = clickhouse_connect.get_client(host=clickhouse_server.host, port=clickhouse_server.port)
+    client.command(f"CREATE DATABASE {database}")
+    serve = ServeProcess(
+        tmp_path_factory.mktemp("serve") / "data",
+        "--trusted-proxies", "127.0.0.1/32", "--admin-token", ADMIN_TOKEN,
+        "--clickhouse-url", clickhouse_server.url, "--database", database,
+        "--flush-seconds", "3600",  # the test flushes
+    )  # fmt: skip
+    serve.start()
+    try:
+        yield serve
+    finally:
+        code = serve.stop()
+        client.command(f"DROP DATABASE IF EXISTS {database} SYNC")
+        client.close()
+        assert code == 0, "".join(serve.output[-30:])
+
+
+def call(
+    serve: ServeProcess, method: str, path: str, token: str, body: Any = None
+) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", serve.port, timeout=30)
+    try:
+        headers = {"Authorization": f"Bearer {token}"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        raw = resp.read()
+        return resp.status, json.loads(raw) if raw else None
+    finally:
+        conn.close()
+
+
+def new_account(serve: ServeProcess, origin: str) -> dict[str, Any]:
+    status, account = call(
+        serve,
+        "POST",
+        "/v1/admin/accounts",
+        ADMIN_TOKEN,
+        {"name": f"e2e-{uuid.uuid4().hex[:6]}", "origins": [origin], "k": 2},
+    )
+    assert status == 201, account
+    return dict(account)
+
+
+# ---- the scenarios: all played at once, then one flush ---------------------------------------
+
+
+@dataclass
+class Run:
+    """One scenario: its account, and what each browser context saw (or why there is none)."""
+
+    mode: str
+    account: dict[str, Any]
+    contexts: list[dict[str, Any]] = field(default_factory=list)
+    problem: str | None = None
+
+
+STREAM = "/stream/master.m3u8"
+MISSING = "/stream/no-such-stream.m3u8"
+SCENARIOS = {  # name: (page mode, stream)
+    "play-hls.js": ("hlsjs", STREAM),
+    "play-plain-video": ("video", STREAM),  # <video src=master.m3u8>: chromium's own HLS
+    "fail-hls.js": ("hlsjs", MISSING),
+    "fail-plain-video": ("video", MISSING),
+}
+
+
+def driver_args(node: str, site: str, serve: ServeProcess, run: Run, src: str) -> list[str]:
+    args = [
+        node, "e2e/run.js", "--page", f"{site}/", "--collector", serve.url,
+        "--key", run.account["embed_key"], "--src", src, "--mode", run.mode, "--cid", run.mode,
+        "--chromium", CHROMIUM, "--timeout", "30",
+    ]  # fmt: skip
+    for ip in IPS:
+        args += ["--ip", ip]
+    return args
+
+
+@pytest.fixture(scope="module")
+def runs(
+    node: str, site: str, service: ServeProcess, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Run]:
+    """Every scenario played to its end (or fatal error) in chromium, then one admin flush.
+
+    One flush for all: a second admin flush within the same wall-clock minute as the first
+    does not publish what arrived between the two (aggregator ``close_now``)."""
+    out = tmp_path_factory.mktemp("driver")
+    runs: dict[str, Run] = {}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for name, (mode, src) in SCENARIOS.items():
+        run = runs[name] = Run(mode, new_account(service, site))
+        with (out / f"{name}.out").open("wb") as stdout, (out / f"{name}.err").open("wb") as err:
+            procs[name] = subprocess.Popen(
+                driver_args(node, site, service, run, src), cwd=SNIPPET, stdout=stdout, stderr=err
+            )
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    for name, proc in procs.items():
+        try:
+            code = proc.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            code = None
+        stderr = (out / f"{name}.err").read_text(errors="replace")[-3000:]
+        if code != 0:
+            runs[name].problem = f"driver exit {code} (None: timed out):\n{stderr}"
+        else:
+            runs[name].contexts = json.loads((out / f"{name}.out").read_bytes())["contexts"]
+    status, flushed = call(service, "POST", "/v1/admin/flush", ADMIN_TOKEN)
+    assert status == 200, flushed
+    return runs
+
+
+def contexts_of(runs: dict[str, Run], name: str) -> list[dict[str, Any]]:
+    run = runs[name]
+    assert run.problem is None, run.problem
+    assert [c["ip"] for c in run.contexts] == list(IPS)
+    return run.contexts
+
+
+def stats(serve: ServeProcess, run: Run, query: str) -> dict[str, Any]:
+    status, body = call(serve, "GET", f"/v1/stats?{query}", run.account["api_token"])
+    assert status == 200, body
+    return dict(body)
+
+
+def total(body: dict[str, Any], metric: str) -> float:
+    return float(sum(row[metric] or 0 for row in body["rows"]))
+
+
+# ---- the browser side ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_the_page_sets_no_cookie_and_stores_nothing(runs: dict[str, Run], name: str) -> None:
+    for context in contexts_of(runs, name):
+        assert context["cookies"] == []
+        assert context["storage"] == {"local": 0, "session": 0, "cookie": "", "indexedDB": []}
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_reports_are_sealed_preflighted_and_accepted(
+    runs: dict[str, Run], site: str, name: str
+) -> None:
+    """Every request to the service succeeded: keys, the browser's own CORS preflight, and
+    sealed reports (204), with no cookie and no referer."""
+    run = runs[name]
+    player = {"hlsjs": "hls.js", "video": "html5"}[run.mode]
+    report_path = f"/v1/r/{run.account['embed_key']}?player={player}"
+    for context in contexts_of(runs, name):
+        seen = context["reports"]
+        assert seen, f"the page sent nothing to the service: {context['errors']}"
+        failed = [r for r in seen if r["failure"] or not 200 <= (r["status"] or 0) < 300]
+        assert failed == [], context["errors"]
+        wire = context["wire"]
+        assert {(w["method"], w["path"]) for w in wire} == {
+            ("GET", "/v1/keys"),
+            ("OPTIONS", report_path),
+            ("POST", report_path),
+        }
+        for w in wire:
+            assert w["headers"].get("origin") == site
+            assert "cookie" not in w["headers"], w
+            assert "referer" not in w["headers"], w
+            if w["method"] == "OPTIONS":
+                assert w["status"] == 204
+                assert w["headers"]["access-control-request-method"] == "POST"
+            if w["method"] == "POST":
+                assert w["headers"]["content-type"] == SEALED
+                assert w["status"] == 204
+
+
+# ---- the service side: what the stats API shows ----------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["play-hls.js", "play-plain-video"])
+def test_two_viewers_playing_show_up_in_the_stats(
+    runs: dict[str, Run], service: ServeProcess, name: str
+) -> None:
+    contexts = contexts_of(runs, name)
+    for context in contexts:
+        assert context["outcome"]["error"] is None, context["errors"]
+        assert context["outcome"]["ended"] is True
+    played = sum(c["outcome"]["currentTime"] for c in contexts)
+    assert played >= 2 * (STREAM_SECONDS - 0.5)
+
+    body = stats(service, runs[name], "granularity=day")
+    assert {row["stream"] for row in body["rows"]} == {runs[name].mode}
+    assert total(body, "views") == 2
+    assert max(row["unique_viewers"] for row in body["rows"]) == 2
+    assert 0.8 * played <= total(body, "playing_seconds") <= played + 4
+    assert all(row["startup_ms_p50"] and row["startup_ms_p50"] > 0 for row in body["rows"])
+    assert total(body, "failures") == 0
+    assert total(body, "exits_before_start") == 0
+
+    # one viewer per country: neither country reaches k alone, together they are "(other)"
+    by_country = stats(service, runs[name], "granularity=day&by=country&metrics=views")
+    assert {(row["country"], row["views"]) for row in by_country["rows"]} == {("(other)", 2)}
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        pytest.param("fail-hls.js", "manifestLoadError", id="hls.js-manifest-404"),
+        pytest.param("fail-plain-video", "MEDIA_ERR_SRC_NOT_SUPPORTED", id="plain-video-404"),
+    ],
+)
+def test_two_viewers_failing_count_as_failures(
+    runs: dict[str, Run], service: ServeProcess, name: str, code: str
+) -> None:
+    for context in contexts_of(runs, name):
+        assert context["outcome"]["error"], context["outcome"]
+        assert context["outcome"]["currentTime"] == 0
+
+    body = stats(service, runs[name], "granularity=day")
+    assert total(body, "views") == 2
+    assert total(body, "failures") == 2
+    assert total(body, "exits_before_start") == 2
+    assert total(body, "playing_seconds") == 0
+    assert [row["failures_by_code"] for row in body["rows"]] == [{code: 2}]
