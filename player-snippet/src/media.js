@@ -144,10 +144,13 @@ export class MediaTracker {
     }
   }
 
-  /** Report a fatal error (`e` event with `ec`, then `sta=f`), e.g. from the player's API. */
+  /**
+   * Report a fatal error, e.g. from the player's API: `sta=f`, then an `e` event with `ec`
+   * (hls.js's order; the collector takes the code that comes with or after `sta=f`).
+   */
   error(code) {
-    this.record('e', { ec: [String(code)] });
     this.setState(State.FATAL);
+    this.record('e', { ec: [String(code)] });
   }
 
   /** Report the current video bitrate in kbps (sends `bc` when it changes). */

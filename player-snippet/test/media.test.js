@@ -113,15 +113,16 @@ describe('generic <video> adapter', () => {
     assert.deepEqual(events().map((e) => e.sta), ['d']);
   });
 
-  it('reports a media error as e with ec, then sta=f', async () => {
+  it('reports a media error as sta=f, then e with ec (hls.js order: the code counts)', async () => {
     const { media, events, settle } = setup();
     media.fire('error', { error: { code: 4 } });
     await settle();
-    const [, error, fatal] = events();
-    assert.equal(error.e, 'e');
-    assert.equal(error.ec, '("MEDIA_ERR_SRC_NOT_SUPPORTED")');
+    const [, fatal, error] = events();
     assert.equal(fatal.e, 'ps');
     assert.equal(fatal.sta, 'f');
+    assert.equal(error.e, 'e');
+    assert.equal(error.sta, 'f');
+    assert.equal(error.ec, '("MEDIA_ERR_SRC_NOT_SUPPORTED")');
   });
 
   it('sends interval t events with buffer, playhead and bitrate', async () => {
