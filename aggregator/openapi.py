@@ -473,7 +473,13 @@ def _service_paths() -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "the file", "content": {"*/*": {"schema": STRING}}},
                     "304": {"description": "not modified (ETag)"},
-                    "404": problem("no such file"),
+                    "404": {
+                        "description": "no such file",
+                        "content": {
+                            "application/problem+json": {"schema": ref("Problem")},
+                            "text/plain": {"schema": STRING},  # a path the route cannot match
+                        },
+                    },
                 },
             }
         },

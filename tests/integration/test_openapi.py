@@ -22,6 +22,11 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Ok
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from aggregator.openapi import document
 from tests.conftest import ChDatabase
@@ -99,6 +104,17 @@ def test_every_customer_and_admin_route_requires_its_token() -> None:
 # purge itself is tested in tests/integration/test_account_deletion.py.
 EXCLUDED = {("DELETE", "/v1/account")}
 MAX_EXAMPLES = 25
+# Valid input: no 5xx, and the answer is what the document says (status, type, body schema).
+# Invalid input: no 5xx.
+CHECKS = {
+    GenerationMode.POSITIVE: [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ],
+    GenerationMode.NEGATIVE: [not_a_server_error],
+}
 
 
 def _call(
@@ -163,8 +179,8 @@ def _raw_body(ctx: Any, value: Any) -> bytes:
     return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else str(value).encode()
 
 
-def fuzz(strategy: Any, base_url: str, token: str) -> int:
-    """Send up to MAX_EXAMPLES generated cases; raise on a 5xx. Returns the number sent."""
+def fuzz(strategy: Any, base_url: str, token: str, checks: list[Any]) -> int:
+    """Send up to MAX_EXAMPLES generated cases; raise when a check fails. Returns how many."""
     sent = 0
 
     @settings(
@@ -180,14 +196,16 @@ def fuzz(strategy: Any, base_url: str, token: str) -> int:
         nonlocal sent
         sent += 1
         response = case.call(base_url=base_url, headers={"Authorization": f"Bearer {token}"})
-        case.validate_response(response, checks=[not_a_server_error])
+        case.validate_response(response, checks=checks)
 
     run()
     return sent
 
 
 @pytest.mark.timeout(120)
-def test_schemathesis_finds_no_server_error(server: tuple[ServeProcess, dict[str, Any]]) -> None:
+def test_schemathesis_finds_no_server_error_and_answers_match_the_document(
+    server: tuple[ServeProcess, dict[str, Any]],
+) -> None:
     serve, account = server
     schema = schemathesis.openapi.from_url(serve.url + "/v1/openapi.json")
     failures: list[str] = []
@@ -207,7 +225,7 @@ def test_schemathesis_finds_no_server_error(server: tuple[ServeProcess, dict[str
             for fixed in path_sets:
                 strategy = operation.as_strategy(generation_mode=mode, path_parameters=fixed)
                 try:
-                    calls += fuzz(strategy, serve.url, token)
+                    calls += fuzz(strategy, serve.url, token, CHECKS[mode])
                 except Unsatisfiable:
                     # No parameter or body that can be made invalid (e.g. GET /healthz).
                     assert mode is GenerationMode.NEGATIVE, key
