@@ -8,6 +8,11 @@ export const KDF_HKDF_SHA256 = 0x0001;
 export const AEAD_AES_128_GCM = 0x0001;
 const NPK_X25519 = 32;
 const DEFAULT_MAX_AGE_S = 300;
+// A failed fetch is not repeated sooner: players report in bursts, and each report would
+// otherwise ask again. Short enough that a send's first retry (>= 500 ms) tries afresh.
+const FAILURE_HOLD_MS = 500;
+// A collector that serves no usable key is asked again after this long.
+const UNAVAILABLE_HOLD_MS = 60000;
 
 /** Keys cannot be used: the collector serves none we can use, or the browser can't seal. */
 export class SealUnavailable extends Error {}
@@ -80,14 +85,28 @@ export class KeyCache {
     this.cached = null;
     this.expires = 0;
     this.pending = null;
+    this.failure = null; // {error, until}: the last failed fetch, not repeated before `until`
   }
 
   /** The usable key config, fetched when the cached one has expired. */
   get() {
     if (this.cached && this.now() < this.expires) return Promise.resolve(this.cached);
-    this.pending ??= this.load().finally(() => {
-      this.pending = null;
-    });
+    if (this.failure && this.now() < this.failure.until) return Promise.reject(this.failure.error);
+    this.pending ??= this.load()
+      .then(
+        (config) => {
+          this.failure = null;
+          return config;
+        },
+        (error) => {
+          const hold = error instanceof SealUnavailable ? UNAVAILABLE_HOLD_MS : FAILURE_HOLD_MS;
+          this.failure = { error, until: this.now() + hold };
+          throw error;
+        },
+      )
+      .finally(() => {
+        this.pending = null;
+      });
     return this.pending;
   }
 
@@ -95,6 +114,7 @@ export class KeyCache {
   invalidate() {
     this.cached = null;
     this.expires = 0;
+    this.failure = null;
   }
 
   async load() {

@@ -82,6 +82,42 @@ describe('KeyCache', () => {
     assert.equal(calls.keys, 2);
   });
 
+  it('does not repeat a failed fetch for a moment, then tries again', async () => {
+    let now = 1000;
+    let up = false;
+    const keys = ohttpKeys(keyConfig(4, PK));
+    const { fetch: serve } = fakeCollector({ keys });
+    let tries = 0;
+    const fetch = async (url, init) => {
+      tries += 1;
+      if (!up) throw new TypeError('Failed to fetch');
+      return serve(url, init);
+    };
+    const cache = new KeyCache({ url: 'https://c/v1/keys', fetch, now: () => now });
+    await assert.rejects(cache.get(), TypeError);
+    await assert.rejects(cache.get(), TypeError);
+    now += 499;
+    await assert.rejects(cache.get(), TypeError);
+    assert.equal(tries, 1);
+    up = true;
+    now += 1;
+    assert.equal((await cache.get()).keyId, 4);
+    assert.equal(tries, 2);
+  });
+
+  it('asks a collector without keys again only after a minute', async () => {
+    let now = 1000;
+    const { fetch, calls } = fakeCollector({ keys: undefined });
+    const cache = new KeyCache({ url: 'https://c/v1/keys', fetch, now: () => now });
+    await assert.rejects(cache.get(), SealUnavailable);
+    now += 59_999;
+    await assert.rejects(cache.get(), SealUnavailable);
+    assert.equal(calls.keys, 1);
+    now += 1;
+    await assert.rejects(cache.get(), SealUnavailable);
+    assert.equal(calls.keys, 2);
+  });
+
   it('reports a collector without keys as SealUnavailable', async () => {
     const { fetch } = fakeCollector({ keys: undefined });
     await assert.rejects(new KeyCache({ url: 'https://c/v1/keys', fetch }).get(), SealUnavailable);
