@@ -1,15 +1,18 @@
 """CMCD v2 event-mode bodies (CTA-5004-B) parsed into ``CmcdEvent``s.
 
 A body is ``Content-Type: application/cmcd``: one event per line, each line an RFC 8941
-(RFC 9651) structured-field Dictionary. ``http_sf`` parses a line in ~34 us; this module
+(RFC 9651) structured-field Dictionary. ``http_sf`` parses a line in ~30 us; this module
 parses the same grammar with one compiled regular expression (validation and splitting
-into members in one C pass) and converts only the keys in ``KNOWN_KEYS``, in a few us.
-Members with parameters are accepted and their parameters ignored; byte sequences, dates
-and display strings are checked against the grammar but never decoded (no known key has
-those types). A bad line becomes a ``LineError``; the good lines of the body are kept.
+into members in one C pass, linear time) and converts only the keys in ``KNOWN_KEYS``:
+~5 us for a typical 160-character line. Parameters are parsed and ignored; byte
+sequences, dates and display strings are checked against the grammar but never decoded
+(no known key has those types, so their content is never looked at).
 
-Error details name the line, key and column, never a value: a ``sid`` or ``url`` must not
-end up in a log line or a problem body.
+Rules: blank lines are skipped, CRLF is tolerated, a bad line becomes a ``LineError`` and
+the good lines are kept; ``e`` and ``ts`` are required, ``v`` if present must be 2; at most
+``MAX_LINES`` lines of at most ``MAX_LINE_LENGTH`` characters. Error details name the
+line, key and column, never a value: a ``sid`` or ``url`` must not reach a log line or a
+problem body.
 """
 
 from __future__ import annotations
@@ -278,6 +281,8 @@ def _parse_line(number: int, line: str) -> CmcdEvent | LineError | None:
             if not raw or not (raw[0].isalpha() or raw[0] == "*"):
                 return LineError(number, key, _EXPECTED[code])
             values[key] = raw
+        elif code == _INT_LIST and raw[1:-1].isdigit() and raw[:1] == "(":
+            values[key] = int(raw[1:-1])  # the usual "(1461)"; ASCII digits, the grammar saw to it
         else:
             try:
                 values[key] = _convert_other(code, raw)
@@ -291,10 +296,7 @@ def _convert_other(code: int, raw: str) -> object:
     if code == _INT_LIST:
         if raw[:1] != "(":
             return _to_int(raw)
-        inner = raw[1:-1]
-        if inner.isdigit():  # the usual "(1461)"; ASCII only, the grammar saw to it
-            return int(inner)
-        return _first(inner, _to_int)
+        return _first(raw[1:-1], _to_int)
     if code == _STR_LIST:
         if raw[:1] != "(":
             return _to_str(raw)
