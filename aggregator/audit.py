@@ -30,6 +30,7 @@ from prometheus_client import Counter
 
 from aggregator.accounts_store import TOKEN_LENGTH, TOKEN_PREFIX, token_prefix
 from aggregator.auth import ACCOUNT_STORE, ADMIN_TOKEN, bearer, require_account
+from aggregator.params import EARLIEST, parse_time
 from aggregator.service import SERVICE
 from aggregator.store import Store
 from collector.errors import BadRequest, StorageError
@@ -166,15 +167,7 @@ def _limit(raw: str | None) -> int:
 
 
 def _time(name: str, raw: str | None) -> datetime | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise BadRequest(
-            f"parameter {name!r} must be an ISO 8601 time, e.g. 2026-11-24T10:00:00Z", key=name
-        ) from None
-    return (value.replace(tzinfo=UTC) if value.tzinfo is None else value).astimezone(UTC)
+    return None if raw is None or raw == "" else parse_time(name, raw, EARLIEST)
 
 
 def _iso(moment: datetime) -> str:

@@ -145,6 +145,10 @@ class Service:
             for g in groups
             if g.closed or everything or (provisional and g.granularity != "minute")
         ]
+        due_ids = {id(g) for g in due}
+        for g in groups:
+            if id(g) not in due_ids:
+                g.changed = True  # not written this time: still owed to a later flush
         rows = tombstones = spooled = 0
         for group in due:
             batch, n_rows, n_tomb = self._batch(group)

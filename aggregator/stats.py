@@ -27,6 +27,7 @@ from aggregator.auth import require_account
 from aggregator.cells import OTHER
 from aggregator.config import BREAKDOWN_DIMENSIONS
 from aggregator.histogram import startup_quantile
+from aggregator.params import EARLIEST, iso, parse_time
 from aggregator.service import SERVICE
 from collector.errors import BadRequest
 
@@ -49,8 +50,6 @@ STREAMS_RANGE: Final = timedelta(days=30)
 REALTIME_DEFAULT: Final = 30
 REALTIME_MAX: Final = 180
 # ClickHouse's DateTime covers 1970..2106; keep parameters well inside it.
-EARLIEST: Final = datetime(1970, 1, 2, tzinfo=UTC)
-LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
 MAX_STREAM_LENGTH: Final = 1024
 
 # Metric names, in the order rows and CSV columns carry them.
@@ -192,13 +191,6 @@ class StatsQuery:
         }
 
 
-def iso(value: datetime) -> str:
-    """``2026-11-24T10:00:00Z``; a naive time (as ClickHouse hands back) is UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def floor_time(value: datetime, granularity: str) -> datetime:
     """The start of the UTC ``granularity`` window holding ``value``."""
     value = value.astimezone(UTC).replace(second=0, microsecond=0)
@@ -206,29 +198,6 @@ def floor_time(value: datetime, granularity: str) -> datetime:
         value = value.replace(minute=0)
     if granularity == "day":
         value = value.replace(hour=0)
-    return value
-
-
-def parse_time(name: str, raw: str | None, default: datetime) -> datetime:
-    """An ISO 8601 time; without an offset it is taken as UTC."""
-    if raw is None or raw == "":
-        return default
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise BadRequest(
-            f"parameter {name!r} must be an ISO 8601 time, e.g. 2026-11-24T10:00:00Z", key=name
-        ) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    try:
-        value = value.astimezone(UTC)
-    except (OverflowError, ValueError):
-        raise BadRequest(f"parameter {name!r} is out of range", key=name) from None
-    if not EARLIEST <= value <= LATEST:
-        raise BadRequest(
-            f"parameter {name!r} must lie between {iso(EARLIEST)} and {iso(LATEST)}", key=name
-        )
     return value
 
 

@@ -135,7 +135,9 @@ class Aggregator:
         self.tick(now)
         current = int(now // 60)
         if current < self._open_minute:
-            return
+            if self._open_minute not in self._leaves:
+                return
+            current = self._open_minute  # events that came after an earlier admin flush
         for m in sorted(k for k in self._leaves if k <= current):
             self._close_minute(m)
         self._open_minute = current + 1

@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import clickhouse_connect
 import pytest
 
+from aggregator.service import SERVICE
+from collector.handover import Dimensions, Event
 from tests.integration.conftest import Running
 
 T = 1795480000000
@@ -177,3 +180,45 @@ async def test_cells_below_k_are_in_no_table_and_cannot_be_subtracted(running: R
         assert remainder == 0 or remainder >= 3, (remainder, by_country)
         assert all(r["unique_viewers"] >= 3 for r in by_country)
         assert not any(r["country"] in ("FR", "GB") for r in by_country)
+
+
+async def test_a_second_admin_flush_in_the_same_minute_writes_what_came_after_the_first(
+    running: Running,
+) -> None:
+    a = await running.create_account("a", k=2)
+    b = await running.create_account("b", k=2)
+    for i, ip in enumerate(("8.8.8.8", "8.8.4.4")):
+        assert (await running.post(a["embed_key"], ev(f"a{i}", 0, 0, sta="p"), ip=ip)).status == 204
+    await running.flush()
+    for i, ip in enumerate(("8.8.8.8", "8.8.4.4")):
+        assert (await running.post(b["embed_key"], ev(f"b{i}", 0, 0, sta="p"), ip=ip)).status == 204
+    await running.flush()
+    for account in (a, b):
+        rows = (await running.stats(account["api_token"], granularity="day"))["rows"]
+        assert totals(rows, stream="stream-42")["views"] == 2
+
+
+@pytest.mark.settings(provisional_seconds=300.0)
+async def test_open_hour_and_day_cells_are_rewritten_provisionally(running: Running) -> None:
+    account = await running.create_account(k=2)
+    service = running.app[SERVICE]
+    hour = time.time() // 3600 * 3600 - 3600  # the previous hour, so the test owns its clock
+    t0 = hour + 600
+    dims = Dimensions(country="US")
+    service.submit(
+        [
+            Event(account["account_id"], session=s, viewer=s, arrival=t0, stream="stream-42",
+                  kind="ps", dims=dims, ts_ms=0, seq=0, state="p")
+            for s in (1, 2)
+        ]
+    )  # fmt: skip
+    service._last_provisional = t0
+    await service.flush(t0 + 70)  # the minute closes: minute cells written, the hour not yet due
+    start = datetime.fromtimestamp(hour, UTC).isoformat()
+    end = datetime.fromtimestamp(hour + 3600, UTC).isoformat()
+    query = {"from": start, "to": end}
+    assert (await running.stats(account["api_token"], granularity="minute", **query))["rows"]
+    assert not (await running.stats(account["api_token"], granularity="hour", **query))["rows"]
+    await service.flush(t0 + 70 + 301)  # provisional time: the open hour is written
+    [row] = (await running.stats(account["api_token"], granularity="hour", **query))["rows"]
+    assert (row["views"], row["unique_viewers"]) == (2, 2)
