@@ -22,7 +22,7 @@ fi
 echo "== python environment"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[embedded,test]'
+.venv/bin/python -m pip install -q -e '.[embedded,test,bench]'
 
 echo "== player snippet and browser-test driver (npm)"
 (cd player-snippet && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm test)
