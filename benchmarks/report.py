@@ -46,14 +46,22 @@ def markdown(result: dict[str, Any], png: str | None) -> str:
         f"{plan['rate_seconds']:g} s, measured from each request's scheduled send time "
         "(no coordinated omission).",
         "",
-        "| server | reports/s at saturation (1 core) | CPU-ms per 1,000 | p50 / p99 / p99.9 at "
-        "50% (ms) | p50 / p99 / p99.9 at 80% (ms) |",
-        "|---|---:|---:|---:|---:|",
+        "| server | reports/s at saturation (1 core, wrk) | server busy | CPU-ms per 1,000 "
+        "| reports per CPU-second | p50 / p99 / p99.9 at 50% (ms) "
+        "| p50 / p99 / p99.9 at 80% (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for t in result["targets"].values():
         sat = t["saturation"] or {}
         cpu_ms = sat.get("cpu_seconds_per_1000", 0) * 1e3
-        cells = [t["label"], _num(sat.get("rps")), _num(cpu_ms, 1)]
+        busy = sat.get("server_busy")
+        cells = [
+            t["label"],
+            _num(sat.get("rps")),
+            f"{busy:.0%}" if busy is not None else "-",
+            _num(cpu_ms, 1),
+            _num(1e3 / cpu_ms * 1e3 if cpu_ms else None),
+        ]
         for fraction in (0.5, 0.8):
             p = next((p for p in t["points"] if abs(p["fraction"] - fraction) < 1e-9), None)
             if p is None:
@@ -101,6 +109,14 @@ def markdown(result: dict[str, Any], png: str | None) -> str:
             f"{memory['rss_before'] / 1e6:,.1f} MB to {memory['rss_after'] / 1e6:,.1f} MB: "
             f"**{_num(memory['bytes_per_session'])} bytes per active session, "
             f"{_num(memory['mb_per_10k_sessions'], 1)} MB per 10k active sessions**.",
+            "",
+        ]
+    flush = result.get("flush")
+    if flush and flush.get("cycles"):
+        lines += [
+            f"StreamTally ran {flush['cycles']} flush cycles during the load phases, "
+            f"{_num(flush['mean_ms'], 1)} ms each on average (wall time, ClickHouse insert "
+            "included; `streamtally_flush_seconds`).",
             "",
         ]
     correctness = result.get("correctness")
@@ -195,24 +211,24 @@ def plot(result: dict[str, Any], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(9, 6.5), dpi=110)
     colors = ["#444444", "#1f77b4", "#9467bd", "#2ca02c", "#d62728", "#ff7f0e"]
     for color, t in zip(colors, result["targets"].values(), strict=False):
         points = sorted(t["points"], key=lambda p: p["offered_rps"])
         if not points:
             continue
         x = [p["offered_rps"] for p in points]
-        ax.plot(x, [p["p99_ms"] for p in points], "-o", color=color, label=f"{t['label']} p99")
-        ax.plot(x, [p["p50_ms"] for p in points], "--", color=color, alpha=0.6, label="p50")
+        ax.plot(x, [p["p99_ms"] for p in points], "-o", color=color, label=t["label"])
+        ax.plot(x, [p["p50_ms"] for p in points], "--", color=color, alpha=0.6)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("offered rate (requests/s, open loop)")
     ax.set_ylabel("latency (ms, from scheduled send time)")
     ax.axhline(10.0, color="#999999", linewidth=0.8, linestyle=":")
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, ncol=2, loc="upper left")
-    ax.set_title("Latency against offered rate (each server on one core)")
-    fig.tight_layout()
+    ax.set_title("p99 (solid) and p50 (dashed) latency against offered rate, one core each")
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.legend(fontsize=8, ncol=2, loc="lower center", frameon=False)
     fig.savefig(path)
     plt.close(fig)
     return True
