@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -68,6 +69,10 @@ async def _serve(collector_config: CollectorConfig, aggregator_config: Aggregato
     if generated:
         print(f"Generated admin token (shown once, stored only as a hash): {generated}", flush=True)
     app = await create_app(collector_config, aggregator_config, token)
+    # Everything loaded so far (modules, ClickHouse client, parsers) lives as long as the
+    # process: keep it out of the cyclic GC's scans, which otherwise stall requests.
+    gc.collect()
+    gc.freeze()
     runner = web.AppRunner(app, **RUNNER_OPTIONS)
     await runner.setup()
     site = web.TCPSite(runner, collector_config.host, collector_config.port, backlog=1024)

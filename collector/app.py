@@ -207,11 +207,16 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 class PrivateAccessLogger(AbstractAccessLogger):
-    """The access log: method, path, status, size and time. Never the client's address,
-    user agent, referer or query string (aiohttp's default format has the first three)."""
+    """The access log, at DEBUG level: method, path, status, size and time. Never the
+    client's address, user agent, referer or query string (aiohttp's default format has
+    the first three). Off unless --log-level debug: a line per report costs throughput."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.DEBUG)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
+        self.logger.debug(
             '"%s %s" %s %s %.4fs',
             request.method,
             request.rel_url.path,

@@ -10,6 +10,7 @@ X-Forwarded-For headers are joined with "," by the caller, as RFC 9110 allows.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from typing import TypeAlias
@@ -20,6 +21,8 @@ _Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 _Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _MAX_HOPS = 32  # a longer chain is not walked past this many entries from the right
+# Verdicts per hop text, in memory only: a viewer's reports repeat the same X-Forwarded-For.
+_HOP_CACHE = 65536
 
 
 def _parse(text: str) -> _Address | None:
@@ -58,6 +61,14 @@ class ClientIP:
                 message = f"entry {position} is not a CIDR network"
                 raise ConfigError("trusted_proxies", message) from None
         self._networks = tuple(networks)
+        self._hop = functools.lru_cache(maxsize=_HOP_CACHE)(self._evaluate)
+
+    def _evaluate(self, text: str) -> tuple[str, bool] | None:
+        """(canonical address, trusted?) of one peer or X-Forwarded-For entry; None if invalid."""
+        address = _parse(text)
+        if address is None:
+            return None
+        return str(address), self._trusted(address)
 
     def _trusted(self, address: _Address) -> bool:
         return any(address in network for network in self._networks)
@@ -70,17 +81,18 @@ class ClientIP:
             return peer or ""
         if not peer:
             return ""
-        peer_address = _parse(peer)
-        if peer_address is None:
+        verdict = self._hop(peer)
+        if verdict is None:
             return peer
-        if not xff or not self._trusted(peer_address):
-            return str(peer_address)
-        client = peer_address
+        peer_text, peer_trusted = verdict
+        if not xff or not peer_trusted:
+            return peer_text
+        client = peer_text
         for hop in reversed(xff.split(",")[-_MAX_HOPS:]):
-            address = _parse(hop)
-            if address is None:
-                return str(peer_address)
-            client = address
-            if not self._trusted(address):
+            verdict = self._hop(hop)
+            if verdict is None:
+                return peer_text
+            client, trusted = verdict
+            if not trusted:
                 break
-        return str(client)
+        return client

@@ -29,10 +29,11 @@ class Dimensions:
     player: str = UNKNOWN  # hls.js | shaka | dash.js | video.js | html5 | (unknown)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """One CMCD v2 event, admitted and stripped. Durations come from the client clock;
-    windows from ``arrival`` (server clock, unix seconds)."""
+    windows from ``arrival`` (server clock, unix seconds). Not frozen: a frozen dataclass
+    costs twice as much to build, and one is built per event on the hot path."""
 
     account_id: str
     session: int  # opaque session handle (never the raw sid)
