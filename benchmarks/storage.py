@@ -1,0 +1,133 @@
+"""What an hour of traffic costs in storage and flushes: rows and bytes written per hour,
+the time of a flush, memory per active session and per viewer in open cells.
+
+    python -m benchmarks.storage [--viewers 2000] [--streams 12] [--minutes 60]
+
+Drives the real aggregator (``aggregator.service.Service``) with synthetic events whose
+arrival times step through ``--minutes`` minutes, flushing every minute as the service
+does (hour and day cells provisionally every 5 minutes), into an embedded ClickHouse in a
+temporary folder; then reads ``system.parts`` for the rows and bytes of the cells table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import random
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+from aggregator.accounts_store import AccountStore
+from aggregator.config import AggregatorConfig
+from aggregator.migrate import migrate
+from aggregator.service import Service
+from aggregator.store import Store
+from collector.config import CollectorConfig
+from collector.handover import Dimensions, Event
+
+COUNTRIES = ("US", "DE", "FR", "GB", "BR", "IN", "JP", "NL", "ES", "IT")
+DEVICES = ("desktop", "mobile", "tv", "tablet")
+OSES = ("Windows", "macOS", "Android", "iOS", "Linux")
+BROWSERS = ("Chrome", "Safari", "Firefox", "Edge")
+PLAYERS = ("hls.js", "shaka", "html5")
+
+
+async def run(viewers: int, streams: int, minutes: int, seed: int) -> dict[str, float]:
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        store = await Store.connect(url=None, data_dir=data_dir)
+        await migrate(store)
+        accounts = AccountStore(store)
+        await accounts.load()
+        account, _ = await accounts.create("bench", ["*"], k=10)
+        service = Service(
+            store=store,
+            accounts=accounts,
+            data_dir=data_dir,
+            collector_config=CollectorConfig(data_dir=data_dir),
+            config=AggregatorConfig(provisional_seconds=300.0),
+        )
+        weights = [1 / (rank + 1) for rank in range(streams)]
+        population = []
+        for v in range(viewers):
+            dims = Dimensions(
+                country=rng.choice(COUNTRIES), device=rng.choice(DEVICES), os=rng.choice(OSES),
+                browser=rng.choice(BROWSERS), player=rng.choice(PLAYERS),
+            )  # fmt: skip
+            stream = rng.choices(range(streams), weights)[0]
+            population.append((v + 1, rng.getrandbits(60), dims, f"stream-{stream}"))
+        start = (time.time() // 3600 - 2) * 3600  # a past hour the benchmark owns
+        service._last_provisional = start
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        events = written = 0
+        per_session = 0.0
+        flush_times: list[float] = []
+        peak_sessions = 0
+        for minute in range(minutes):
+            t0 = start + minute * 60
+            for second in range(0, 60, 10):  # every viewer reports every 10 s (hls.js's `t`)
+                batch = [
+                    Event(account.account_id, session=s, viewer=viewer, arrival=t0 + second,
+                          stream=stream, kind="t" if minute or second else "ps", dims=dims,
+                          ts_ms=int((minute * 60 + second) * 1000), seq=minute * 6 + second // 10,
+                          state="p", bitrate_kbps=3000)
+                    for viewer, s, dims, stream in population
+                ]  # fmt: skip
+                service.submit(batch)
+                events += len(batch)
+            if minute == 0:
+                traced = tracemalloc.get_traced_memory()[0] - base
+                peak_sessions = service.aggregator.stats()["active_sessions"]
+                per_session = traced / max(1, peak_sessions)
+                tracemalloc.stop()
+            started = time.perf_counter()
+            report = await service.flush(t0 + 62)
+            flush_times.append(time.perf_counter() - started)
+            written += report.rows + report.tombstones
+        service.aggregator.end_all(start + minutes * 60 + 62)
+        report = await service.flush(start + minutes * 60 + 62, everything=True)
+        written += report.rows + report.tombstones
+        await store.command("OPTIMIZE TABLE cells FINAL")
+        [(rows, compressed, uncompressed)] = await store.query_rows(
+            "SELECT sum(rows), sum(data_compressed_bytes), sum(data_uncompressed_bytes) "
+            "FROM system.parts WHERE database = {db:String} AND table = 'cells' AND active",
+            {"db": store.database},
+        )
+        await store.close()
+    hours = minutes / 60
+    flush_times.sort()
+    return {
+        "viewers": viewers,
+        "events": events,
+        "active_sessions": peak_sessions,
+        "bytes_per_active_session_in_aggregator": round(per_session),
+        "rows_written_per_hour": round(written / hours),
+        "rows_kept_per_hour_after_merge": round(rows / hours),
+        "compressed_bytes_per_hour": round(compressed / hours),
+        "uncompressed_bytes_per_hour": round(uncompressed / hours),
+        "flush_ms_median": round(flush_times[len(flush_times) // 2] * 1000, 1),
+        "flush_ms_max": round(flush_times[-1] * 1000, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--viewers", type=int, default=2000)
+    parser.add_argument("--streams", type=int, default=12)
+    parser.add_argument("--minutes", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    result = asyncio.run(run(args.viewers, args.streams, args.minutes, args.seed))
+    width = max(map(len, result))
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value:,}")
+
+
+if __name__ == "__main__":
+    main()
