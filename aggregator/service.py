@@ -135,7 +135,8 @@ class Service:
         if everything:
             self.aggregator.close_now(now)
         else:
-            self.aggregator.tick(now)
+            for _ in self.aggregator.tick_steps(now):
+                await asyncio.sleep(0)  # a big minute closes in slices: requests go on
         provisional = everything or now - self._last_provisional >= self.config.provisional_seconds
         if provisional:
             self._last_provisional = now
@@ -151,6 +152,7 @@ class Service:
                 g.changed = True  # not written this time: still owed to a later flush
         rows = tombstones = spooled = 0
         for group in due:
+            await asyncio.sleep(0)  # one group's k-anonymity at a time between requests
             batch, n_rows, n_tomb = self._batch(group)
             rows += n_rows
             tombstones += n_tomb

@@ -22,7 +22,7 @@ was written; a day's viewer keys go then.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
@@ -38,6 +38,7 @@ __all__ = ["CLOSE_GRACE_SECONDS", "DEFAULT_BREAKDOWNS", "Aggregator", "Group"]
 DEFAULT_BREAKDOWNS: Final = ("", "country", "device", "os", "browser", "player")
 DIMENSIONS: Final = frozenset(DEFAULT_BREAKDOWNS[1:])
 CLOSE_GRACE_SECONDS: Final = 2.0  # a minute closes this long after its end
+SLICE_LEAVES: Final = 500  # leaves closed between two yields of tick_steps (~10 ms)
 _SECONDS: Final = {"minute": 60, "hour": 3600, "day": 86400}
 
 SESSIONS_REFUSED = Counter(
@@ -120,13 +121,21 @@ class Aggregator:
 
     def tick(self, now: float) -> None:
         """End silent sessions, close the minutes that are over and roll them up."""
+        for _ in self.tick_steps(now):
+            pass
+
+    def tick_steps(self, now: float, slice_leaves: int = SLICE_LEAVES) -> Iterator[None]:
+        """:meth:`tick` in slices: yields after every ``slice_leaves`` leaves, so that a
+        caller on an event loop lets requests through while a big minute closes. The open
+        minute moves on first: events arriving between slices count in it."""
         self._expire(now)
         limit = int((now - CLOSE_GRACE_SECONDS) // 60)  # minutes before this one are over
         if limit <= self._open_minute:
             return
-        for m in sorted(k for k in self._leaves if k < limit):
-            self._close_minute(m)
+        due = sorted(k for k in self._leaves if k < limit)
         self._open_minute = limit
+        for m in due:
+            yield from self._close_minute_steps(m, slice_leaves)
         self._close_windows()
 
     def close_now(self, now: float) -> None:
@@ -247,11 +256,17 @@ class Aggregator:
         return g
 
     def _close_minute(self, m: int) -> None:
+        for _ in self._close_minute_steps(m, len(self._leaves.get(m, ())) + 1):
+            pass
+
+    def _close_minute_steps(self, m: int, slice_leaves: int) -> Iterator[None]:
         leaves = self._leaves.pop(m, {})
         start = m * 60
         breakdowns = self.breakdowns
         minute_groups: dict[str, Group] = {}
-        for (account_id, stream, dims), leaf in leaves.items():
+        for n, ((account_id, stream, dims), leaf) in enumerate(leaves.items(), 1):
+            if n % slice_leaves == 0:
+                yield
             g = minute_groups.get(account_id)
             if g is None:
                 g = minute_groups[account_id] = self._group("minute", account_id, start)

@@ -302,3 +302,22 @@ def test_startup_p50_and_p95_come_from_the_cells_histogram_within_a_bucket(
     for q in (0.5, 0.95):
         true = ordered[int(q * len(ordered)) - 1]
         assert abs(startup_quantile(hist, q) - true) <= 0.21 * true
+
+
+def test_a_minute_closed_in_slices_loses_nothing_that_arrives_in_between() -> None:
+    agg = Aggregator()
+    countries = [f"C{i}" for i in range(40)]  # 40 leaves: 4 slices of 10
+    for i, country in enumerate(countries):
+        p = Player(agg, session=i + 1, viewer=i + 1, dims=Dimensions(country=country))
+        p(10, sta="p")
+    steps = agg.tick_steps(T0 + 62, slice_leaves=10)
+    next(steps)  # the first slice of minute 0 is closed; the loop would now serve requests
+    late = Player(agg, session=99, viewer=99, dims=Dimensions(country="C0"))
+    late(59, sta="p")  # a minute-0 arrival that races the close: counts in minute 1
+    for _ in steps:
+        pass
+    cells = finish(agg)
+    assert cells["minute"][(minute(0), "s1", "", "")].views == 40
+    assert cells["minute"][(minute(1), "s1", "", "")].views == 1
+    assert cells["hour"][(DAY0, "s1", "", "")].views == 41
+    assert len(cells["hour"][(DAY0, "s1", "", "")].viewers) == 41
