@@ -1,6 +1,6 @@
 """Realistic report traffic: many viewers, each playing a session the way real players report.
 
-A session replays the event bodies of a captured playback (``/work/shared/fixtures/cmcd``:
+A session replays the event bodies of a captured playback (``tests/fixtures/cmcd``:
 hls.js 1.7.4 and Shaka 5.2.12 in Chromium) with a fresh ``sid``, its own ``sn`` sequence
 and ``ts`` shifted to a session start time, so every event is unique and counted once.
 Every viewer has its own public client address (sent through ``X-Forwarded-For``, which the
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "cmcd"
-SHARED_FIXTURES = Path("/work/shared/fixtures/cmcd")
 
 #: (fixture file, ?player= value) and how often each is played.
 SCENARIOS: tuple[tuple[str, str, int], ...] = (
@@ -76,8 +75,8 @@ class Request:
 
 
 def fixture_dir() -> Path:
-    """Where the captures are: the repository's copy if it has one, else the shared one."""
-    return FIXTURES if FIXTURES.is_dir() else SHARED_FIXTURES
+    """Where the captures are: the repository's copy (tests/fixtures/cmcd)."""
+    return FIXTURES
 
 
 def load_template(path: Path, player: str) -> Template:

@@ -1,11 +1,10 @@
-"""Real players' captures (shared/fixtures/cmcd) replayed: the numbers a person counts by
+"""Real players' captures (tests/fixtures/cmcd) replayed: the numbers a person counts by
 reading the files. Events arrive at their ``ts`` (arrival = ts / 1000), each counted once by
 (sid, sn) as the collector's dedupe step does."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,9 @@ from aggregator.histogram import bucket_of
 from aggregator.windows import Aggregator
 from collector.cmcd import parse
 from collector.handover import Dimensions, Event
+from tests.captures import CMCD_CAPTURES
 
-FIXTURES = Path(__file__).parents[3] / "shared" / "fixtures" / "cmcd"
+FIXTURES = CMCD_CAPTURES
 
 
 def replay(name: str) -> RawCell:

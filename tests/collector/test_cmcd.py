@@ -22,8 +22,9 @@ from collector.cmcd import (
     ValueType,
     parse,
 )
+from tests.captures import CMCD_CAPTURES
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "cmcd"
+FIXTURES = CMCD_CAPTURES
 FIXTURE_FILES = sorted(FIXTURES.glob("*.jsonl"))
 
 SID = "f4804fb9-2fbc-4f21-abea-e74bec0ba6e1"

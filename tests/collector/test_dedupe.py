@@ -8,7 +8,6 @@ import random
 import re
 import tracemalloc
 from collections.abc import Sequence
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -16,8 +15,9 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from collector.dedupe import NO_SN_RING, WINDOW, Deduper
+from tests.captures import CMCD_CAPTURES
 
-FIXTURES = Path("/work/shared/fixtures/cmcd")
+FIXTURES = CMCD_CAPTURES
 TS0 = 1_795_480_219_174
 
 # A minimal reading of the fixture lines, independent of collector/cmcd.py.

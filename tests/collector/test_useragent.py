@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -17,8 +16,9 @@ from collector.useragent import (
     bot_reason,
     classify_ua,
 )
+from tests.captures import CMCD_CAPTURES
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "cmcd"
+FIXTURES = CMCD_CAPTURES
 HEADLESS = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "HeadlessChrome/156.0.0.0 Safari/537.36"

@@ -6,14 +6,14 @@ second with its own sid) so that its cells reach k = 2 and are written."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.captures import CMCD_CAPTURES
 from tests.integration.conftest import Running
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "cmcd"
+FIXTURES = CMCD_CAPTURES
 
 # name -> (views, playing seconds, rebuffers, rebuffer seconds, failures, exits before start)
 # for ONE playback; the test plays each twice.

@@ -8,20 +8,20 @@ import asyncio
 import json
 import re
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aggregator.auth import ACCOUNT_STORE
 from collector.app import KEYSTORE
+from tests.captures import CMCD_CAPTURES
 from tests.integration.conftest import (
     SEALED,
     Running,
     seal_independently,
 )
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "cmcd"
+FIXTURES = CMCD_CAPTURES
 
 
 def line(sn: int, e: str = "ps", sta: str = "p", sid: str = "s-1", ts: int | None = None) -> str:

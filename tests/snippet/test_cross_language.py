@@ -22,10 +22,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from collector import cmcd
 from collector.keys import KeyStore
 from collector.sealed import open_sealed
+from tests.captures import CMCD_CAPTURES
 from tests.snippet.conftest import SNIPPET
 
 SCRIPT = SNIPPET / "scripts" / "crosscheck.js"
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "cmcd"
+FIXTURES = CMCD_CAPTURES
 SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
 HEADER_SUITE = b"\x00\x20\x00\x01\x00\x01"
 BODY = (
