@@ -222,3 +222,50 @@ async def test_open_hour_and_day_cells_are_rewritten_provisionally(running: Runn
     await service.flush(t0 + 70 + 301)  # provisional time: the open hour is written
     [row] = (await running.stats(account["api_token"], granularity="hour", **query))["rows"]
     assert (row["views"], row["unique_viewers"]) == (2, 2)
+
+
+async def test_aggregates_expire_after_the_accounts_retention(running: Running) -> None:
+    accounts = []
+    for name, days in (("short", 1), ("long", 762)):
+        resp = await running.admin(
+            "POST",
+            "/v1/admin/accounts",
+            {"name": name, "origins": [], "k": 2, "retention_days": days},
+        )
+        assert resp.status == 201
+        accounts.append(await resp.json())
+    short, long = accounts
+    service = running.app[SERVICE]
+    t0 = time.time() // 60 * 60 - 3 * 86400  # three days ago
+    for n, account in enumerate((short, long)):
+        service.submit(
+            [
+                Event(account["account_id"], session=10 * n + s, viewer=s, arrival=t0,
+                      stream="stream-42", kind="ps", dims=Dimensions(), ts_ms=0, seq=0, state="p")
+                for s in (1, 2)
+            ]
+        )  # fmt: skip
+    report = await service.flush(t0 + 120, everything=True)
+    assert report.rows >= 2 * 12  # both accounts' minute, hour and day cells were sent
+    client = clickhouse_connect.get_client(
+        host="127.0.0.1", port=int(running.ch.url.rsplit(":", 1)[1]), database=running.ch.database
+    )
+    try:
+
+        def rows(account: dict[str, Any]) -> int:
+            return int(
+                client.query(
+                    "SELECT count() FROM cells WHERE account_id = {a:String}",
+                    parameters={"a": account["account_id"]},
+                ).result_rows[0][0]
+            )
+
+        # Both accounts' cells were written alike; ClickHouse applies the TTL on insert and
+        # on every merge, so the one-day account keeps nothing three days old.
+        assert rows(long) > 0
+        assert rows(short) == 0
+        client.command("OPTIMIZE TABLE cells FINAL")
+        assert rows(long) > 0
+        assert rows(short) == 0
+    finally:
+        client.close()
