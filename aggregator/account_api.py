@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -27,6 +26,7 @@ from aiohttp import web
 
 from aggregator import audit
 from aggregator.auth import ACCOUNT_STORE, require_account, require_admin
+from aggregator.params import iso
 from aggregator.purge import get_purger
 from aggregator.service import SERVICE
 from collector.errors import Gone, NotFound, StorageError
@@ -37,11 +37,6 @@ routes.get("/v1/audit")(audit.get_audit)  # the audit module has no route table 
 
 def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
-def _iso(moment: datetime) -> str:
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _live_account_id(request: web.Request) -> str:
@@ -92,7 +87,7 @@ async def list_accounts(request: web.Request) -> web.Response:
             "k": int(r["k"]),
             "retention_days": int(r["retention_days"]),
             "deleted": bool(r["deleted"]),
-            "created_at": _iso(r["created_at"]),
+            "created_at": iso(r["created_at"], "milliseconds"),
         }
         for r in rows
     ]

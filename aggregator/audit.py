@@ -30,7 +30,7 @@ from prometheus_client import Counter
 
 from aggregator.accounts_store import TOKEN_LENGTH, TOKEN_PREFIX, token_prefix
 from aggregator.auth import ACCOUNT_STORE, ADMIN_TOKEN, bearer, require_account
-from aggregator.params import EARLIEST, parse_time
+from aggregator.params import EARLIEST, iso, parse_time
 from aggregator.service import SERVICE
 from aggregator.store import Store
 from collector.errors import BadRequest, StorageError
@@ -170,11 +170,6 @@ def _time(name: str, raw: str | None) -> datetime | None:
     return None if raw is None or raw == "" else parse_time(name, raw, EARLIEST)
 
 
-def _iso(moment: datetime) -> str:
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 async def entries(
     store: Store,
     account_id: str,
@@ -200,7 +195,7 @@ async def entries(
     )
     return [
         {
-            "time": _iso(row["time"]),
+            "time": iso(row["time"], "milliseconds"),
             "actor": row["actor"],
             "action": row["action"],
             "summary": orjson.loads(row["summary"]) if row["summary"] else {},

@@ -32,6 +32,7 @@ from aiohttp import web
 
 from aggregator import audit
 from aggregator.auth import require_account
+from aggregator.params import iso
 from aggregator.service import SERVICE
 from collector.accounts import Account
 from collector.errors import BadRequest, StreamTallyError
@@ -124,10 +125,6 @@ EXPORT_SQL: Final = (
 )
 
 
-def iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def encode_header(manifest: dict[str, Any]) -> str:
     """The manifest as a header value: base64url of its JSON, without padding."""
     return base64.urlsafe_b64encode(orjson.dumps(manifest)).rstrip(b"=").decode("ascii")
@@ -155,7 +152,7 @@ async def build_manifest(
     return {
         "manifest_version": MANIFEST_VERSION,
         "account_id": account.account_id,
-        "exported_at": iso(exported_at),
+        "exported_at": iso(exported_at, "seconds"),
         "format": fmt,
         "k": account.k,
         "retention_days": account.retention_days,

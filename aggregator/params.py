@@ -11,11 +11,11 @@ EARLIEST: Final = datetime(1970, 1, 2, tzinfo=UTC)
 LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
 
 
-def iso(value: datetime) -> str:
+def iso(value: datetime, timespec: str = "auto") -> str:
     """``2026-11-24T10:00:00Z``; a naive time (as ClickHouse hands back) is UTC."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def parse_time(name: str, raw: str | None, default: datetime) -> datetime:

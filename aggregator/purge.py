@@ -49,6 +49,7 @@ import orjson
 from aiohttp import web
 
 from aggregator.accounts_store import TOMBSTONE_SQL
+from aggregator.params import iso
 from aggregator.service import SERVICE, Service
 from aggregator.store import Store
 from collector.errors import NotFound, StorageError
@@ -71,10 +72,6 @@ EXCLUDED_TABLES = frozenset({"purges"})
 
 class PurgeNotVerified(StorageError):
     """Rows of the account were still found after the purge; it stays ``running``."""
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Purger:
@@ -167,8 +164,8 @@ class Purger:
             "tables": sorted(tables),
             "rows_deleted": {t: deleted[t] for t in sorted(tables)},
             "verified_zero": True,
-            "started_at": _iso(started),
-            "finished_at": _iso(finished),
+            "started_at": iso(started, "milliseconds"),
+            "finished_at": iso(finished, "milliseconds"),
             "kept": {
                 "accounts": "a tombstone: account_id, deleted=1, SHA-256 of the embed key",
                 "purges": "this receipt",
