@@ -6,7 +6,7 @@ The collector reads accounts through :class:`AccountDirectory`; the aggregator s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -20,11 +20,17 @@ class Account:
     retention_days: int = 762  # 25 months
     deleted: bool = False
 
+    # The origins as compared: lowercased, no trailing slash. Made once, not per report.
+    _allowed: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_allowed", frozenset(o.rstrip("/").lower() for o in self.origins))
+
     def allows_origin(self, origin: str | None) -> bool:
         """Reports without an Origin header (native apps, sendBeacon same-origin) pass."""
-        if origin is None or "*" in self.origins:
+        if origin is None or "*" in self._allowed:
             return True
-        return origin.rstrip("/").lower() in {o.rstrip("/").lower() for o in self.origins}
+        return origin.rstrip("/").lower() in self._allowed
 
 
 class AccountDirectory(Protocol):

@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from collector.accounts import AccountDirectory
+from collector.accounts import Account, AccountDirectory
 from collector.clientip import ClientIP
 from collector.config import CollectorConfig
 from collector.dedupe import Deduper
@@ -110,12 +110,8 @@ async def housekeeping(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-def _cors_headers(request: web.Request, pipeline: Pipeline) -> dict[str, str]:
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return {}
-    account = pipeline.accounts.by_embed_key(request.match_info["embed_key"])
-    if account is None or not account.allows_origin(origin):
+def _cors_headers(account: Account | None, origin: str | None) -> dict[str, str]:
+    if origin is None or account is None or not account.allows_origin(origin):
         return {}
     return {
         "Access-Control-Allow-Origin": origin,
@@ -127,24 +123,32 @@ def _cors_headers(request: web.Request, pipeline: Pipeline) -> dict[str, str]:
 async def post_report(request: web.Request) -> web.StreamResponse:
     pipeline = request.app[PIPELINE]
     config = request.app[COLLECTOR_CONFIG]
-    cors = _cors_headers(request, pipeline)
+    embed_key = request.match_info["embed_key"]
+    origin = request.headers.get("Origin")
     limit = config.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         problem = PayloadTooLarge(f"report body over the limit of {limit} bytes")
         REPORTS_REJECTED.labels(problem.reason).inc()
-        return problem_response(problem, cors)
+        return problem_response(
+            problem, _cors_headers(pipeline.accounts.by_embed_key(embed_key), origin)
+        )
     body = await request.content.read(limit + 1)
     report = Report(
-        embed_key=request.match_info["embed_key"],
+        embed_key=embed_key,
         content_type=request.headers.get("Content-Type", ""),
         body=body,
         ip=pipeline.client_ip.resolve(request.remote, request.headers.get("X-Forwarded-For")),
         user_agent=request.headers.get("User-Agent", ""),
-        origin=request.headers.get("Origin"),
+        origin=origin,
         player=request.query.get("player"),
         arrival=time.time(),
     )
     outcome = pipeline.run(report)
+    # The admit step already looked the account up; refusals before it look it up here.
+    account = report.account
+    if account is None and origin is not None:
+        account = pipeline.accounts.by_embed_key(embed_key)
+    cors = _cors_headers(account, origin)
     if outcome.problem is not None:
         return problem_response(outcome.problem, cors)
     return web.Response(status=204, headers=cors)
@@ -152,9 +156,9 @@ async def post_report(request: web.Request) -> web.StreamResponse:
 
 async def preflight(request: web.Request) -> web.StreamResponse:
     pipeline = request.app[PIPELINE]
-    cors = _cors_headers(request, pipeline)
+    account = pipeline.accounts.by_embed_key(request.match_info["embed_key"])
+    cors = _cors_headers(account, request.headers.get("Origin"))
     if not cors:
-        account = pipeline.accounts.by_embed_key(request.match_info["embed_key"])
         problem: HTTPProblem
         if account is None:
             problem = NotFound("unknown embed key", key="embed_key")
