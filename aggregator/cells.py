@@ -22,10 +22,12 @@ __all__ = [
     "GRANULARITIES",
     "MAX_ERROR_CODES",
     "OTHER",
+    "PARTS_ADDED_UP",
     "CellKey",
     "CellRow",
     "Group",
     "RawCell",
+    "added_up",
     "empty_row",
     "row_values",
 ]
@@ -60,6 +62,24 @@ COLUMNS: Final[tuple[str, ...]] = (
     "latency_count",
     "concurrent_peak",
 )
+
+# How the rows of one cell written by several process runs (`part`) add up when read: one
+# place for the stats API and the export. Distinct viewers and peaks are summed (an upper
+# bound across a restart); histograms element-wise; error codes key by key.
+PARTS_ADDED_UP: Final[dict[str, str]] = {
+    **{
+        name: f"sum({name})"
+        for name in COLUMNS[6:]
+        if name not in ("startup_hist", "failures_by_code")
+    },
+    "startup_hist": "sumForEach(startup_hist)",
+    "failures_by_code": "sumMap(failures_by_code)",
+}
+
+
+def added_up(*columns: str) -> str:
+    """``sum(views) AS views, …``: the select list of ``columns`` summed over parts."""
+    return ",\n    ".join(f"{PARTS_ADDED_UP[c]} AS {c}" for c in columns)
 
 
 @dataclass(frozen=True, slots=True)

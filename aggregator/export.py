@@ -32,6 +32,7 @@ from aiohttp import web
 
 from aggregator import audit
 from aggregator.auth import require_account
+from aggregator.cells import PARTS_ADDED_UP
 from aggregator.params import iso
 from aggregator.service import SERVICE
 from collector.accounts import Account
@@ -87,27 +88,7 @@ COLUMNS: Final[dict[str, str]] = {
     "retention_days": "days after window_start the row expires",
 }
 
-_SUMS: Final = (
-    "views",
-    "unique_viewers",
-    "playing_seconds",
-    "rebuffer_count",
-    "rebuffer_seconds",
-    "failures",
-    "exits_before_start",
-    "bitrate_kbps_seconds",
-    "bitrate_seconds",
-    "bitrate_changes",
-    "latency_ms_sum",
-    "latency_count",
-    "concurrent_peak",
-)
-_AGGREGATES: Final = {
-    **{name: f"sum({name})" for name in _SUMS},
-    "startup_hist": "sumForEach(startup_hist)",
-    "failures_by_code": "sumMap(failures_by_code)",
-    "retention_days": "max(retention_days)",
-}
+_AGGREGATES: Final = {**PARTS_ADDED_UP, "retention_days": "max(retention_days)"}
 _KEYS: Final = ("stream", "granularity", "window_start", "breakdown", "value")
 
 EXPORT_SELECT: Final = (

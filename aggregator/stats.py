@@ -24,7 +24,7 @@ from aiohttp import web
 
 from aggregator import audit
 from aggregator.auth import require_account
-from aggregator.cells import OTHER
+from aggregator.cells import OTHER, added_up
 from aggregator.config import BREAKDOWN_DIMENSIONS
 from aggregator.histogram import startup_quantile
 from aggregator.params import EARLIEST, iso, parse_time
@@ -90,24 +90,29 @@ REALTIME_NOTE: Final = (
     "streams' peaks within the minute, an upper bound of the account's peak."
 )
 
-SELECT_STATS = """
+SELECT_STATS = (
+    """
 SELECT
     window_start, stream, breakdown, value,
-    sum(views) AS views,
-    sum(unique_viewers) AS unique_viewers,
-    sum(playing_seconds) AS playing_seconds,
-    sumForEach(startup_hist) AS startup_hist,
-    sum(rebuffer_count) AS rebuffer_count,
-    sum(rebuffer_seconds) AS rebuffer_seconds,
-    sum(failures) AS failures,
-    sumMap(failures_by_code) AS failures_by_code,
-    sum(exits_before_start) AS exits_before_start,
-    sum(concurrent_peak) AS concurrent_peak,
-    sum(bitrate_kbps_seconds) AS bitrate_kbps_seconds,
-    sum(bitrate_seconds) AS bitrate_seconds,
-    sum(bitrate_changes) AS bitrate_changes,
-    sum(latency_ms_sum) AS latency_ms_sum,
-    sum(latency_count) AS latency_count
+    """
+    + added_up(
+        "views",
+        "unique_viewers",
+        "playing_seconds",
+        "startup_hist",
+        "rebuffer_count",
+        "rebuffer_seconds",
+        "failures",
+        "failures_by_code",
+        "exits_before_start",
+        "concurrent_peak",
+        "bitrate_kbps_seconds",
+        "bitrate_seconds",
+        "bitrate_changes",
+        "latency_ms_sum",
+        "latency_count",
+    )
+    + """
 FROM cells FINAL
 WHERE account_id = {account:String}
   AND granularity = {granularity:String}
@@ -118,6 +123,7 @@ WHERE account_id = {account:String}
 GROUP BY window_start, stream, breakdown, value
 ORDER BY window_start, stream, breakdown, value
 """
+)
 
 SELECT_STREAMS = """
 SELECT
