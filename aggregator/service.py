@@ -24,7 +24,7 @@ from aiohttp import web
 from prometheus_client import Gauge, Summary
 
 from aggregator.accounts_store import AccountStore
-from aggregator.cells import COLUMNS, CellRow, row_values
+from aggregator.cells import COLUMNS, CellKey, CellRow, empty_row, row_values
 from aggregator.config import AggregatorConfig
 from aggregator.kanon import anonymise
 from aggregator.spool import Spool
@@ -194,8 +194,6 @@ class Service:
     def _tombstone(
         self, group: Group, stream: str, breakdown: str, value: str, retention: int, version: int
     ) -> list[object]:
-        from aggregator.cells import CellKey, empty_row
-
         row = empty_row(
             CellKey(
                 group.account_id, stream, group.granularity, group.window_start, breakdown, value
