@@ -9,7 +9,8 @@ only then closes the store, so SIGTERM loses no accepted event.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -42,7 +43,10 @@ async def create_app(
     collector_config: CollectorConfig,
     aggregator_config: AggregatorConfig,
     admin_token: AdminToken | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> web.Application:
+    """The whole service. ``clock``: the wall clock for arrival times, windows and viewer-key
+    days; only tests pass another one (a test clock, so that hours and days pass in seconds)."""
     data_dir = collector_config.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     if admin_token is None:
@@ -63,6 +67,7 @@ async def create_app(
         data_dir=data_dir,
         collector_config=collector_config,
         config=aggregator_config,
+        clock=clock,
     )
     await service.start_spool()
 
@@ -76,7 +81,7 @@ async def create_app(
     app[SERVICE] = service
     app[admin.DEFAULT_K] = aggregator_config.default_k
     app[admin.DEFAULT_RETENTION] = aggregator_config.retention_days
-    setup_collector(app, collector_config, accounts, service)
+    setup_collector(app, collector_config, accounts, service, clock)
     for module in (admin, stats, export, openapi, account_api, register, dashboard):
         app.router.add_routes(module.routes)
     app.router.add_get("/healthz", healthz)

@@ -1,11 +1,18 @@
-"""Cells: raw ones in memory (with viewer sets), and the k-anonymous rows that are stored.
+"""Cells: raw ones in memory (with viewer sets), published ones, and the rows that are stored.
 
-A cell is (account, stream, granularity, window_start, breakdown, value). A :class:`RawCell`
-holds the viewer keys of its window so that distinct counts stay exact when cells are
-rolled up (minute → hour → day) or merged into ``(other)``; it never leaves the process.
-A :class:`CellRow` is what :func:`aggregator.kanon.anonymise` publishes: counts only.
-:class:`Group` is the unit k-anonymity and the writer work on: every raw cell of one
-(account, granularity, window_start).
+A cell is (account, stream, granularity, window_start, breakdown, value).
+
+- :class:`RawCell`: what counting produced for one minute (or what a release pool holds):
+  the viewer keys seen in it, its sums, and its *values inside the cell* — error codes,
+  startup-time buckets, latency and bitrate samples — each with the viewers that hold it,
+  so that :mod:`aggregator.values` can show a value only where k distinct viewers share it.
+  It never leaves the process.
+- :class:`RowCell`: a published row being built up in memory: the sum of the k-safe parts
+  released into it (:mod:`aggregator.release`), with the union of their viewers for the
+  distinct count. Its values inside are plain counts: they were screened part by part.
+- :class:`CellRow`: what is stored: counts only, no viewer key.
+- :class:`Group`: every published row of one (account, granularity, window_start): the unit
+  the writer rewrites (with a higher version) while its window is open.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from aggregator.histogram import BUCKETS, bucket_of
+from aggregator.histogram import BUCKETS
 
 __all__ = [
     "COLUMNS",
@@ -26,16 +33,21 @@ __all__ = [
     "CellKey",
     "CellRow",
     "Group",
+    "Held",
     "RawCell",
+    "RowCell",
+    "Sample",
     "added_up",
     "empty_row",
     "row_values",
 ]
 
 GRANULARITIES: Final = ("minute", "hour", "day")
-OTHER: Final = "(other)"  # generalised stream or dimension value
+OTHER: Final = "(other)"  # generalised stream, dimension value or error code
 MAX_ERROR_CODES: Final = 10  # failures_by_code keeps the top codes, the rest under (other)
 MAX_ERROR_CODE_LENGTH: Final = 64
+
+Key3 = tuple[str, str, str]  # (stream, breakdown, value)
 
 # Table order of aggregator/migrations/0002_cells.sql; the writer appends its own columns
 # (part, retention_days, version, is_deleted) after these.
@@ -147,17 +159,202 @@ def row_values(row: CellRow) -> list[Any]:
     ]
 
 
+# ---- values inside a cell, with who holds them ----------------------------------------------
+
+
+class Held:
+    """How often a value (an error code, a startup bucket) occurred, and by which viewers."""
+
+    __slots__ = ("count", "viewers")
+
+    def __init__(self, count: int = 0, viewers: set[int] | None = None) -> None:
+        self.count = count
+        self.viewers: set[int] = set() if viewers is None else viewers
+
+    def add(self, other: Held) -> None:
+        self.count += other.count
+        self.viewers |= other.viewers
+
+
+class Sample:
+    """A sum of samples (latency in ms, or bitrate-weighted time), its weight and viewers."""
+
+    __slots__ = ("total", "viewers", "weight")
+
+    def __init__(self) -> None:
+        self.total = 0  # latency: sum of ms; bitrate: sum of kbps * ms played
+        self.weight = 0  # latency: number of samples; bitrate: ms played at a known bitrate
+        self.viewers: set[int] = set()
+
+    def add(self, other: Sample) -> None:
+        self.total += other.total
+        self.weight += other.weight
+        self.viewers |= other.viewers
+
+
+def _merge_held(into: dict[Any, Held] | None, other: dict[Any, Held] | None) -> dict[Any, Held]:
+    out: dict[Any, Held] = {} if into is None else into
+    if other:
+        for name, held in other.items():
+            mine = out.get(name)
+            if mine is None:
+                out[name] = Held(held.count, set(held.viewers))
+            else:
+                mine.add(held)
+    return out
+
+
 class RawCell:
-    """One cell in memory: the viewer keys seen in it and its sums (durations in ms)."""
+    """One cell in memory: viewers, sums (durations in ms), values inside with their holders.
+
+    Counts that describe the cell as a whole (views, playing time, rebuffers, failures, exits,
+    bitrate changes, concurrency) are published with the cell; values inside it (``codes``,
+    ``startups``, ``latency``, ``bitrate``) only where k distinct viewers share them.
+    """
+
+    __slots__ = (
+        "bitrate",
+        "bitrate_changes",
+        "codes",
+        "concurrent_peak",
+        "exits_before_start",
+        "failures",
+        "latency",
+        "playing_ms",
+        "rebuffer_count",
+        "rebuffer_ms",
+        "startups",
+        "viewers",
+        "views",
+    )
+
+    def __init__(self) -> None:
+        self.viewers: set[int] = set()
+        self.views = 0
+        self.playing_ms = 0
+        self.rebuffer_count = 0
+        self.rebuffer_ms = 0
+        self.failures = 0
+        self.exits_before_start = 0
+        self.bitrate_changes = 0
+        self.concurrent_peak = 0
+        self.codes: dict[str, Held] | None = None  # error code -> failures with it
+        self.startups: dict[int, Held] | None = None  # histogram bucket -> startups in it
+        self.latency: Sample | None = None
+        self.bitrate: Sample | None = None
+
+    # -- filling ------------------------------------------------------------------------------
+
+    def add_code(self, code: str, viewer: int, count: int = 1) -> None:
+        codes = self.codes
+        if codes is None:
+            codes = self.codes = {}
+        code = code[:MAX_ERROR_CODE_LENGTH]
+        held = codes.get(code)
+        if held is None:
+            held = codes[code] = Held()
+        held.count += count
+        held.viewers.add(viewer)
+
+    def add_startup_bucket(self, bucket: int, viewer: int) -> None:
+        startups = self.startups
+        if startups is None:
+            startups = self.startups = {}
+        held = startups.get(bucket)
+        if held is None:
+            held = startups[bucket] = Held()
+        held.count += 1
+        held.viewers.add(viewer)
+
+    def sample(self, which: str) -> Sample:
+        """The latency or bitrate sample, created on first use."""
+        s: Sample | None = getattr(self, which)
+        if s is None:
+            s = Sample()
+            setattr(self, which, s)
+        return s
+
+    def has_values_inside(self) -> bool:
+        return bool(self.codes or self.startups or self.latency or self.bitrate)
+
+    def _add_sums(self, other: RawCell) -> None:
+        self.viewers |= other.viewers
+        self.views += other.views
+        self.playing_ms += other.playing_ms
+        self.rebuffer_count += other.rebuffer_count
+        self.rebuffer_ms += other.rebuffer_ms
+        self.failures += other.failures
+        self.exits_before_start += other.exits_before_start
+        self.bitrate_changes += other.bitrate_changes
+        self.add_values_inside(other)
+
+    def add_values_inside(self, other: RawCell) -> None:
+        if other.codes:
+            self.codes = _merge_held(self.codes, other.codes)
+        if other.startups:
+            self.startups = _merge_held(self.startups, other.startups)
+        if other.latency is not None:
+            self.sample("latency").add(other.latency)
+        if other.bitrate is not None:
+            self.sample("bitrate").add(other.bitrate)
+
+    def merge(self, other: RawCell) -> None:
+        """Add a cell of the same window (generalising into (other)): sessions are disjoint,
+        so concurrency adds up (an upper bound where one viewer plays two streams)."""
+        self._add_sums(other)
+        self.concurrent_peak += other.concurrent_peak
+
+    def roll_up(self, minute: RawCell) -> None:
+        """Add a minute cell into a longer window's cell: the peak is the busiest minute."""
+        self._add_sums(minute)
+        if minute.concurrent_peak > self.concurrent_peak:
+            self.concurrent_peak = minute.concurrent_peak
+
+    # -- read-only views (tests and the counting docs speak in these terms) --------------------
+
+    @property
+    def startup_hist(self) -> list[int]:
+        hist = [0] * BUCKETS
+        for bucket, held in (self.startups or {}).items():
+            hist[bucket] += held.count
+        return hist
+
+    @property
+    def failures_by_code(self) -> dict[str, int]:
+        return {code: held.count for code, held in (self.codes or {}).items()}
+
+    @property
+    def latency_ms_sum(self) -> int:
+        return self.latency.total if self.latency else 0
+
+    @property
+    def latency_count(self) -> int:
+        return self.latency.weight if self.latency else 0
+
+    @property
+    def bitrate_kbps_ms(self) -> int:
+        return self.bitrate.total if self.bitrate else 0
+
+    @property
+    def bitrate_ms(self) -> int:
+        return self.bitrate.weight if self.bitrate else 0
+
+
+class RowCell:
+    """A published row in the making: the sum of the k-safe parts released into it.
+
+    ``viewers`` is the union of the parts' viewers (the row's distinct count). Values inside
+    are plain counts, screened part by part before they were added.
+    """
 
     __slots__ = (
         "bitrate_changes",
         "bitrate_kbps_ms",
         "bitrate_ms",
+        "codes",
         "concurrent_peak",
         "exits_before_start",
         "failures",
-        "failures_by_code",
         "latency_count",
         "latency_ms_sum",
         "playing_ms",
@@ -172,58 +369,43 @@ class RawCell:
         self.viewers: set[int] = set()
         self.views = 0
         self.playing_ms = 0
-        self.startup_hist: list[int] = [0] * BUCKETS
         self.rebuffer_count = 0
         self.rebuffer_ms = 0
         self.failures = 0
-        self.failures_by_code: dict[str, int] = {}
         self.exits_before_start = 0
-        self.bitrate_kbps_ms = 0
-        self.bitrate_ms = 0
         self.bitrate_changes = 0
+        self.concurrent_peak = 0
+        self.startup_hist: list[int] = [0] * BUCKETS
+        self.codes: dict[str, int] = {}
         self.latency_ms_sum = 0
         self.latency_count = 0
-        self.concurrent_peak = 0
+        self.bitrate_kbps_ms = 0
+        self.bitrate_ms = 0
 
-    def add_startup(self, ms: float) -> None:
-        self.startup_hist[bucket_of(ms)] += 1
-
-    def add_code(self, code: str, count: int = 1) -> None:
-        code = code[:MAX_ERROR_CODE_LENGTH]
-        self.failures_by_code[code] = self.failures_by_code.get(code, 0) + count
-
-    def _add_sums(self, other: RawCell) -> None:
-        self.viewers |= other.viewers
-        self.views += other.views
-        self.playing_ms += other.playing_ms
-        if any(other.startup_hist):
-            self.startup_hist = list(map(operator.add, self.startup_hist, other.startup_hist))
-        self.rebuffer_count += other.rebuffer_count
-        self.rebuffer_ms += other.rebuffer_ms
-        self.failures += other.failures
-        for code, n in other.failures_by_code.items():
-            self.add_code(code, n)
-        self.exits_before_start += other.exits_before_start
-        self.bitrate_kbps_ms += other.bitrate_kbps_ms
-        self.bitrate_ms += other.bitrate_ms
-        self.bitrate_changes += other.bitrate_changes
-        self.latency_ms_sum += other.latency_ms_sum
-        self.latency_count += other.latency_count
-
-    def merge(self, other: RawCell) -> None:
-        """Add a cell of the same window (generalising into (other)): sessions are disjoint,
-        so concurrency adds up. For hour/day cells the sum of peaks is an upper bound."""
-        self._add_sums(other)
-        self.concurrent_peak += other.concurrent_peak
-
-    def roll_up(self, minute: RawCell) -> None:
-        """Add a minute cell into its hour or day cell: the peak is the busiest minute."""
-        self._add_sums(minute)
-        if minute.concurrent_peak > self.concurrent_peak:
-            self.concurrent_peak = minute.concurrent_peak
+    def add(self, part: RowCell, *, peak: bool = True) -> None:
+        """Add a released part. ``peak``: the part is a published minute (its concurrency
+        is a fact shown); remainders carry none (a peak from hidden minutes would show them)."""
+        self.viewers |= part.viewers
+        self.views += part.views
+        self.playing_ms += part.playing_ms
+        self.rebuffer_count += part.rebuffer_count
+        self.rebuffer_ms += part.rebuffer_ms
+        self.failures += part.failures
+        self.exits_before_start += part.exits_before_start
+        self.bitrate_changes += part.bitrate_changes
+        if peak and part.concurrent_peak > self.concurrent_peak:
+            self.concurrent_peak = part.concurrent_peak
+        if any(part.startup_hist):
+            self.startup_hist = list(map(operator.add, self.startup_hist, part.startup_hist))
+        for code, n in part.codes.items():
+            self.codes[code] = self.codes.get(code, 0) + n
+        self.latency_ms_sum += part.latency_ms_sum
+        self.latency_count += part.latency_count
+        self.bitrate_kbps_ms += part.bitrate_kbps_ms
+        self.bitrate_ms += part.bitrate_ms
 
     def to_row(self, key: CellKey) -> CellRow:
-        codes = self.failures_by_code
+        codes = self.codes
         if len(codes) > MAX_ERROR_CODES:
             ranked = sorted(codes.items(), key=lambda kv: (-kv[1], kv[0]))
             top = dict(ranked[: MAX_ERROR_CODES - 1])
@@ -250,8 +432,10 @@ class RawCell:
 
 
 class Group:
-    """Every raw cell of one (account, granularity, window_start), keyed by
-    (stream, breakdown, value). ``closed``: the window is over, these cells are final."""
+    """Every cell of one (account, granularity, window_start), keyed by (stream, breakdown,
+    value): raw cells (``cells``) when counting hands a closed minute over, published rows
+    (``rows``) when the release hands a group to the writer. ``closed``: the window is over
+    and these are final."""
 
     __slots__ = (
         "account_id",
@@ -259,6 +443,7 @@ class Group:
         "changed",
         "closed",
         "granularity",
+        "rows",
         "window_end",
         "window_start",
     )
@@ -272,7 +457,8 @@ class Group:
         self.window_end = window_end  # unix seconds
         self.closed = False
         self.changed = True
-        self.cells: dict[tuple[str, str, str], RawCell] = {}
+        self.cells: dict[Key3, RawCell] = {}
+        self.rows: dict[Key3, RowCell] = {}
 
     def cell(self, stream: str, breakdown: str, value: str) -> RawCell:
         key = (stream, breakdown, value)
@@ -281,8 +467,21 @@ class Group:
             c = self.cells[key] = RawCell()
         return c
 
+    def row(self, key: Key3) -> RowCell:
+        r = self.rows.get(key)
+        if r is None:
+            r = self.rows[key] = RowCell()
+        return r
+
+    def to_rows(self) -> list[CellRow]:
+        """The published rows, sorted by (stream, breakdown, value)."""
+        return [
+            row.to_row(CellKey(self.account_id, s, self.granularity, self.window_start, b, v))
+            for (s, b, v), row in sorted(self.rows.items())
+        ]
+
     def __repr__(self) -> str:
         return (
             f"Group({self.account_id!r}, {self.granularity}, {self.window_start.isoformat()}, "
-            f"cells={len(self.cells)}, closed={self.closed})"
+            f"cells={len(self.cells)}, rows={len(self.rows)}, closed={self.closed})"
         )

@@ -1,10 +1,12 @@
 """The aggregator as the collector's Sink, and the flush cycle that writes what it counts.
 
-    submit → Aggregator (sessions, minute cells) → tick (close minutes, roll up)
-           → groups due → anonymise (k) → Batch (version, tombstones) → Writer (or spool)
+    submit → Aggregator (sessions, minute cells) → tick (close minutes)
+           → Ledger (release: minutes, then hours and days from what minutes publish and
+             hold back) → groups due → Batch (version) → Writer (or spool)
 
-Minute cells are written soon after their minute ends; hour and day cells are written as
-provisional rows every ``provisional_seconds`` and once more when their window closes.
+Minute rows are written soon after their minute ends; hour and day rows are written as
+provisional rows every ``provisional_seconds`` (each version differs from the one before
+only by k-safe parts, :mod:`aggregator.release`) and once more when their window closes.
 Each process run writes its own rows (column ``part``), so a restart never overwrites what
 an earlier run wrote; queries add the parts up.
 """
@@ -16,7 +18,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +28,7 @@ from prometheus_client import Gauge, Summary
 from aggregator.accounts_store import AccountStore
 from aggregator.cells import COLUMNS, CellKey, CellRow, empty_row, row_values
 from aggregator.config import AggregatorConfig
-from aggregator.kanon import anonymise
+from aggregator.release import Ledger
 from aggregator.spool import Spool
 from aggregator.store import Store
 from aggregator.windows import Aggregator, Group
@@ -64,7 +66,10 @@ class Service:
         data_dir: Path,
         collector_config: CollectorConfig,
         config: AggregatorConfig,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """``clock``: the wall clock windows follow (tests pass a test clock)."""
+        self.clock = clock
         self.store = store
         self.accounts = accounts
         self.config = config
@@ -72,11 +77,12 @@ class Service:
             breakdowns=("", *config.breakdowns),
             idle_seconds=collector_config.session_idle_seconds,
         )
+        self.ledger = Ledger(self._k_of)
         self.spool = Spool(data_dir / "spool", config.spool_max_bytes)
         self.writer = Writer(store, self.spool)
         self.part = secrets.token_hex(8)  # this process run
         self._lock = asyncio.Lock()
-        self._last_provisional = time.time()
+        self._last_provisional = clock()
         self._published: dict[tuple[str, str, float], set[tuple[str, str, str]]] = {}
         self._version = time.time_ns()
 
@@ -87,6 +93,7 @@ class Service:
 
     def forget_account(self, account_id: str) -> None:
         self.aggregator.forget_account(account_id)
+        self.ledger.forget_account(account_id)
         for key in [k for k in self._published if k[0] == account_id]:
             del self._published[key]
 
@@ -101,7 +108,7 @@ class Service:
     def update_gauges(self) -> None:
         stats = self.aggregator.stats()
         ACTIVE_SESSIONS.set(stats.get("active_sessions", 0))
-        OPEN_CELLS.set(stats.get("open_cells", 0))
+        OPEN_CELLS.set(stats.get("leaves", 0) + self.ledger.stats()["rows"])
 
     # -- flushing --------------------------------------------------------------------------
 
@@ -129,7 +136,7 @@ class Service:
         """Write what is due; ``everything`` writes every open cell now (admin flush, shutdown)."""
         async with self._lock:
             with FLUSH_SECONDS.time():
-                return await self._flush(time.time() if now is None else now, everything)
+                return await self._flush(self.clock() if now is None else now, everything)
 
     async def _flush(self, now: float, everything: bool) -> FlushReport:
         if everything:
@@ -137,19 +144,19 @@ class Service:
         else:
             for _ in self.aggregator.tick_steps(now):
                 await asyncio.sleep(0)  # a big minute closes in slices: requests go on
+        for raw in self.aggregator.take_closed():
+            self.ledger.add_minute(raw)
+            await asyncio.sleep(0)
+        self.ledger.advance(self.aggregator.open_minute * 60)
         provisional = everything or now - self._last_provisional >= self.config.provisional_seconds
         if provisional:
             self._last_provisional = now
-        groups = self.aggregator.groups(now, changed_only=not everything)
+        groups = self.ledger.groups(changed_only=not everything, settle_open=provisional)
         due = [
             g
             for g in groups
             if g.closed or everything or (provisional and g.granularity != "minute")
         ]
-        due_ids = {id(g) for g in due}
-        for g in groups:
-            if id(g) not in due_ids:
-                g.changed = True  # not written this time: still owed to a later flush
         rows = tombstones = spooled = 0
         for group in due:
             await asyncio.sleep(0)  # one group's k-anonymity at a time between requests
@@ -158,7 +165,7 @@ class Service:
             tombstones += n_tomb
             if batch is not None and not await self.writer.write(batch):
                 spooled += 1
-        self.aggregator.release([g for g in due if g.closed])
+        self.ledger.written(due)
         for g in due:
             if g.closed:
                 self._published.pop(self._group_id(g), None)
@@ -172,7 +179,7 @@ class Service:
         return (group.account_id, group.granularity, group.window_start.timestamp())
 
     def _batch(self, group: Group) -> tuple[Batch | None, int, int]:
-        published: list[CellRow] = anonymise([group], self._k_of)
+        published: list[CellRow] = group.to_rows()
         gid = self._group_id(group)
         before = self._published.get(gid, set())
         now_keys = {(r.key.stream, r.key.breakdown, r.key.value) for r in published}
@@ -222,7 +229,7 @@ class Service:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        now = time.time()
+        now = self.clock()
         self.aggregator.end_all(now)
         report = await self.flush(now, everything=True)
         log.info(

@@ -70,12 +70,14 @@ class Leaf:
         "bitrate_changes",
         "bitrate_kbps_ms",
         "bitrate_ms",
+        "bitrate_viewers",
         "codes",
         "concurrent",
         "exits_before_start",
         "failures",
         "latency_count",
         "latency_ms_sum",
+        "latency_viewers",
         "playing_ms",
         "rare",
         "rebuffer_count",
@@ -91,32 +93,49 @@ class Leaf:
         self.playing_ms = 0
         self.bitrate_kbps_ms = 0
         self.bitrate_ms = 0
-        self.startups: list[int] | None = None  # ms
+        self.bitrate_viewers: set[int] = set()  # who played at a known bitrate
+        self.startups: list[tuple[int, int]] | None = None  # (viewer, ms)
         # rarely not zero: counted under `rare`
         self.rebuffer_count = 0
         self.rebuffer_ms = 0
         self.failures = 0
-        self.codes: dict[str, int] | None = None
+        self.codes: dict[str, list[int]] | None = None  # code -> viewer of each failure
         self.exits_before_start = 0
         self.bitrate_changes = 0
         self.latency_ms_sum = 0
         self.latency_count = 0
+        self.latency_viewers: set[int] | None = None
         self.concurrent = 0  # sessions playing in this minute
         self.rare = False  # set when a field other than the ones above is not zero
 
-    def add_code(self, code: str) -> None:
+    def add_code(self, code: str, viewer: int) -> None:
         codes = self.codes
         if codes is None:
             codes = self.codes = {}
         code = code[:MAX_CODE_LENGTH]
-        codes[code] = codes.get(code, 0) + 1
+        holders = codes.get(code)
+        if holders is None:
+            codes[code] = [viewer]
+        else:
+            holders.append(viewer)
+        self.rare = True
+
+    def add_latency(self, ms: int, viewer: int) -> None:
+        self.latency_ms_sum += ms
+        self.latency_count += 1
+        if self.latency_viewers is None:
+            self.latency_viewers = {viewer}
+        else:
+            self.latency_viewers.add(viewer)
         self.rare = True
 
     def clear(self) -> None:
         """Drop the contents once rolled up (a session may still point at it)."""
         self.viewers.clear()
+        self.bitrate_viewers.clear()
         self.startups = None
         self.codes = None
+        self.latency_viewers = None
 
 
 # enter(session, minute) -> the session's leaf for that minute, its viewer counted there
@@ -233,6 +252,7 @@ class Session:
                         if kbps:
                             leaf.bitrate_kbps_ms += kbps * dt
                             leaf.bitrate_ms += dt
+                            leaf.bitrate_viewers.add(self.viewer)
                         if self.conc_minute != m:
                             self.conc_minute = m
                             leaf.concurrent += 1
@@ -268,6 +288,7 @@ class Session:
             if self.bitrate:
                 leaf.bitrate_kbps_ms += self.bitrate * dt
                 leaf.bitrate_ms += dt
+                leaf.bitrate_viewers.add(self.viewer)
             if self.conc_minute != m:
                 self.conc_minute = m
                 leaf.concurrent += 1
@@ -351,17 +372,18 @@ class Session:
     def _startup(self, leaf: Leaf, ms: int) -> None:
         self.startup_done = True
         if leaf.startups is None:
-            leaf.startups = [ms]
+            leaf.startups = [(self.viewer, ms)]
         else:
-            leaf.startups.append(ms)
+            leaf.startups.append((self.viewer, ms))
 
     def _msd_after_video_start(self, leaf: Leaf, msd: int) -> None:
         if self.provisional < 0:
             self._startup(leaf, msd)
             return
         startups = leaf.startups
-        if self.minute == self.startup_minute and startups and self.provisional in startups:
-            startups.remove(self.provisional)
+        mine = (self.viewer, self.provisional)
+        if self.minute == self.startup_minute and startups and mine in startups:
+            startups.remove(mine)
             self._startup(leaf, msd)
         else:
             self.startup_done = True  # the computed one is in a closed minute: it stays
@@ -379,12 +401,10 @@ class Session:
                 self.startup_done = True
         ltc = ev.latency_ms
         if ltc is not None and 0 <= ltc <= MAX_LATENCY_MS:
-            leaf.latency_ms_sum += ltc
-            leaf.latency_count += 1
-            leaf.rare = True
+            leaf.add_latency(ltc, self.viewer)
         if ev.error_code is not None and self.failed and not self.code_done:
             self.code_done = True
-            leaf.add_code(ev.error_code)
+            leaf.add_code(ev.error_code, self.viewer)
 
     def _fail(self, leaf: Leaf, code: str | None) -> None:
         if self.failed:
@@ -394,7 +414,7 @@ class Session:
         leaf.rare = True
         if code is not None:
             self.code_done = True
-            leaf.add_code(code)
+            leaf.add_code(code, self.viewer)
 
     def _end(self, leaf: Leaf) -> None:
         if not self.played:
@@ -434,7 +454,7 @@ class Session:
             return
         if ev.error_code is not None and self.failed and not self.code_done:
             self.code_done = True
-            (self._leaf(m, enter)).add_code(ev.error_code)
+            (self._leaf(m, enter)).add_code(ev.error_code, self.viewer)
 
     # -- players that send no sta --------------------------------------------------------------
 
@@ -477,9 +497,7 @@ class Session:
             self._fail(leaf, ev.error_code)
         elif ev.error_code is not None and self.failed and not self.code_done:
             self.code_done = True
-            leaf.add_code(ev.error_code)
+            leaf.add_code(ev.error_code, self.viewer)
         ltc = ev.latency_ms
         if ltc is not None and 0 <= ltc <= MAX_LATENCY_MS:
-            leaf.latency_ms_sum += ltc
-            leaf.latency_count += 1
-            leaf.rare = True
+            leaf.add_latency(ltc, self.viewer)

@@ -429,10 +429,14 @@ def json_response(body: Mapping[str, Any]) -> web.Response:
 # ---- routes ----------------------------------------------------------------------------------
 
 
+def _now(request: web.Request) -> datetime:
+    return datetime.fromtimestamp(request.app[SERVICE].clock(), UTC)
+
+
 @routes.get("/v1/stats")
 async def get_stats(request: web.Request) -> web.Response:
     account = await require_account(request)
-    query = parse_stats_query(request.query, datetime.now(UTC))
+    query = parse_stats_query(request.query, _now(request))
     params: dict[str, Any] = {
         "account": account.account_id,
         "granularity": query.granularity,
@@ -491,7 +495,7 @@ async def get_stats(request: web.Request) -> web.Response:
 @routes.get("/v1/streams")
 async def get_streams(request: web.Request) -> web.Response:
     account = await require_account(request)
-    start, end = parse_range(request.query, datetime.now(UTC), STREAMS_RANGE)
+    start, end = parse_range(request.query, _now(request), STREAMS_RANGE)
     first_day = floor_time(start, "day")
     if (end - first_day) / STEP["day"] > MAX_WINDOWS["day"]:
         raise BadRequest(f"range too long (at most {MAX_WINDOWS['day']} days)", key="from")
@@ -535,7 +539,7 @@ async def get_realtime(request: web.Request) -> web.Response:
     account = await require_account(request)
     minutes = parse_minutes(request.query.get("minutes"))
     stream = parse_stream(request.query.get("stream"))
-    now = floor_time(datetime.now(UTC), "minute")
+    now = floor_time(_now(request), "minute")
     start = now - timedelta(minutes=minutes - 1)  # the last `minutes` minutes, this one included
     end = now + STEP["minute"]
     params: dict[str, Any] = {

@@ -1,23 +1,24 @@
-"""Time windows: sessions' contributions per minute, rolled up into hours and days (UTC).
+"""Counting in time: sessions' contributions per minute, handed over as raw minute cells.
 
 Hot path (:meth:`Aggregator.submit`): one dict lookup for the session, and the session adds
 its event's contributions to one :class:`~aggregator.sessions.Leaf` — the sums of its
 (account, stream, dimensions) in the event's arrival minute. Nothing else happens per event.
 
 When a minute is over (:meth:`Aggregator.tick`, a couple of seconds after its end) its
-leaves become that minute's cells, one per (stream, breakdown, value) with the union of the
-viewer keys, and each minute cell is rolled into its hour and day cell (viewer sets united,
-sums added, concurrency the busiest minute). Hour and day cells therefore hold the minutes
-closed so far; they are final once their last minute has closed.
+leaves become that minute's raw cells, one per (stream, breakdown, value) with the union of
+the viewer keys and, for each value inside (error code, startup bucket, latency, bitrate),
+the viewers holding it. :meth:`Aggregator.take_closed` hands the closed minutes to the
+release (:mod:`aggregator.release`), which alone decides what is published, in minutes,
+hours and days. Minutes are the base window: hours and days are built from what minutes
+publish and what they hold back, never from raw roll-ups.
 
 Windows use the server's arrival time: an event arriving in a minute already closed (a
 race with the tick, a clock step back) counts in the oldest open minute. Client ``ts`` only
 measures durations inside a session.
 
 Memory: sessions are ended by their player (``sta`` e/f/q) or by silence (``idle_seconds``,
-found with a timing wheel keyed by minute, so a tick never scans all sessions). Groups of
-cells stay until :meth:`Aggregator.release` is given them after their window closed and
-was written; a day's viewer keys go then.
+found with a timing wheel keyed by minute, so a tick never scans all sessions). Closed
+minutes stay only until they are taken.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Final
 
 from prometheus_client import Counter
 
-from aggregator.cells import GRANULARITIES, Group, RawCell
+from aggregator.cells import Group, RawCell
 from aggregator.histogram import bucket_of
 from aggregator.sessions import Leaf, Session
 from collector.handover import Dimensions, Event
@@ -39,7 +40,6 @@ DEFAULT_BREAKDOWNS: Final = ("", "country", "device", "os", "browser", "player")
 DIMENSIONS: Final = frozenset(DEFAULT_BREAKDOWNS[1:])
 CLOSE_GRACE_SECONDS: Final = 2.0  # a minute closes this long after its end
 SLICE_LEAVES: Final = 500  # leaves closed between two yields of tick_steps (~10 ms)
-_SECONDS: Final = {"minute": 60, "hour": 3600, "day": 86400}
 
 SESSIONS_REFUSED = Counter(
     "streamtally_sessions_refused_total",
@@ -71,7 +71,7 @@ class Aggregator:
         self._wheel: dict[int, list[Session]] = {}  # minute -> sessions to check for silence
         self._leaves: dict[int, dict[LeafKey, Leaf]] = {}  # open minute -> leaves
         self._open_minute = 0  # minutes before this one are closed
-        self._groups: dict[tuple[str, str, int], Group] = {}  # (granularity, account, start)
+        self._closed: list[Group] = []  # closed minutes not taken yet
         self._refused = 0
 
     # -- Sink ----------------------------------------------------------------------------------
@@ -114,8 +114,12 @@ class Aggregator:
         for leaves in self._leaves.values():
             for key in [k for k in leaves if k[0] == account_id]:
                 del leaves[key]
-        for gkey in [k for k in self._groups if k[1] == account_id]:
-            del self._groups[gkey]
+        self._closed = [g for g in self._closed if g.account_id != account_id]
+
+    @property
+    def open_minute(self) -> int:
+        """Minutes before this one (unix minutes) are closed: no event counts in them."""
+        return self._open_minute
 
     # -- time ----------------------------------------------------------------------------------
 
@@ -136,7 +140,6 @@ class Aggregator:
         self._open_minute = limit
         for m in due:
             yield from self._close_minute_steps(m, slice_leaves)
-        self._close_windows()
 
     def close_now(self, now: float) -> None:
         """Close the current minute early too (admin flush): its cells become final now;
@@ -150,11 +153,9 @@ class Aggregator:
         for m in sorted(k for k in self._leaves if k <= current):
             self._close_minute(m)
         self._open_minute = current + 1
-        self._close_windows()
 
     def end_all(self, now: float) -> None:
-        """Shutdown: end every session and close every open minute (hours and days stay
-        open; :meth:`groups` hands them out as changed)."""
+        """Shutdown: end every session and close every open minute."""
         m = max(self._open_minute, int(now // 60))
         for s in self._sessions.values():
             s.end(m, self._enter)
@@ -164,41 +165,17 @@ class Aggregator:
         for minute in sorted(self._leaves):
             self._close_minute(minute)
         self._open_minute = max(self._open_minute, m + 1)
-        self._close_windows()
 
-    def groups(self, now: float, *, changed_only: bool = True) -> list[Group]:
-        """Cell groups held (after a :meth:`tick`): closed minutes, and hours and days,
-        open (provisional) or closed (``Group.closed``: final). ``changed_only``: those
-        changed since the previous call."""
-        self.tick(now)
-        out = [g for g in self._groups.values() if g.changed or not changed_only]
-        for g in out:
-            g.changed = False
-        order = {gran: i for i, gran in enumerate(GRANULARITIES)}
-        out.sort(key=lambda g: (order[g.granularity], g.window_start, g.account_id))
+    def take_closed(self) -> list[Group]:
+        """The closed minutes' raw cell groups not taken yet, oldest first (after a tick)."""
+        out, self._closed = self._closed, []
         return out
 
-    def release(self, groups: Sequence[Group]) -> None:
-        """Forget closed groups that were written for the last time (open ones are kept)."""
-        for g in groups:
-            if not g.closed:
-                continue
-            key = (g.granularity, g.account_id, int(g.window_start.timestamp()))
-            if self._groups.get(key) is g:
-                del self._groups[key]
-
     def stats(self) -> dict[str, int]:
-        cells = sum(len(g.cells) for g in self._groups.values())
         leaves = sum(len(b) for b in self._leaves.values())
         return {
             "active_sessions": len(self._sessions),  # ended ones wait for silence too
-            "open_cells": cells + leaves,
-            "cells": cells,
             "leaves": leaves,
-            "groups": len(self._groups),
-            "viewer_keys": sum(
-                len(c.viewers) for g in self._groups.values() for c in g.cells.values()
-            ),
             "refused_events": self._refused,
         }
 
@@ -243,18 +220,6 @@ class Aggregator:
                     s.check_at = int(expires // 60)
                     self._wheel.setdefault(s.check_at, []).append(s)
 
-    def _group(self, granularity: str, account_id: str, start: int) -> Group:
-        key = (granularity, account_id, start)
-        g = self._groups.get(key)
-        if g is None:
-            g = self._groups[key] = Group(
-                account_id,
-                granularity,
-                datetime.fromtimestamp(start, UTC),
-                start + _SECONDS[granularity],
-            )
-        return g
-
     def _close_minute(self, m: int) -> None:
         for _ in self._close_minute_steps(m, len(self._leaves.get(m, ())) + 1):
             pass
@@ -269,47 +234,45 @@ class Aggregator:
                 yield
             g = minute_groups.get(account_id)
             if g is None:
-                g = minute_groups[account_id] = self._group("minute", account_id, start)
-            buckets = [bucket_of(ms) for ms in leaf.startups] if leaf.startups else None
+                g = minute_groups[account_id] = Group(
+                    account_id, "minute", datetime.fromtimestamp(start, UTC), start + 60
+                )
+            buckets = (
+                [(viewer, bucket_of(ms)) for viewer, ms in leaf.startups] if leaf.startups else None
+            )
             for b in breakdowns:
                 _add_leaf(g.cell(stream, b, getattr(dims, b) if b else ""), leaf, buckets)
             leaf.clear()
-        for account_id, g in minute_groups.items():
+        for g in minute_groups.values():
             g.closed = g.changed = True
-            hour = self._group("hour", account_id, start - start % 3600)
-            day = self._group("day", account_id, start - start % 86400)
-            hour.changed = day.changed = True
-            for (stream, b, v), cell in g.cells.items():
-                hour.cell(stream, b, v).roll_up(cell)
-                day.cell(stream, b, v).roll_up(cell)
-
-    def _close_windows(self) -> None:
-        """Mark hours and days whose last minute has closed as final."""
-        boundary = self._open_minute * 60
-        for g in self._groups.values():
-            if not g.closed and g.window_end <= boundary:
-                g.closed = g.changed = True
+            self._closed.append(g)
 
 
-def _add_leaf(cell: RawCell, leaf: Leaf, startup_buckets: list[int] | None) -> None:
+def _add_leaf(cell: RawCell, leaf: Leaf, startup_buckets: list[tuple[int, int]] | None) -> None:
     cell.viewers.update(leaf.viewers)
     cell.views += leaf.views
     cell.playing_ms += leaf.playing_ms
-    cell.bitrate_kbps_ms += leaf.bitrate_kbps_ms
-    cell.bitrate_ms += leaf.bitrate_ms
+    if leaf.bitrate_ms:
+        br = cell.sample("bitrate")
+        br.total += leaf.bitrate_kbps_ms
+        br.weight += leaf.bitrate_ms
+        br.viewers |= leaf.bitrate_viewers
     cell.concurrent_peak += leaf.concurrent
     if startup_buckets is not None:
-        hist = cell.startup_hist
-        for i in startup_buckets:
-            hist[i] += 1
+        for viewer, bucket in startup_buckets:
+            cell.add_startup_bucket(bucket, viewer)
     if leaf.rare:
         cell.rebuffer_count += leaf.rebuffer_count
         cell.rebuffer_ms += leaf.rebuffer_ms
         cell.failures += leaf.failures
         if leaf.codes is not None:
-            for code, n in leaf.codes.items():
-                cell.add_code(code, n)
+            for code, holders in leaf.codes.items():
+                for viewer in holders:
+                    cell.add_code(code, viewer)
         cell.exits_before_start += leaf.exits_before_start
         cell.bitrate_changes += leaf.bitrate_changes
-        cell.latency_ms_sum += leaf.latency_ms_sum
-        cell.latency_count += leaf.latency_count
+        if leaf.latency_count and leaf.latency_viewers:
+            lat = cell.sample("latency")
+            lat.total += leaf.latency_ms_sum
+            lat.weight += leaf.latency_count
+            lat.viewers |= leaf.latency_viewers

@@ -58,10 +58,15 @@ def problem_response(problem: HTTPProblem, headers: dict[str, str] | None = None
 
 
 def build_pipeline(
-    config: CollectorConfig, accounts: AccountDirectory, sink: Sink
+    config: CollectorConfig,
+    accounts: AccountDirectory,
+    sink: Sink,
+    clock: Callable[[], float] = time.time,
 ) -> tuple[Pipeline, KeyStore, ViewerKeys]:
+    """``clock``: the server's wall clock (arrival times, viewer-key days); tests pass a
+    test clock so that hours and days pass in seconds."""
     keys = KeyStore.open(config.data_dir / "keys", config.key_overlap_seconds)
-    viewers = ViewerKeys(grace_seconds=config.viewer_key_grace_seconds)
+    viewers = ViewerKeys(grace_seconds=config.viewer_key_grace_seconds, clock=clock)
     pipeline = Pipeline(
         accounts=accounts,
         keys=keys,
@@ -73,14 +78,19 @@ def build_pipeline(
         limiter=RateLimiter(config.rate_limit_per_second, config.rate_limit_burst),
         deduper=Deduper(idle_seconds=config.session_idle_seconds),
         max_body_bytes=config.max_body_bytes,
+        clock=clock,
     )
     return pipeline, keys, viewers
 
 
 def setup_collector(
-    app: web.Application, config: CollectorConfig, accounts: AccountDirectory, sink: Sink
+    app: web.Application,
+    config: CollectorConfig,
+    accounts: AccountDirectory,
+    sink: Sink,
+    clock: Callable[[], float] = time.time,
 ) -> None:
-    pipeline, keys, viewers = build_pipeline(config, accounts, sink)
+    pipeline, keys, viewers = build_pipeline(config, accounts, sink, clock)
     app[PIPELINE] = pipeline
     app[KEYSTORE] = keys
     app[VIEWERS] = viewers
@@ -141,7 +151,7 @@ async def post_report(request: web.Request) -> web.StreamResponse:
         user_agent=request.headers.get("User-Agent", ""),
         origin=origin,
         player=request.query.get("player"),
-        arrival=time.time(),
+        arrival=pipeline.clock(),
     )
     outcome = pipeline.run(report)
     # The admit step already looked the account up; refusals before it look it up here.

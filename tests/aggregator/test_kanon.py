@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from aggregator.cells import COLUMNS, OTHER, CellRow, Group, row_values
-from aggregator.kanon import anonymise
+from aggregator.release import Ledger
 from aggregator.windows import Aggregator
 from collector.handover import Dimensions
 from tests.aggregator.test_sessions import T0, Player
@@ -29,7 +29,15 @@ def minute_groups(members: Sequence[Member]) -> list[Group]:
         p(1.5, sta="p")
         p(11.5, sta="e")
     agg.end_all(T0 + 60)
-    return [g for g in agg.groups(T0 + 300) if g.granularity == "minute"]
+    return agg.take_closed()
+
+
+def anonymise(groups: Sequence[Group], k_of: Callable[[str], int]) -> list[CellRow]:
+    """The published rows of closed minutes (the release's base window)."""
+    ledger = Ledger(k_of)
+    for g in groups:
+        ledger.add_minute(g)
+    return [r for g in ledger.groups() if g.granularity == "minute" for r in g.to_rows()]
 
 
 def publish(members: Sequence[Member], k: int = K) -> dict[tuple[str, str, str], CellRow]:

@@ -6,7 +6,7 @@ Also home of the small event factory the other aggregator tests use (``Player``,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -59,12 +59,22 @@ class Player:
 
 
 def finish(agg: Aggregator, at: float = 7200.0) -> dict[str, Cells]:
-    """End everything at T0 + at and return every cell held, by granularity."""
+    """End everything at T0 + at and return every raw cell counted, by granularity: the
+    closed minutes as counting hands them over, and (for counting tests only) their raw
+    sums per hour and day. Nothing raw above a minute is ever published: the release
+    (aggregator/release.py) builds hours and days from what minutes publish."""
     agg.end_all(T0 + at)
     out: dict[str, Cells] = {"minute": {}, "hour": {}, "day": {}}
-    for g in agg.groups(T0 + at, changed_only=False):
+    for g in agg.take_closed():
         for (stream, b, v), cell in g.cells.items():
-            out[g.granularity][(g.window_start, stream, b, v)] = cell
+            out["minute"][(g.window_start, stream, b, v)] = cell
+            for gran, step in (("hour", 3600), ("day", 86400)):
+                start = g.window_start.timestamp()
+                ws = datetime.fromtimestamp(start - start % step, UTC)
+                coarse = out[gran].get((ws, stream, b, v))
+                if coarse is None:
+                    coarse = out[gran][(ws, stream, b, v)] = RawCell()
+                coarse.roll_up(cell)
     return out
 
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from aggregator.cells import RawCell
+from aggregator.cells import Group, RawCell
 from aggregator.histogram import startup_quantile
+from aggregator.release import Ledger
 from aggregator.windows import DEFAULT_BREAKDOWNS, Aggregator
 from collector.handover import Dimensions
 from tests.aggregator.test_sessions import ACCOUNT, DIMS, T0, Player, finish
@@ -207,38 +208,48 @@ def test_idle_sessions_end_and_leave_memory_while_active_ones_stay() -> None:
     assert agg.stats()["active_sessions"] == 0
 
 
+def _flush(agg: Aggregator, ledger: Ledger, now: float) -> list[Group]:
+    agg.tick(now)
+    for raw in agg.take_closed():
+        ledger.add_minute(raw)
+    ledger.advance(agg.open_minute * 60)
+    return ledger.groups()
+
+
 def test_groups_hand_out_closed_minutes_once_and_mark_final_windows() -> None:
     agg = Aggregator()
+    ledger = Ledger(lambda _a: 2)
     watch(agg, 1, 1, 5, 50)
-    assert agg.groups(T0 + 61) == []  # minute 0 not closed before its grace period
-    first = agg.groups(T0 + 63)
+    watch(agg, 2, 2, 5, 50)
+    assert _flush(agg, ledger, T0 + 61) == []  # minute 0 not closed before its grace period
+    first = _flush(agg, ledger, T0 + 63)
     assert [(g.granularity, g.closed) for g in first] == [
         ("minute", True),
         ("hour", False),
         ("day", False),
     ]
-    assert agg.groups(T0 + 64) == []  # nothing changed since
-    assert len(agg.groups(T0 + 64, changed_only=False)) == 3
-    agg.release(first)  # only the closed minute goes
-    assert [g.granularity for g in agg.groups(T0 + 64, changed_only=False)] == ["hour", "day"]
-    closed = agg.groups(T0 + 3600 + 3)
+    ledger.written(first)  # the closed minute goes; open hours and days stay
+    assert _flush(agg, ledger, T0 + 64) == []  # nothing changed since
+    assert [g.granularity for g in ledger.groups(changed_only=False)] == ["hour", "day"]
+    closed = _flush(agg, ledger, T0 + 3600 + 3)
     assert [(g.granularity, g.closed) for g in closed] == [("hour", True)]
 
 
 def test_a_day_releases_its_cells_and_viewer_keys_after_its_final_write() -> None:
     agg = Aggregator(idle_seconds=300)
+    ledger = Ledger(lambda _a: 2)
     for s in range(20):
         watch(agg, session=s, viewer=s, start=86_400 - 200 + s, end=86_400 - 100)
     watch(agg, session=99, viewer=99, start=86_400 + 10, end=86_400 + 30)  # the next day
-    agg.tick(T0 + 86_400 + 3)
-    assert agg.stats()["viewer_keys"] > 0
-    groups = agg.groups(T0 + 86_400 + 3)
+    watch(agg, session=98, viewer=98, start=86_400 + 10, end=86_400 + 30)
+    groups = _flush(agg, ledger, T0 + 86_400 + 3)
+    assert ledger.stats()["viewer_keys"] > 0
     assert ("day", True, DAY0) in {(g.granularity, g.closed, g.window_start) for g in groups}
-    agg.release(groups)
-    assert agg.stats()["viewer_keys"] == 0
-    assert agg.stats()["groups"] == 0
+    ledger.written(groups)
+    assert ledger.stats()["viewer_keys"] == 0
+    assert ledger.stats()["groups"] == 0
     agg.end_all(T0 + 86_400 + 100)
-    left = agg.groups(T0 + 86_400 + 100, changed_only=False)
+    left = _flush(agg, ledger, T0 + 86_400 + 100)
     assert {g.window_start.date() for g in left} == {(DAY0 + timedelta(days=1)).date()}
 
 
@@ -255,8 +266,14 @@ def test_forget_account_removes_its_sessions_and_cells_and_keeps_the_others() ->
     assert cells["day"]
     for gran in ("minute", "hour", "day"):
         assert all(c.viewers <= {2, 4} for c in cells[gran].values())
-    accounts = {g.account_id for g in agg.groups(T0 + 7200, changed_only=False)}
-    assert accounts == {"acc-2"}
+    ledger = Ledger(lambda _a: 2)
+    watch(agg, 5, 5, 7300, 7310, account="acc-2")
+    watch(agg, 6, 6, 7300, 7310)
+    ledger.forget_account(ACCOUNT)
+    _flush(agg, ledger, T0 + 7400)
+    ledger.forget_account(ACCOUNT)
+    accounts = {g.account_id for g in ledger.groups(changed_only=False)}
+    assert accounts <= {"acc-2"}
 
 
 def test_new_sessions_are_refused_beyond_max_sessions() -> None:
