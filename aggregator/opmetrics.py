@@ -204,7 +204,7 @@ class OperatorListener:
                 "metrics_listen", f"cannot listen on {host}:{port}: {exc.strerror or exc}"
             ) from None
         self.bound = (host, int(runner.addresses[0][1]))
-        log.info("operator metrics on %s/metrics", self.url)
+        log.debug("operator metrics on %s/metrics", self.url)
         try:
             yield
         finally:
