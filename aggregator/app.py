@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aggregator import account_api, admin, dashboard, export, openapi, purge, register, stats
 from aggregator.accounts_store import AccountStore
@@ -22,10 +21,13 @@ from aggregator.admintoken import AdminToken
 from aggregator.auth import ACCOUNT_STORE, ADMIN_TOKEN
 from aggregator.config import AggregatorConfig
 from aggregator.migrate import migrate
+from aggregator.opmetrics import OPERATOR_LISTENER, OperatorListener
 from aggregator.service import SERVICE, Service
 from aggregator.store import Store
 from collector.app import PrivateAccessLogger, problem_middleware, setup_collector
 from collector.config import CollectorConfig
+from collector.errors import ConfigError
+from collector.settings import parse_listen
 
 log = logging.getLogger("streamtally")
 
@@ -47,6 +49,12 @@ async def create_app(
 ) -> web.Application:
     """The whole service. ``clock``: the wall clock for arrival times, windows and viewer-key
     days; only tests pass another one (a test clock, so that hours and days pass in seconds)."""
+    metrics_address = parse_listen(collector_config.metrics_listen)
+    if metrics_address is not None and metrics_address == (
+        collector_config.host,
+        collector_config.port,
+    ):
+        raise ConfigError("metrics_listen", "must not be the public host and port")
     data_dir = collector_config.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     if admin_token is None:
@@ -85,9 +93,13 @@ async def create_app(
     for module in (admin, stats, export, openapi, account_api, register, dashboard):
         app.router.add_routes(module.routes)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    # GET /metrics is not a route of this (public) app: see aggregator/opmetrics.py.
+    app[OPERATOR_LISTENER] = OperatorListener(
+        metrics_address, service.update_gauges, RUNNER_OPTIONS
+    )
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(service.lifetime)
+    app.cleanup_ctx.append(app[OPERATOR_LISTENER].lifetime)
     purge.install(app)  # finishes any purge a crash interrupted, before the first request
     return app
 
@@ -99,16 +111,11 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Public: two states, nothing that counts (the spool's size is an operator metric)."""
     service = request.app[SERVICE]
     clickhouse = await request.app[STORE].ping()
     body = {
         "status": "ok" if service.accepting() else "degraded",
         "clickhouse": "up" if clickhouse else "down",
-        "spool_bytes": service.spool_bytes(),
     }
     return web.json_response(body, status=200 if service.accepting() else 503)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    request.app[SERVICE].update_gauges()
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -63,6 +63,7 @@ async def _serve(collector_config: CollectorConfig, aggregator_config: Aggregato
 
     from aggregator.admintoken import AdminToken
     from aggregator.app import RUNNER_OPTIONS, create_app
+    from aggregator.opmetrics import OPERATOR_LISTENER
 
     data_dir = collector_config.data_dir.resolve()
     token, generated = AdminToken.setup(data_dir, aggregator_config.admin_token)
@@ -74,7 +75,12 @@ async def _serve(collector_config: CollectorConfig, aggregator_config: Aggregato
     gc.collect()
     gc.freeze()
     runner = web.AppRunner(app, **RUNNER_OPTIONS)
-    await runner.setup()
+    await runner.setup()  # starts the operator metrics listener too (a cleanup_ctx)
+    operator_url = app[OPERATOR_LISTENER].url
+    print(
+        f"operator metrics on {operator_url}/metrics" if operator_url else "no metrics listener",
+        flush=True,
+    )
     site = web.TCPSite(runner, collector_config.host, collector_config.port, backlog=1024)
     await site.start()
     port = collector_config.port

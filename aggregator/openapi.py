@@ -336,7 +336,6 @@ def _schemas() -> dict[str, Schema]:
             ["status"],
             status={"enum": ["ok", "degraded"]},
             clickhouse={"enum": ["up", "down"]},
-            spool_bytes=INT,
         ),
     }
 
@@ -421,19 +420,6 @@ def _service_paths() -> dict[str, Any]:
                 "responses": {
                     "200": json_body(ref("Health"), "accepting reports"),
                     "503": json_body(ref("Health"), "degraded: not accepting reports"),
-                },
-            }
-        },
-        "/metrics": {
-            "get": {
-                "tags": ["operations"],
-                "summary": "Prometheus metrics (no client data in any label)",
-                "operationId": "metrics",
-                "responses": {
-                    "200": {
-                        "description": "Prometheus text exposition format",
-                        "content": {"text/plain": {"schema": STRING}},
-                    }
                 },
             }
         },
@@ -803,7 +789,9 @@ def document() -> dict[str, Any]:
             "description": (
                 "CMCD v2 reports in, k-anonymous aggregates out. Customer routes take the "
                 "account's API token, admin routes the operator's admin token, both as "
-                "`Authorization: Bearer <token>`. Errors are RFC 9457 problem documents."
+                "`Authorization: Bearer <token>`. Errors are RFC 9457 problem documents. "
+                "Prometheus metrics are not served here: only on the operator's own listener "
+                "(setting metrics_listen, default 127.0.0.1:9464, path /metrics)."
             ),
             "license": {"name": "AGPL-3.0-or-later", "identifier": "AGPL-3.0-or-later"},
         },
@@ -813,7 +801,7 @@ def document() -> dict[str, Any]:
             {"name": "customer", "description": "an account's own numbers (API token)"},
             {"name": "governance", "description": "audit log and data register"},
             {"name": "admin", "description": "the operator (admin token)"},
-            {"name": "operations", "description": "health, metrics, this document"},
+            {"name": "operations", "description": "health, this document"},
             {"name": "dashboard", "description": "the customer's web page"},
         ],
         "paths": {

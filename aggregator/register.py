@@ -22,6 +22,7 @@ from aiohttp import web
 
 from aggregator.config import BREAKDOWN_DIMENSIONS, AggregatorConfig
 from aggregator.migrate import _HISTORY_TABLE, load_migrations
+from aggregator.opmetrics import COARSE_FLOOR, EXPOSURE
 from collector.cmcd import KNOWN_KEYS
 from collector.config import CollectorConfig
 
@@ -309,6 +310,32 @@ def categories(
             "until ClickHouse takes them (bounded by spool_max_bytes)",
             "losing no counts during a ClickHouse outage",
             "aggregate rows only, never a viewer key",
+        ),
+        Category(
+            "Operator metrics",
+            "Prometheus metrics, served only on the operator's own listener (setting "
+            "metrics_listen), never on the public port. No sample names an account, a stream "
+            "or anything about a client, and nothing in them moves per viewer of one "
+            "account: every metric family is classified in aggregator/opmetrics.py (one not "
+            "classified is not shown; see the table below). Gauges of in-memory state from "
+            f"before the k decision (sessions, open cells) are coarse: 0 below {COARSE_FLOOR}, "
+            "then rounded down to 2 significant figures, so one viewer more or less moves "
+            "them only at a step and then by a whole step (at least 10), which reads the same "
+            "as ten viewers; counts of cells below k are not shown at all. Request counters "
+            "and timings (reports and events by outcome, time per pipeline step, CPU time) "
+            "are exact: any viewer's report moves them, but they count requests summed over "
+            "every account, not people, with no label naming an account, stream or client: "
+            "the traffic volume a load balancer or network counter in front of the service "
+            "sees anyway; coarse, they would be useless for rates and error alerts. The "
+            "write-side metrics (batches written or spooled, spool size, flush and write "
+            "times) are functions of the k-anonymous rows ClickHouse stores anyway.",
+            (),
+            f"process memory; read from metrics_listen ({c.metrics_listen or 'off'}) by the "
+            "operator's Prometheus",
+            "in memory while the process runs; afterwards as long as the operator's "
+            "monitoring keeps them",
+            "operating the service: load, errors, capacity, ClickHouse outages",
+            "nothing by StreamTally itself",
         ),
         Category(
             "Accounts",
@@ -628,7 +655,23 @@ def markdown() -> str:
             f"| `{key['key']}` | {_cell(key['type'])} | {_cell(key['meaning'])} | "
             f"{'yes' if key['identifying'] else 'no'} |"
         )
-    lines += ["", "Any other CMCD key in a report is ignored.", "", "## Stored tables", ""]
+    lines += [
+        "",
+        "Any other CMCD key in a report is ignored.",
+        "",
+        "## Operator metrics",
+        "",
+        "What `GET /metrics` on metrics_listen shows of each metric family "
+        "(aggregator/opmetrics.py; a counter's samples add `_total`).",
+        "",
+        "| family | shown | why |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| `{name}` | {exposure.kind} | {_cell(exposure.why)} |"
+        for name, exposure in sorted(EXPOSURE.items())
+    ]
+    lines += ["", "## Stored tables", ""]
     for table in reg["tables"]:
         lines += [
             f"### `{table['name']}`",

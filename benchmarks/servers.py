@@ -225,12 +225,14 @@ class StreamTally(Server):
 
     def __init__(self, workdir: Path, cpu: int | None, extra: Sequence[str] = ()) -> None:
         port = free_port()
+        self.metrics_port = free_port()
         self.admin_token = secrets.token_urlsafe(24)
         self.data_dir = workdir / "streamtally-data"
         command = [
             sys.executable, "-m", "aggregator.cli", "serve",
             "--host", "127.0.0.1", "--port", str(port),
             "--data-dir", str(self.data_dir),
+            "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
             "--trusted-proxies", "127.0.0.1/32",
             "--admin-token", self.admin_token,
             "--default-k", "2",
@@ -283,10 +285,12 @@ class StreamTally(Server):
         return result
 
     def metrics_text(self) -> str:
-        status, raw = self.request("GET", "/metrics")
-        if status != 200:
-            raise ServerError(f"/metrics: HTTP {status}")
-        return raw.decode()
+        """The operator listener's ``/metrics`` (the public port has none)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            return fetch(url).decode()
+        except OSError as exc:
+            raise ServerError(f"{url}: {exc}") from None
 
 
 def fetch(url: str, timeout: float = 30.0) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.settings import at_least, cidrs, register, setting
+from collector.settings import at_least, cidrs, listen_address, register, setting
 
 
 @register
@@ -13,6 +13,12 @@ from collector.settings import at_least, cidrs, register, setting
 class CollectorConfig:
     host: str = setting("127.0.0.1", "address to listen on")
     port: int = setting(8080, "TCP port to listen on", check=at_least(0))
+    metrics_listen: str = setting(
+        "127.0.0.1:9464",
+        "HOST:PORT of the operator-only listener serving GET /metrics (never the public "
+        "port); empty or off: no metrics listener",
+        check=listen_address,
+    )
     data_dir: Path = setting(
         Path("streamtally-data"),
         "folder for the embedded ClickHouse, the HPKE keys and the spool",

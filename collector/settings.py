@@ -64,6 +64,38 @@ def cidrs(value: Any) -> str | None:
     return None
 
 
+LISTEN_OFF = ("", "off")
+
+
+def parse_listen(value: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as (host, port); None for ``""`` or ``off``.
+
+    Raises ValueError for anything else.
+    """
+    if value.strip().lower() in LISTEN_OFF:
+        return None
+    host, sep, port_text = value.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        ipaddress.IPv6Address(host)
+    elif ":" in host:
+        raise ValueError("write an IPv6 address in brackets, like [::1]:9464")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError("not HOST:PORT")
+    if not all(c.isalnum() or c in ".-:" for c in host):
+        raise ValueError(f"{host!r} is not a host name or address")
+    return host, int(port_text)
+
+
+def listen_address(value: Any) -> str | None:
+    """Check: ``HOST:PORT``, or empty / ``off`` for not listening at all."""
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        return f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9464) or off: {exc}"
+    return None
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 

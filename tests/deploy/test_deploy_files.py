@@ -28,6 +28,20 @@ def test_the_example_settings_file_loads_and_validates() -> None:
     assert aggregator.default_k == 10
     assert "admin_token" not in values
     assert "clickhouse_url" not in values
+    assert settings.parse_listen(collector.metrics_listen) == ("127.0.0.1", 9464)
+
+
+def test_the_dockerfile_exposes_the_metrics_port_its_command_listens_on() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    [cmd] = [line for line in text.splitlines() if line.startswith("CMD ")]
+    args = build_parser().parse_args(json.loads(cmd[4:])[1:])
+    collector = settings.load(CollectorConfig, args, {}, {})
+    metrics = settings.parse_listen(collector.metrics_listen)
+    assert metrics is not None
+    exposed = {int(p) for line in text.splitlines() if line.startswith("EXPOSE ") for p in
+               line.split()[1:]}  # fmt: skip
+    assert exposed == {collector.port, metrics[1]}
+    assert metrics[1] != collector.port
 
 
 def _command(line: str) -> list[str]:
@@ -72,3 +86,4 @@ def test_nginx_accepts_the_scale_out_configuration(tmp_path: Path) -> None:
     conf = (DEPLOY / "nginx-scaleout.conf").read_text()
     assert "hash $remote_addr consistent" in conf
     assert "access_log off" in conf
+    assert "location = /metrics {\n            return 404;" in conf

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from aggregator.app import RUNNER_OPTIONS, create_app
 from aggregator.config import AggregatorConfig
+from aggregator.opmetrics import OPERATOR_LISTENER
 from collector.config import CollectorConfig
 from tests.conftest import ChDatabase
 
@@ -148,8 +149,16 @@ class Running:
         result: dict[str, Any] = await resp.json()
         return result
 
+    @property
+    def operator_url(self) -> str:
+        """The operator-only metrics listener (``metrics_listen``), not the public port."""
+        url = self.app[OPERATOR_LISTENER].url
+        assert url is not None, "the metrics listener is off"
+        return url
+
     async def metrics(self) -> str:
-        resp = await self.http.get(self.url + "/metrics")
+        resp = await self.http.get(self.operator_url + "/metrics")
+        assert resp.status == 200
         return await resp.text()
 
 
@@ -159,6 +168,7 @@ def make_configs(
     collector = {
         "data_dir": data_dir,
         "trusted_proxies": ("127.0.0.1/32",),
+        "metrics_listen": "127.0.0.1:0",  # a free port of its own: tests run side by side
     }
     aggregator = {
         "clickhouse_url": ch.url,

@@ -22,6 +22,7 @@ class ServeProcess:
     def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.port = free_port()
+        self.metrics_port = free_port()  # the operator listener: a port of its own per test
         self.args = args
         self.env = env or {}
         self.output: list[str] = []
@@ -32,11 +33,16 @@ class ServeProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def operator_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}"
+
     def start(self, timeout: float = 60.0) -> None:
         cmd = [
             sys.executable, "-m", "aggregator.cli", "serve",
             "--host", "127.0.0.1", "--port", str(self.port),
-            "--data-dir", str(self.data_dir), *self.args,
+            "--data-dir", str(self.data_dir),
+            "--metrics-listen", f"127.0.0.1:{self.metrics_port}", *self.args,
         ]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
         self.proc = subprocess.Popen(
@@ -92,3 +98,9 @@ class ServeProcess:
     def get(self, path: str) -> tuple[int, bytes]:
         with urllib.request.urlopen(self.url + path, timeout=30) as resp:
             return resp.status, resp.read()
+
+    def metrics(self) -> bytes:
+        """``GET /metrics`` of the operator listener (the public port has none)."""
+        with urllib.request.urlopen(self.operator_url + "/metrics", timeout=30) as resp:
+            body: bytes = resp.read()
+            return body

@@ -15,7 +15,7 @@ from typing import Any
 from tests.integration.conftest import Running
 from tests.integration.test_purge import feed
 
-PUBLIC = ("/v1/r/", "/v1/keys", "/healthz", "/metrics", "/v1/register", "/v1/openapi.json", "/")
+PUBLIC = ("/v1/r/", "/v1/keys", "/healthz", "/v1/register", "/v1/openapi.json", "/")
 
 
 def routes_of(running: Running) -> list[tuple[str, str]]:

@@ -105,7 +105,7 @@ def test_canary_ip_ua_and_sid_are_written_nowhere_embedded(tmp_path: Path) -> No
             assert status == 204
         status, _ = _http("POST", serve.url + "/v1/admin/flush", b"", admin)
         assert status == 200
-        _, metrics = serve.get("/metrics")
+        metrics = serve.metrics()
         assert not [n for n in NEEDLES if n in metrics]
     finally:
         assert serve.stop() == 0

@@ -46,7 +46,8 @@ def make_session(
     code: str,
 ) -> Session:
     """Session ``n`` in ``minute`` (unix minute): ``kind`` play (s, p, r, p, e), fail
-    (s, p, f with a code) or exit (s then e, never playing). ``a``, ``b``, ``c`` are ms spans (startup, playing, stall)."""
+    (s, p, f with a code) or exit (s then e, never playing). ``a``, ``b``, ``c`` are ms
+    spans (startup, playing, stall)."""
     t0 = 1_000
     ltc = (("ltc", latency),)
     if kind == "exit":
