@@ -16,10 +16,9 @@ value not kept as sent is counted in ``streamtally_values_screened_total{field,r
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
-
-from collections.abc import Iterable
 
 from collector.accounts import Account
 from collector.cmcd import CmcdEvent

@@ -10,6 +10,8 @@ answer of the read API. Declared stream names and known error codes are kept.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from typing import Any
 from urllib.parse import quote
@@ -17,9 +19,10 @@ from urllib.parse import quote
 import clickhouse_connect
 import pytest
 
+from aggregator.cli import build_parser
 from aggregator.config import BREAKDOWN_DIMENSIONS
 from tests.chserver import ClickHouseProcess
-from tests.integration.conftest import ORIGIN, Running
+from tests.integration.conftest import ADMIN_TOKEN, ORIGIN, Running
 
 T = 1795480000000
 VIEWER_IPS = ("198.51.100.21", "198.51.100.22", "198.51.100.23")
@@ -203,3 +206,29 @@ async def test_declared_streams_and_known_codes_are_kept(running: Running) -> No
         "match-20240115": {"1001": 3},
         "(redacted)": {"vjs-4": 3},
     }
+
+
+async def test_the_cli_declares_streams(
+    running: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ("--server", running.url, "--admin-token", ADMIN_TOKEN)
+
+    async def run(*argv: str) -> Any:
+        args = build_parser().parse_args([*argv, *common])
+        code = await asyncio.to_thread(args.func, args)
+        out = capsys.readouterr().out
+        assert code == 0, out
+        return json.loads(out)
+
+    created = await run(
+        "accounts", "create", "--name", "league", "--origin", ORIGIN,
+        "--stream", "final-4915112345678", "--stream", "semi",
+        "--stream-pattern", "match-*",
+    )  # fmt: skip
+    assert created["streams"] == ["final-4915112345678", "semi"]
+    listing = await run("accounts", "list")
+    [listed] = [a for a in listing["accounts"] if a["account_id"] == created["account_id"]]
+    assert (listed["streams"], listed["stream_patterns"]) == (
+        ["final-4915112345678", "semi"],
+        ["match-*"],
+    )
