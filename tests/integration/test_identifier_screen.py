@@ -138,6 +138,9 @@ async def test_identifiers_typed_into_reports_are_kept_nowhere(
         for viewer, ip in enumerate(VIEWER_IPS):
             resp = await running.post(key, token_lines_for(token, viewer), ip=ip)
             assert resp.status == 204, (name, await resp.text())
+    for name, (value, _) in NEEDLES.items():  # typed where the embed key goes
+        resp = await running.post(quote(value, safe=""), lines_for(value, 0))
+        assert resp.status == 404, (name, await resp.text())
     await running.flush()
 
     answers = await every_answer(running, account["api_token"])
