@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from collector.screen import REASONS, identifier_in
@@ -53,3 +55,21 @@ def test_identifiers_are_found(value: str, reason: str) -> None:
 )
 def test_ordinary_names_pass(value: str) -> None:
     assert identifier_in(value) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("z" * 8000 + "://", id="long-scheme-run"),
+        pytest.param("x@" + "z" * 8000, id="long-after-at"),
+        pytest.param("f" * 8000 + ":", id="long-hex-run-colon"),
+        pytest.param("1." * 4000, id="long-dotted-digits"),
+        pytest.param("stream-name " * 600, id="long-words"),
+        pytest.param("?" + "z" * 8000, id="long-query-name"),
+    ],
+)
+def test_the_screen_is_linear_on_crafted_text(value: str) -> None:
+    # a quadratic search would take seconds on 8,000 characters; this one takes ~1 ms
+    started = time.perf_counter()
+    identifier_in(value)
+    assert time.perf_counter() - started < 0.1
