@@ -72,11 +72,11 @@ async def delete_account(request: web.Request) -> web.Response:
 
 @routes.get("/v1/admin/accounts")
 async def list_accounts(request: web.Request) -> web.Response:
-    """Every account, deleted ones as tombstones (no name, origins or embed key)."""
+    """Every account, deleted ones as tombstones (no name, origins, streams or embed key)."""
     require_admin(request)
     rows = await request.app[SERVICE].store.query_dicts(
-        "SELECT account_id, name, embed_key, origins, k, retention_days, deleted, created_at "
-        "FROM accounts FINAL ORDER BY created_at, account_id"
+        "SELECT account_id, name, embed_key, origins, streams, stream_patterns, k, "
+        "retention_days, deleted, created_at FROM accounts FINAL ORDER BY created_at, account_id"
     )
     accounts = [
         {
@@ -84,6 +84,8 @@ async def list_accounts(request: web.Request) -> web.Response:
             "name": r["name"],
             "embed_key": None if r["deleted"] else r["embed_key"],
             "origins": list(r["origins"]),
+            "streams": list(r["streams"]),
+            "stream_patterns": list(r["stream_patterns"]),
             "k": int(r["k"]),
             "retention_days": int(r["retention_days"]),
             "deleted": bool(r["deleted"]),

@@ -11,8 +11,8 @@ created, listed (never with their hash), rotated and revoked per account; a revo
 no hash.
 
 A purged account leaves a tombstone (:meth:`AccountStore.tombstone`): its id, ``deleted = 1``
-and the SHA-256 of its embed key (``sha256:<hex>``) — no name, no origins, no embed key — so
-that reports for it still get 410 after a restart, not 404.
+and the SHA-256 of its embed key (``sha256:<hex>``) — no name, origins, declared streams or
+embed key — so that reports for it still get 410 after a restart, not 404.
 """
 
 from __future__ import annotations
@@ -39,12 +39,18 @@ SHOWN_PREFIX_LENGTH = 8
 MIN_K, MAX_K = 2, 255
 MAX_RETENTION_DAYS = 65535  # UInt16
 MAX_NAME_LENGTH = 200
+MAX_STREAM_CHARS = 128  # CTA-5004: a cid is at most 128 characters
+MAX_DECLARED_STREAMS = 10_000
+MAX_STREAM_PATTERNS = 100
+MIN_PATTERN_LITERALS = 3  # "*" alone, or "a*", would vouch for any name
 
 _ACCOUNT_COLUMNS = (
     "account_id",
     "name",
     "embed_key",
     "origins",
+    "streams",
+    "stream_patterns",
     "k",
     "retention_days",
     "deleted",
@@ -64,7 +70,10 @@ _TOKEN_COLUMNS = (
 
 TOMBSTONE_EMBED_PREFIX = "sha256:"
 # A row of `accounts` that is a purged account's tombstone (and holds nothing else of it).
-TOMBSTONE_SQL = "deleted = 1 AND name = '' AND empty(origins) AND startsWith(embed_key, 'sha256:')"
+TOMBSTONE_SQL = (
+    "deleted = 1 AND name = '' AND empty(origins) AND empty(streams) AND empty(stream_patterns) "
+    "AND startsWith(embed_key, 'sha256:')"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +148,39 @@ def normalise_origin(origin: str, index: int) -> str:
     return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
+def _declared(values: object, key: str, limit: int, pattern: bool) -> tuple[str, ...]:
+    """Declared stream names (or glob patterns) as sent, deduplicated; else BadRequest.
+
+    A name is 1 to 128 printable ASCII characters (what a CMCD string can hold) without
+    ``*`` or ``?``; a pattern may hold ``*`` and ``?`` and has at least three other characters."""
+    if isinstance(values, str) or not isinstance(values, Sequence):
+        raise BadRequest(f"{key}: must be a list of strings", key=key)
+    if len(values) > limit:
+        raise BadRequest(f"{key}: at most {limit} entries", key=key)
+    what = "a pattern" if pattern else "a stream name"
+    for i, value in enumerate(values):
+        if (
+            not isinstance(value, str)
+            or not 1 <= len(value) <= MAX_STREAM_CHARS
+            or not all(" " <= c <= "~" for c in value)
+            or value != value.strip()
+        ):
+            raise BadRequest(
+                f"{key}[{i}]: {what} is 1 to {MAX_STREAM_CHARS} printable ASCII characters",
+                key=key,
+            )
+        wild = sum(c in "*?" for c in value)
+        if not pattern and wild:
+            raise BadRequest(f"{key}[{i}]: * and ? belong in stream_patterns", key=key)
+        if pattern and len(value) - wild < MIN_PATTERN_LITERALS:
+            raise BadRequest(
+                f"{key}[{i}]: a pattern needs at least {MIN_PATTERN_LITERALS} characters "
+                "besides * and ?",
+                key=key,
+            )
+    return tuple(dict.fromkeys(values))
+
+
 def _check_int(value: object, key: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise BadRequest(f"{key}: must be an integer from {low} to {high}", key=key)
@@ -199,8 +241,8 @@ class AccountStore:
 
     async def _load(self) -> None:
         account_rows = await self._store.query_dicts(
-            "SELECT account_id, name, embed_key, origins, k, retention_days, deleted, version "
-            "FROM accounts FINAL"
+            "SELECT account_id, name, embed_key, origins, streams, stream_patterns, k, "
+            "retention_days, deleted, version FROM accounts FINAL"
         )
         token_rows = await self._store.query_dicts(
             "SELECT account_id, token_id, prefix, token_hash, created_at, version "
@@ -231,8 +273,13 @@ class AccountStore:
         origins: Sequence[str],
         k: int = 10,
         retention_days: int = 762,
+        streams: Sequence[str] = (),
+        stream_patterns: Sequence[str] = (),
     ) -> tuple[Account, str]:
-        """A new account and its first API token (plaintext, shown once; only its hash is kept)."""
+        """A new account and its first API token (plaintext, shown once; only its hash is kept).
+
+        ``streams`` and ``stream_patterns`` are the stream names the publisher declares
+        (kept as sent, see ``collector.accounts.Account.declares_stream``)."""
         if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME_LENGTH:
             raise BadRequest(f"name: must be 1 to {MAX_NAME_LENGTH} characters", key="name")
         if isinstance(origins, str) or not isinstance(origins, Sequence):
@@ -242,12 +289,22 @@ class AccountStore:
         )
         k = _check_int(k, "k", MIN_K, MAX_K)
         retention_days = _check_int(retention_days, "retention_days", 1, MAX_RETENTION_DAYS)
+        declared = _declared(streams, "streams", MAX_DECLARED_STREAMS, pattern=False)
+        patterns = _declared(stream_patterns, "stream_patterns", MAX_STREAM_PATTERNS, pattern=True)
 
         async with self._writing:
-            return await self._create(name.strip(), clean_origins, k, retention_days)
+            return await self._create(
+                name.strip(), clean_origins, k, retention_days, declared, patterns
+            )
 
     async def _create(
-        self, name: str, origins: tuple[str, ...], k: int, retention_days: int
+        self,
+        name: str,
+        origins: tuple[str, ...],
+        k: int,
+        retention_days: int,
+        streams: tuple[str, ...],
+        stream_patterns: tuple[str, ...],
     ) -> tuple[Account, str]:
         account_id = "acc_" + secrets.token_hex(8)
         embed_key = "ek_" + secrets.token_urlsafe(18)  # 24 characters
@@ -261,6 +318,8 @@ class AccountStore:
             origins=origins,
             k=k,
             retention_days=retention_days,
+            streams=streams,
+            stream_patterns=stream_patterns,
         )
         plaintext = TOKEN_PREFIX + secrets.token_urlsafe(24)  # 32 characters
         now = datetime.now(UTC)
@@ -336,7 +395,12 @@ class AccountStore:
             )
             created_at = _utc(created[0][0]) if created else datetime.now(UTC)
             stone = dataclasses.replace(
-                account, name="", origins=(), embed_key=hash_embed_key(account.embed_key)
+                account,
+                name="",
+                origins=(),
+                streams=(),
+                stream_patterns=(),
+                embed_key=hash_embed_key(account.embed_key),
             )
             await self._write_account(stone, created_at=created_at)
             self._by_embed_key.pop(account.embed_key, None)
@@ -453,6 +517,8 @@ class AccountStore:
             account.name,
             account.embed_key,
             list(account.origins),
+            list(account.streams),
+            list(account.stream_patterns),
             account.k,
             account.retention_days,
             int(account.deleted),
@@ -480,6 +546,8 @@ def _account_from_row(row: dict[str, Any]) -> Account:
         name=row["name"],
         embed_key=row["embed_key"],
         origins=tuple(row["origins"]),
+        streams=tuple(row["streams"]),
+        stream_patterns=tuple(row["stream_patterns"]),
         k=int(row["k"]),
         retention_days=int(row["retention_days"]),
         deleted=bool(row["deleted"]),

@@ -49,12 +49,22 @@ async def create_account(request: web.Request) -> web.Response:
         raise BadRequest("field 'origins' must be a list of strings", key="origins")
     k = _field(data, "k", int, request.app[DEFAULT_K])
     retention = _field(data, "retention_days", int, request.app[DEFAULT_RETENTION])
-    account, token = await request.app[ACCOUNT_STORE].create(name, origins, k, retention)
+    streams = _field(data, "streams", list, [])
+    patterns = _field(data, "stream_patterns", list, [])
+    account, token = await request.app[ACCOUNT_STORE].create(
+        name, origins, k, retention, streams, patterns
+    )
     await audit.record(
         request,
         account.account_id,
         "account.create",
-        {"k": account.k, "retention_days": account.retention_days, "origins": len(origins)},
+        {
+            "k": account.k,
+            "retention_days": account.retention_days,
+            "origins": len(origins),
+            "streams": len(account.streams),
+            "stream_patterns": len(account.stream_patterns),
+        },
     )
     body = {
         "account_id": account.account_id,
@@ -62,6 +72,8 @@ async def create_account(request: web.Request) -> web.Response:
         "embed_key": account.embed_key,
         "api_token": token,
         "origins": list(account.origins),
+        "streams": list(account.streams),
+        "stream_patterns": list(account.stream_patterns),
         "k": account.k,
         "retention_days": account.retention_days,
     }

@@ -3,6 +3,7 @@
 streamtally serve [--port 8080 --data-dir ./streamtally-data ...]
 streamtally migrate
 streamtally accounts create --name NAME --origin https://example.com [--k 10]
+                            [--stream NAME] [--stream-pattern 'match-*']
 streamtally keys rotate | list
 """
 
@@ -172,6 +173,10 @@ def _print_result(status: int, body: Any) -> int:
 
 def cmd_accounts_create(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"name": args.name, "origins": args.origin or []}
+    if args.stream:
+        body["streams"] = args.stream
+    if args.stream_pattern:
+        body["stream_patterns"] = args.stream_pattern
     if args.k is not None:
         body["k"] = args.k
     status, result = _request(
@@ -224,6 +229,18 @@ def build_parser() -> argparse.ArgumentParser:
     create = acc_sub.add_parser("create", help="create an account")
     create.add_argument("--name", required=True)
     create.add_argument("--origin", action="append", help="allowed page origin (repeat)")
+    create.add_argument(
+        "--stream",
+        action="append",
+        help="declared stream name (CMCD cid), kept as sent even if it looks like an "
+        "identifier (repeat)",
+    )
+    create.add_argument(
+        "--stream-pattern",
+        action="append",
+        help="declared stream names as a glob, e.g. 'match-*' (* and ? stand for letters, "
+        "digits, _ and -) (repeat)",
+    )
     create.add_argument("--k", type=int, help="k-anonymity threshold (>= 2)")
     for p in (create,):
         p.add_argument("--server", default=os.environ.get("STREAMTALLY_SERVER", DEFAULT_SERVER))

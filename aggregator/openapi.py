@@ -274,6 +274,12 @@ def _schemas() -> dict[str, Schema]:
             embed_key=STRING,
             api_token={**STRING, "description": "shown once; stored only as a hash"},
             origins=arr(STRING),
+            streams={**arr(STRING), "description": "declared stream names, kept as sent"},
+            stream_patterns={
+                **arr(STRING),
+                "description": "declared stream names as globs (* and ? match letters, "
+                "digits, _ and -)",
+            },
             k={"type": "integer", "minimum": 2},
             retention_days={"type": "integer", "minimum": 1},
         ),
@@ -283,6 +289,12 @@ def _schemas() -> dict[str, Schema]:
             name=STRING,
             embed_key=nullable("string"),
             origins=arr(STRING),
+            streams={**arr(STRING), "description": "declared stream names, kept as sent"},
+            stream_patterns={
+                **arr(STRING),
+                "description": "declared stream names as globs (* and ? match letters, "
+                "digits, _ and -)",
+            },
             k={"type": "integer"},
             retention_days={"type": "integer"},
             deleted=BOOL,
@@ -663,6 +675,12 @@ def _admin_paths() -> dict[str, Any]:
         ["name"],
         name={"type": "string", "minLength": 1},
         origins=arr(STRING),
+        streams={**arr(STRING), "description": "declared stream names, kept as sent"},
+        stream_patterns={
+            **arr(STRING),
+            "description": "declared stream names as globs (* and ? match letters, "
+            "digits, _ and -)",
+        },
         k={"type": "integer", "minimum": 2},
         retention_days={"type": "integer", "minimum": 1},
     )

@@ -252,6 +252,30 @@ def categories(
             "only as aggregates (see cells)",
         ),
         Category(
+            "Free text from clients",
+            "Values a player or a viewer can type: the stream name (cid), error code (ec), "
+            "event type (e), player state (sta) and the ?player= parameter. Anything typed "
+            "is a way to put an identifier into storage, so each is reduced in the strip step. "
+            "ec, e and sta are kept only if they are in the players' own vocabularies "
+            "(collector/vocab.py: hls.js ErrorDetails, Shaka error codes, dash.js and "
+            "Video.js codes as the snippet sends them (dash-N, vjs-N), HTML MediaError codes "
+            "and names, HTTP statuses 100-599, CMCD v2 event types and states), else (other); "
+            "?player= is one of a fixed set of names, else (unknown). A stream name is "
+            "screened (collector/screen.py): a name with anything shaped like an e-mail "
+            "address, an IP address (v4, v6, MAC), a URL with a query or user info, a run of 7 "
+            "or more digits or a UUID, or longer than 128 characters, becomes (redacted), "
+            "unless the account declared it (exact names, or patterns whose * and ? stand for "
+            "letters, digits, _ and -). Media request URLs keep at most a host that passes "
+            "the same screen. Browser, OS and device come from fixed sets (else Other), never "
+            "from the user agent's text.",
+            ("cmcd:cid", "cmcd:ec", "cmcd:e", "cmcd:sta", "query:player"),
+            "process memory of the collector",
+            REQUEST_ONLY,
+            "statistics per stream, per error code and per player",
+            "declared or screened stream names; codes, states and players from fixed sets; "
+            "what was screened is counted in streamtally_values_screened_total{field,reason}",
+        ),
+        Category(
             "Hand-over events",
             "What the collector hands the aggregator after the strip step: no IP, user agent, "
             "sid or URL; coarse dimensions and opaque handles.",
@@ -339,7 +363,8 @@ def categories(
         ),
         Category(
             "Accounts",
-            "Account name, public embed key, allowed origins, k and retention.",
+            "Account name, public embed key, allowed origins, declared stream names and "
+            "patterns, k and retention.",
             (),
             "ClickHouse table accounts; process memory",
             "until the account is deleted; then only a tombstone (account id and the "
@@ -436,6 +461,8 @@ _TABLES: dict[str, tuple[str, str, dict[str, str]]] = {
             "name": "the account's name (blank in a tombstone)",
             "embed_key": "public embed key (its SHA-256 in a tombstone)",
             "origins": "allowed page origins (empty in a tombstone)",
+            "streams": "declared stream names, kept as sent (empty in a tombstone)",
+            "stream_patterns": "declared stream name globs, e.g. match-* (empty in a tombstone)",
             "k": "k-anonymity threshold",
             "retention_days": "retention of the account's aggregates",
             "deleted": "1 once deleted (reports get 410)",
@@ -490,6 +517,11 @@ _TABLES: dict[str, tuple[str, str, dict[str, str]]] = {
 }
 
 _CREATE = re.compile(r"CREATE TABLE IF NOT EXISTS\s+(\w+)\s*\(", re.IGNORECASE)
+_ADD_COLUMN = re.compile(
+    r"ALTER TABLE\s+(\w+)\s+ADD COLUMN(?:\s+IF NOT EXISTS)?\s+`?(\w+)`?\s+(.+?)"
+    r"(?:\s+(?:AFTER\s+\S+|FIRST|DEFAULT\s.*|CODEC\s*\(.*|COMMENT\s.*))?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 def _split_top(text: str) -> Iterator[str]:
@@ -506,7 +538,11 @@ def _split_top(text: str) -> Iterator[str]:
 
 
 def parse_columns(statement: str) -> tuple[str, dict[str, str]] | None:
-    """(table, {column: type}) of a ``CREATE TABLE IF NOT EXISTS`` statement, else None."""
+    """(table, {column: type}) of a ``CREATE TABLE IF NOT EXISTS`` statement, or of an
+    ``ALTER TABLE t ADD COLUMN [IF NOT EXISTS] c type [AFTER x]`` (one column), else None."""
+    added = _ADD_COLUMN.match(statement.strip())
+    if added is not None:
+        return added.group(1), {added.group(2): " ".join(added.group(3).split())}
     match = _CREATE.search(statement)
     if match is None:
         return None

@@ -31,6 +31,7 @@ from collector.metrics import REPORTS_REJECTED
 from collector.pipeline import Pipeline, Report
 from collector.ratelimit import RateLimiter
 from collector.replay import ReplayGuard
+from collector.screen import identifier_in
 from collector.strip import Stripper
 from collector.viewer import ViewerKeys
 
@@ -216,8 +217,20 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except Exception as exc:
         frames = traceback.extract_tb(exc.__traceback__)
         where = ", ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames[-4:])
-        log.error("unexpected %s in %s at %s", type(exc).__name__, request.path, where)
+        log.error("unexpected %s in %s at %s", type(exc).__name__, loggable_path(request), where)
         return problem_response(HTTPProblem("unexpected error; it was logged"))
+
+
+def loggable_path(request: web.BaseRequest) -> str:
+    """The request's path for a log line; its route's template (``/v1/r/{embed_key}``) if
+    the path holds something shaped like an identifier (a client chose the path)."""
+    path = request.rel_url.path
+    if identifier_in(path) is None:
+        return path
+    match_info = getattr(request, "match_info", None)
+    route = getattr(match_info, "route", None)
+    resource = getattr(route, "resource", None)
+    return resource.canonical if resource is not None else "(path withheld)"
 
 
 class PrivateAccessLogger(AbstractAccessLogger):
@@ -233,7 +246,7 @@ class PrivateAccessLogger(AbstractAccessLogger):
         self.logger.debug(
             '"%s %s" %s %s %.4fs',
             request.method,
-            request.rel_url.path,
+            loggable_path(request),
             response.status,
             response.body_length,
             time,

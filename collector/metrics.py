@@ -23,6 +23,12 @@ EVENTS_DROPPED = Counter(
     "Events not counted, by reason (bot, duplicate, invalid, late)",
     ["reason"],
 )
+VALUES_SCREENED = Counter(
+    "streamtally_values_screened_total",
+    "Client values not kept as sent, by field (stream, error_code, event_type, player_state, "
+    "player) and reason (email, ip, url, digits, uuid, length, unlisted)",
+    ["field", "reason"],
+)
 
 STEPS = ("receive", "admit", "open", "parse", "dedupe", "strip", "key", "handover")
 

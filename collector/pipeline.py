@@ -35,7 +35,7 @@ from collector.errors import (
     Replayed,
     UnsupportedMediaType,
 )
-from collector.handover import Dimensions, Event, Sink
+from collector.handover import UNKNOWN, Dimensions, Event, Sink
 from collector.keys import KeyStore
 from collector.metrics import (
     EVENTS_ACCEPTED,
@@ -46,7 +46,7 @@ from collector.metrics import (
 )
 from collector.ratelimit import RateLimiter
 from collector.replay import ReplayGuard
-from collector.strip import Stripper, player_from_query
+from collector.strip import Stripper, player_from_query, screen_events
 from collector.useragent import classify_ua
 from collector.viewer import ViewerKeys
 
@@ -284,7 +284,10 @@ class Pipeline:
         return None
 
     def strip(self, r: Report) -> Stop | None:
+        assert r.account is not None
         r.dims = self.stripper.strip(r.ip, r.user_agent).dimensions(player_from_query(r.player))
+        r.player = None
+        screen_events(r.fresh, r.account)
         return None
 
     def key(self, r: Report) -> Stop | None:
@@ -311,7 +314,7 @@ class Pipeline:
                 session=session,
                 viewer=viewer,
                 arrival=arrival,
-                stream=ev.cid or "(unknown)",
+                stream=ev.cid or UNKNOWN,  # screened in strip
                 kind=ev.e,
                 dims=dims,
                 ts_ms=ev.ts,

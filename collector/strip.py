@@ -5,18 +5,32 @@ user agent; the caller drops the address and user agent right after (they still 
 the viewer key, computed from the request, never from a ``Stripped``). ``reduce_url``
 keeps only the host of a segment URL (an ``rr`` event's ``url`` may carry tokens), and
 ``player_from_query`` maps the report URL's ``?player=`` to a fixed set.
+
+``screen_events`` reduces what a client typed in each event: the error code, event type
+and state to the players' vocabularies (``collector/vocab.py``), the stream name through
+the identifier screen (``collector/screen.py``) unless the account declared it; ``sid``
+and ``url`` are dropped (the session handle was made in the dedupe step before). Every
+value not kept as sent is counted in ``streamtally_values_screened_total{field,reason}``.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from collector.accounts import Account
+from collector.cmcd import CmcdEvent
 from collector.geo import CountryLookup
 from collector.handover import UNKNOWN, Dimensions
+from collector.metrics import VALUES_SCREENED
+from collector.screen import identifier_in
 from collector.useragent import classify_ua
+from collector.vocab import OTHER, error_code, event_type, player_state
+
+REDACTED = "(redacted)"  # the stream name of a report whose cid was screened out
+MAX_STREAM_CHARS = 128  # CTA-5004: cid is at most 128 characters
 
 PLAYERS: frozenset[str] = frozenset({"hls.js", "shaka", "dash.js", "video.js", "html5"})
 _PLAYER_ALIASES = {
@@ -84,11 +98,8 @@ def reduce_url(url: str | None) -> str | None:
         return None
     host = host.rstrip(".")
     if _HOSTNAME.fullmatch(host) and not host.replace(".", "").isdigit():
-        return host
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return None
+        return None if identifier_in(host) else host
+    return None  # an IP literal, or not a host name
 
 
 def player_from_query(value: str | None) -> str:
@@ -98,4 +109,48 @@ def player_from_query(value: str | None) -> str:
     name = value.strip().lower()
     if name in PLAYERS:
         return name
-    return _PLAYER_ALIASES.get(name, UNKNOWN)
+    player = _PLAYER_ALIASES.get(name)
+    if player is None:
+        VALUES_SCREENED.labels("player", "unlisted").inc()
+        return UNKNOWN
+    return player
+
+
+def stream_name(cid: str | None, account: Account) -> str:
+    """The stream name kept for a ``cid``: as sent if the account declares it or it passes
+    the identifier screen; ``(unknown)`` if absent; else ``(redacted)``."""
+    if not cid:
+        return UNKNOWN
+    if account.declares_stream(cid):
+        return cid
+    reason = "length" if len(cid) > MAX_STREAM_CHARS else identifier_in(cid)
+    if reason is None:
+        return cid
+    VALUES_SCREENED.labels("stream", reason).inc()
+    return REDACTED
+
+
+def screen_events(events: Iterable[CmcdEvent], account: Account) -> None:
+    """Reduce each event's client text in place (see the module doc)."""
+    streams: dict[str | None, str] = {}  # one report's events mostly share one cid
+    for ev in events:
+        cid = ev.cid
+        kept = streams.get(cid)
+        if kept is None:
+            kept = streams[cid] = stream_name(cid, account)
+        ev.cid = kept
+        ev.sid = ev.url = None
+        kind = event_type(ev.e)
+        if kind is OTHER:
+            VALUES_SCREENED.labels("event_type", "unlisted").inc()
+        ev.e = kind
+        if ev.sta is not None:
+            state = player_state(ev.sta)
+            if state is OTHER:
+                VALUES_SCREENED.labels("player_state", "unlisted").inc()
+            ev.sta = state
+        if ev.ec is not None:
+            code = error_code(ev.ec)
+            if code is OTHER:
+                VALUES_SCREENED.labels("error_code", "unlisted").inc()
+            ev.ec = code

@@ -262,3 +262,61 @@ async def test_other_fields_are_validated(
     with pytest.raises(BadRequest) as caught:
         await http_accounts.create(**arguments)
     assert caught.value.extra["key"] == key
+
+
+async def test_declared_streams_are_kept_across_a_restart(
+    accounts: AccountStore, store: Store
+) -> None:
+    account, _ = await accounts.create(
+        "League",
+        ["*"],
+        streams=["final-4915112345678", "final-4915112345678", "semi"],
+        stream_patterns=["match-*"],
+    )
+    assert (account.streams, account.stream_patterns) == (
+        ("final-4915112345678", "semi"),
+        ("match-*",),
+    )
+    restarted = AccountStore(store)
+    await restarted.load()
+    found = restarted.by_embed_key(account.embed_key)
+    assert found == account
+    assert found is not None
+    assert found.declares_stream("match-20240115")
+
+
+async def test_a_tombstone_keeps_no_declared_stream(accounts: AccountStore, store: Store) -> None:
+    account, _ = await accounts.create("League", ["*"], streams=["final-4915112345678"])
+    await accounts.tombstone(account.account_id)
+    stone = accounts.by_id(account.account_id)
+    assert stone is not None
+    assert (stone.streams, stone.stream_patterns) == ((), ())
+    rows = await store.query_rows(
+        "SELECT streams FROM accounts FINAL WHERE account_id = {id:String}",
+        {"id": account.account_id},
+    )
+    assert [list(row[0]) for row in rows] == [[]]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        pytest.param({"streams": "final"}, "streams", id="streams-not-a-list"),
+        pytest.param({"streams": [""]}, "streams", id="empty-name"),
+        pytest.param({"streams": ["x" * 129]}, "streams", id="name-too-long"),
+        pytest.param({"streams": ["caf\u00e9"]}, "streams", id="not-ascii"),
+        pytest.param({"streams": [" final"]}, "streams", id="padded"),
+        pytest.param({"streams": ["match-*"]}, "streams", id="wildcard-in-a-name"),
+        pytest.param({"streams": [7]}, "streams", id="not-a-string"),
+        pytest.param({"stream_patterns": ["*"]}, "stream_patterns", id="star-alone"),
+        pytest.param({"stream_patterns": ["a*?"]}, "stream_patterns", id="too-few-literals"),
+        pytest.param({"stream_patterns": ["p"] * 101}, "stream_patterns", id="too-many"),
+    ],
+)
+async def test_declared_streams_are_validated(
+    http_accounts: AccountStore, kwargs: dict[str, Any], key: str
+) -> None:
+    arguments: dict[str, Any] = {"name": "League", "origins": ["*"], **kwargs}
+    with pytest.raises(BadRequest) as caught:
+        await http_accounts.create(**arguments)
+    assert caught.value.extra["key"] == key

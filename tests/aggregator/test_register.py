@@ -145,6 +145,28 @@ def test_parse_columns_handles_nested_types() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("sql", "parsed"),
+    [
+        pytest.param(
+            "ALTER TABLE accounts ADD COLUMN IF NOT EXISTS streams Array(String) AFTER origins",
+            ("accounts", {"streams": "Array(String)"}),
+            id="add-column-after",
+        ),
+        pytest.param(
+            "ALTER TABLE t ADD COLUMN `c` Map(String, UInt32)",
+            ("t", {"c": "Map(String, UInt32)"}),
+            id="add-column-quoted",
+        ),
+        pytest.param("ALTER TABLE t DROP COLUMN c", None, id="not-an-addition"),
+    ],
+)
+def test_parse_columns_reads_added_columns(
+    sql: str, parsed: tuple[str, dict[str, str]] | None
+) -> None:
+    assert register.parse_columns(sql) == parsed
+
+
 def test_every_category_says_where_how_long_and_why() -> None:
     for category in register.register()["categories"]:
         for key in ("where", "retention", "purpose", "stored"):

@@ -5,10 +5,23 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from prometheus_client import REGISTRY
 
+from collector.accounts import Account
+from collector.cmcd import CmcdEvent
 from collector.geo import load_country_db
 from collector.handover import UNKNOWN, Dimensions
-from collector.strip import PLAYERS, Stripped, Stripper, player_from_query, reduce_url
+from collector.strip import (
+    PLAYERS,
+    REDACTED,
+    Stripped,
+    Stripper,
+    player_from_query,
+    reduce_url,
+    screen_events,
+)
+from collector.useragent import BROWSERS, DEVICES, OSES
+from collector.vocab import OTHER
 
 CANARY_IP = "193.0.0.77"
 CANARY_UA = (
@@ -93,8 +106,10 @@ def test_stripped_becomes_handover_dimensions(stripper: Stripper) -> None:
             id="userinfo",
         ),
         pytest.param("http://cdn.example.com./a.ts", "cdn.example.com", id="trailing-dot"),
-        pytest.param("https://203.0.113.5/seg.ts", "203.0.113.5", id="ipv4-host"),
-        pytest.param("https://[2001:DB8::1]:443/seg.ts", "2001:db8::1", id="ipv6-host"),
+        # an IP address is never kept, even a server's (the screen cannot tell whose it is)
+        pytest.param("https://203.0.113.5/seg.ts", None, id="ipv4-host"),
+        pytest.param("https://[2001:DB8::1]:443/seg.ts", None, id="ipv6-host"),
+        pytest.param("https://bob-4915112345678.cdn.example/a.ts", None, id="digit-run-host"),
         pytest.param("//cdn.example.com/seg.ts", "cdn.example.com", id="scheme-relative"),
         pytest.param("/v/seg_12.m4s", None, id="relative-path"),
         pytest.param("seg_12.m4s", None, id="bare-file"),
@@ -130,3 +145,98 @@ def test_reduce_url_keeps_only_the_host(url: str | None, host: str | None) -> No
 def test_player_from_query_maps_to_the_fixed_set(value: str | None, player: str) -> None:
     assert player_from_query(value) == player
     assert player in PLAYERS | {UNKNOWN}
+
+
+# ---- screen_events: client text reduced to vocabularies, stream names screened ------------
+
+
+def event(**keys: object) -> CmcdEvent:
+    return dataclasses.replace(CmcdEvent(line=1, e="ps", ts=1), **keys)
+
+
+ACCOUNT = Account(
+    "acc_1",
+    "league",
+    "ek_1",
+    ("*",),
+    streams=("final-4915112345678",),
+    stream_patterns=("match-*", "cam-??"),
+)
+
+
+@pytest.mark.parametrize(
+    ("cid", "kept"),
+    [
+        pytest.param("stream-42", "stream-42", id="ordinary"),
+        pytest.param(None, UNKNOWN, id="absent"),
+        pytest.param("bob@example.com", REDACTED, id="email"),
+        pytest.param("203.0.113.7", REDACTED, id="ipv4"),
+        pytest.param("x" * 129, REDACTED, id="too-long"),
+        pytest.param("final-4915112345678", "final-4915112345678", id="declared-name"),
+        pytest.param("match-20240115", "match-20240115", id="declared-pattern"),
+        pytest.param(
+            "match-9f3c2a7e-1b4d-4e8f-a0c2-7d5e6f8a9b0c",
+            "match-9f3c2a7e-1b4d-4e8f-a0c2-7d5e6f8a9b0c",
+            id="pattern-vouches-for-its-numbering",
+        ),
+        pytest.param("cam-12", "cam-12", id="question-marks"),
+        pytest.param("cam-1234567", REDACTED, id="question-marks-count"),
+        pytest.param("match-bob@example.com", REDACTED, id="pattern-star-no-at"),
+        pytest.param("match-10.0.0.1", REDACTED, id="pattern-star-no-dot"),
+        pytest.param("final-4915112345678 ", REDACTED, id="declared-is-exact"),
+    ],
+)
+def test_stream_names_are_screened_unless_declared(cid: str | None, kept: str) -> None:
+    ev = event(cid=cid, sid="9f3c2a7e", url="https://cdn.example/a.ts?t=1")
+    screen_events([ev], ACCOUNT)
+    assert (ev.cid, ev.sid, ev.url) == (kept, None, None)
+
+
+def screened(field: str, reason: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "streamtally_values_screened_total", {"field": field, "reason": reason}
+        )
+        or 0.0
+    )
+
+
+def test_every_screened_value_is_counted_by_field_and_reason() -> None:
+    before = screened("stream", "email"), screened("error_code", "unlisted")
+    events = [
+        event(cid="bob@example.com", e="e", sta="f", ec="bob@example.com"),
+        event(cid="bob@example.com", e="e", sta="f", ec="manifestLoadError"),
+    ]
+    screen_events(events, ACCOUNT)
+    assert [(ev.cid, ev.ec) for ev in events] == [
+        (REDACTED, OTHER),
+        (REDACTED, "manifestLoadError"),
+    ]
+    # one count per screened value (a report's repeated cid is screened once)
+    assert (screened("stream", "email"), screened("error_code", "unlisted")) == (
+        before[0] + 1,
+        before[1] + 1,
+    )
+
+
+def test_tokens_are_reduced_to_cmcd_vocabularies() -> None:
+    ev = event(e="fd00:7b7b::4321", sta="x4915112345678")
+    screen_events([ev], ACCOUNT)
+    assert (ev.e, ev.sta) == (OTHER, OTHER)
+
+
+@pytest.mark.parametrize(
+    "ua",
+    [
+        pytest.param("bob@example.com/1.0", id="email-as-product"),
+        pytest.param("Mozilla/5.0 (bob@example.com) bob@example.com/1.0", id="email-in-comment"),
+        pytest.param("Mozilla/5.0 (Linux; 4915112345678) 9f3c2a7e/1.0 Safari/1", id="digits"),
+        pytest.param("Mozilla/5.0 (203.0.113.7 OS 1_0) AppleWebKit Mobile/1", id="ip-as-os"),
+        pytest.param("Mozilla/5.0 (Windows NT 10.0) QzVictim/9.9", id="unknown-browser"),
+    ],
+)
+def test_a_crafted_user_agent_cannot_choose_a_family(stripper: Stripper, ua: str) -> None:
+    stripped = stripper.strip("193.0.0.1", ua)
+    assert stripped.browser in BROWSERS
+    assert stripped.os in OSES
+    assert stripped.device in DEVICES
