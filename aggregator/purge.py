@@ -319,13 +319,13 @@ class Purger:
         return [r[0] for r in rows]
 
     async def wait_for_old_parts(
-        self, account_id: str, tables: list[str], timeout: float = PARTS_WAIT_SECONDS
+        self, account_id: str, tables: list[str], wait_seconds: float = PARTS_WAIT_SECONDS
     ) -> dict[str, dict[str, int]]:
         """(e) every part inactive now is removed from disk; what was checked, per table.
 
         Parts becoming inactive later were active after the verification, so they hold no
         row of the account. Raises PurgeNotVerified if ClickHouse does not remove them in
-        ``timeout`` seconds (a long query holding them, or a much longer old_parts_lifetime
+        ``wait_seconds`` (a long query holding them, or a much longer old_parts_lifetime
         set on the table by hand), or if a table has detached parts.
         """
         db = self.store.database
@@ -344,7 +344,7 @@ class Purger:
                 )
             checked[table] = {"rows_left": 0, "outdated_parts_left": 0, "detached_parts": 0}
         waiting = {t: set(await self._parts(t, active=False)) for t in tables}
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait_seconds
         while True:
             for table in list(waiting):
                 waiting[table] &= set(await self._parts(table, active=False))
@@ -356,9 +356,10 @@ class Purger:
             if time.monotonic() >= deadline:
                 left = ", ".join(f"{t} ({len(p)})" for t, p in sorted(waiting.items()))
                 raise PurgeNotVerified(
-                    f"outdated parts from before the purge are still on disk after {timeout:.0f} "
-                    f"s: {left}; ClickHouse removes them after the table's old_parts_lifetime "
-                    "once no query uses them. The purge stays pending and is resumed"
+                    "outdated parts from before the purge are still on disk after "
+                    f"{wait_seconds:.0f} s: {left}; ClickHouse removes them after the table's "
+                    "old_parts_lifetime once no query uses them. The purge stays pending "
+                    "and is resumed"
                 )
             await asyncio.sleep(PARTS_POLL_SECONDS)
 

@@ -270,8 +270,8 @@ class KeyStore:
         return [
             Path(e.path)
             for e in os.scandir(self.folder)
-            if _is_key_file(e.name) and int(e.name[len(_FILE_PREFIX) : -len(_FILE_SUFFIX)])
-            not in self._by_id
+            if _is_key_file(e.name)
+            and int(e.name[len(_FILE_PREFIX) : -len(_FILE_SUFFIX)]) not in self._by_id
         ]
 
     def _write(self, stored: _Stored) -> None:
