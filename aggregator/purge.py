@@ -28,8 +28,22 @@ d. Verification, per table:
    - no active part is older than our mutation: each has ``data_version`` >= the mutation's
      block number (``system.parts``), i.e. every part was rewritten by it or written after it.
    Rows found again (a write racing the purge) are purged again, up to three rounds.
-e. The receipt ``{"account_id", "tables", "rows_deleted", "verified_zero": true,
-   "finished_at"}`` is written to ``purges`` (state ``done``) and returned.
+e. Nothing left on disk: the parts the mutation replaced, and any part already outdated
+   before it, still hold the account's rows (name, origins, embed key in old versions of the
+   account row; stream names and error codes in cells; request summaries in audit) until
+   ClickHouse removes them. Before the mutation every table gets ``PART_SETTINGS``
+   (``old_parts_lifetime = 1``, with merges and mutations fsyncing their result instead);
+   after verification the names of the table's inactive parts are taken, and the purge
+   waits (at most ``PARTS_WAIT_SECONDS``) until ClickHouse has removed every one of them.
+   A detached part (``system.detached_parts``) may hold anything: it fails the purge, for
+   the operator to look at. Parts are what ClickHouse keeps of rows on disk; the mutation
+   text (``mutation_*.txt``, ``system.mutations``) names only the account id, as does any
+   query log, since every value is a bound parameter.
+f. The receipt ``{"account_id", "tables", "rows_deleted", "verified_zero": true, "checked",
+   "finished_at", ...}`` is written to ``purges`` (state ``done``) and returned. ``checked``
+   says, per table, what was verified: ``rows_left`` (active parts, deleted mask ignored),
+   ``outdated_parts_left`` (inactive parts from before the verification still present) and
+   ``detached_parts``, each 0.
 
 The audit rows of the account are purged with it; its purge row is its record.
 """
@@ -58,6 +72,14 @@ log = logging.getLogger("streamtally.purge")
 
 ROUNDS = 3
 RETRY_SECONDS = 60.0
+# Outdated parts go after 1 s; merges and mutations fsync their result, so the old parts are
+# not needed to survive a crash (migration 0006 sets the same on the shipped tables).
+PART_SETTINGS = (
+    "old_parts_lifetime = 1, min_compressed_bytes_to_fsync_after_merge = 1, "
+    "fsync_part_directory = 1"
+)
+PARTS_WAIT_SECONDS = 120.0
+PARTS_POLL_SECONDS = 0.2
 PURGE_COLUMNS = (
     "account_id",
     "actor",
@@ -146,6 +168,8 @@ class Purger:
     async def _run(self, account_id: str, actor: str, started: datetime) -> dict[str, Any]:
         await self.stop_account(account_id)
         tables = await self.tables()
+        for table in tables:
+            await self.short_lived_parts(table)
         deleted: dict[str, int] = {}
         for _ in range(ROUNDS):
             for table in tables:
@@ -158,12 +182,14 @@ class Purger:
                 f"rows of the account remain in {', '.join(sorted(left))} after "
                 f"{ROUNDS} rounds; the purge stays pending and is resumed at the next start"
             )
+        checked = await self.wait_for_old_parts(account_id, tables)
         finished = datetime.now(UTC)
         receipt: dict[str, Any] = {
             "account_id": account_id,
             "tables": sorted(tables),
             "rows_deleted": {t: deleted[t] for t in sorted(tables)},
             "verified_zero": True,
+            "checked": checked,
             "started_at": iso(started, "milliseconds"),
             "finished_at": iso(finished, "milliseconds"),
             "kept": {
@@ -266,6 +292,76 @@ class Purger:
             if stale[0][0]:
                 raise PurgeNotVerified(f"{table} has active parts the purge did not rewrite")
         return 0
+
+    async def short_lived_parts(self, table: str) -> None:
+        """Outdated parts of the table go after 1 s from now on (``PART_SETTINGS``)."""
+        await self.store.command(
+            f"ALTER TABLE {{t:Identifier}} MODIFY SETTING {PART_SETTINGS}", {"t": table}
+        )
+
+    async def _parts(self, table: str, active: bool) -> list[str]:
+        rows = await self.store.query_rows(
+            "SELECT name FROM system.parts WHERE database = {db:String} AND table = {t:String} "
+            "AND active = {a:UInt8}",
+            {"db": self.store.database, "t": table, "a": int(active)},
+        )
+        return [r[0] for r in rows]
+
+    async def _older_than_purge(self, table: str, account_id: str) -> list[str]:
+        """Parts of the table, any state, older than the latest mutation naming the account."""
+        rows = await self.store.query_rows(
+            "SELECT name FROM system.parts WHERE database = {db:String} AND table = {t:String} "
+            "AND data_version < (SELECT max(arrayMin(block_numbers.number)) FROM "
+            "system.mutations WHERE database = {db:String} AND table = {t:String} "
+            "AND position(command, {a:String}) > 0)",
+            {"db": self.store.database, "t": table, "a": account_id},
+        )
+        return [r[0] for r in rows]
+
+    async def wait_for_old_parts(
+        self, account_id: str, tables: list[str], wait_seconds: float = PARTS_WAIT_SECONDS
+    ) -> dict[str, dict[str, int]]:
+        """(e) every part inactive now is removed from disk; what was checked, per table.
+
+        Parts becoming inactive later were active after the verification, so they hold no
+        row of the account. Raises PurgeNotVerified if ClickHouse does not remove them in
+        ``wait_seconds`` (a long query holding them, or a much longer old_parts_lifetime
+        set on the table by hand), or if a table has detached parts.
+        """
+        db = self.store.database
+        checked: dict[str, dict[str, int]] = {}
+        for table in tables:
+            detached = await self.store.query_rows(
+                "SELECT count() FROM system.detached_parts "
+                "WHERE database = {db:String} AND table = {t:String}",
+                {"db": db, "t": table},
+            )
+            if detached[0][0]:
+                raise PurgeNotVerified(
+                    f"{table} has {detached[0][0]} detached part(s), which may hold rows of the "
+                    "account: remove them (data dir, table's detached/ folder) and the purge "
+                    "is resumed at the next start"
+                )
+            checked[table] = {"rows_left": 0, "outdated_parts_left": 0, "detached_parts": 0}
+        waiting = {t: set(await self._parts(t, active=False)) for t in tables}
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            for table in list(waiting):
+                waiting[table] &= set(await self._parts(table, active=False))
+                waiting[table] |= set(await self._older_than_purge(table, account_id))
+                if not waiting[table]:
+                    del waiting[table]
+            if not waiting:
+                return checked
+            if time.monotonic() >= deadline:
+                left = ", ".join(f"{t} ({len(p)})" for t, p in sorted(waiting.items()))
+                raise PurgeNotVerified(
+                    "outdated parts from before the purge are still on disk after "
+                    f"{wait_seconds:.0f} s: {left}; ClickHouse removes them after the table's "
+                    "old_parts_lifetime once no query uses them. The purge stays pending "
+                    "and is resumed"
+                )
+            await asyncio.sleep(PARTS_POLL_SECONDS)
 
     async def _write_state(
         self,

@@ -290,8 +290,10 @@ def categories(
             "The service's X25519 keys that open sealed reports (service-wide, not per account).",
             (),
             "data_dir/keys/key-<id>.json, mode 0600, folder mode 0700",
-            f"until rotated out plus {_days(c.key_overlap_seconds)} (setting "
-            "key_overlap_seconds); the next rotation deletes the file",
+            f"current for {_days(c.key_rotation_seconds)} (setting key_rotation_seconds; the "
+            f"service rotates by itself), then {_days(c.key_overlap_seconds)} more (setting "
+            "key_overlap_seconds); then the file is overwritten with zeros and unlinked and the "
+            "key dropped from memory, whether or not anyone rotates again",
             "opening sealed reports",
             "the key files",
         ),
@@ -385,7 +387,9 @@ def categories(
         Category(
             "Purge receipts",
             "For each deleted account: who deleted it, when, the tables purged, rows deleted "
-            "and the verification.",
+            "and the verification: per table, no row left in active parts and no outdated or "
+            "detached part from before the purge left on disk (the receipt waits until "
+            "ClickHouse has removed them).",
             (),
             "ClickHouse table purges",
             "kept (the proof of deletion)",

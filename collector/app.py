@@ -66,7 +66,11 @@ def build_pipeline(
 ) -> tuple[Pipeline, KeyStore, ViewerKeys]:
     """``clock``: the server's wall clock (arrival times, viewer-key days); tests pass a
     test clock so that hours and days pass in seconds."""
-    keys = KeyStore.open(config.data_dir / "keys", config.key_overlap_seconds)
+    keys = KeyStore.open(
+        config.data_dir / "keys",
+        config.key_overlap_seconds,
+        rotation_seconds=config.key_rotation_seconds,
+    )
     viewers = ViewerKeys(grace_seconds=config.viewer_key_grace_seconds, clock=clock)
     pipeline = Pipeline(
         accounts=accounts,
@@ -103,16 +107,20 @@ def setup_collector(
 
 
 async def housekeeping(app: web.Application) -> AsyncIterator[None]:
-    """Destroy expired viewer secrets and pick up keys rotated by another process."""
+    """Destroy expired viewer secrets; rotate HPKE keys when due, destroy those past their
+    overlap, and pick up keys rotated by another process (``KeyStore.maintain``)."""
 
     async def loop() -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
             app[VIEWERS].rotate()  # first, and unconditionally: invariant 2 depends on it
             try:
-                app[KEYSTORE].reload()
+                if app[KEYSTORE].maintain() is not None:
+                    log.info("HPKE key rotated (key_rotation_seconds)")
             except ConfigError as exc:  # a broken key file: keep the keys already loaded
                 log.error("keys not reloaded: %s", exc)
+            except OSError as exc:  # e.g. a full disk: try again at the next round
+                log.error("keys not maintained: %s", exc.strerror)
 
     task = asyncio.create_task(loop())
     yield

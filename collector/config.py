@@ -32,6 +32,11 @@ class CollectorConfig:
         "how long a rotated-out HPKE key keeps opening reports",
         check=at_least(0),
     )
+    key_rotation_seconds: int = setting(
+        7 * 24 * 3600,
+        "the running service makes a new HPKE key when the current one is this old (0: never)",
+        check=at_least(0),
+    )
     keys_max_age_seconds: int = setting(
         3600, "Cache-Control max-age of GET /v1/keys", check=at_least(0)
     )

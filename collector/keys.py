@@ -3,8 +3,13 @@
 Each key lives in its own file ``key-<id>.json`` (mode 0600) in a folder of its own
 (mode 0700), written atomically, so that ``streamtally keys rotate`` run by another process
 and :meth:`KeyStore.reload` in the server never see half a key. After a rotation the
-previous key keeps opening reports for ``overlap_seconds``; then it is no longer usable
-and the next rotation deletes its file.
+previous key keeps opening reports for ``overlap_seconds``; then it is destroyed.
+
+:meth:`KeyStore.maintain` (run by the service's housekeeping every 30 s) rotates the current
+key once it is ``rotation_seconds`` old (0: only by hand) and destroys every retired key whose
+overlap has ended, whether or not anyone rotates again: its file is overwritten with zeros,
+fsynced and unlinked, and the key is dropped from memory. A report sealed to a destroyed key
+gets 400 ``unknown key_id`` (the client fetches /v1/keys again).
 
 The key configuration served at ``GET /v1/keys`` is RFC 9458 ``application/ohttp-keys``:
 each key config (key_id, kem_id, public key, kdf/aead pairs, Section 3.1) prefixed by its
@@ -89,11 +94,21 @@ class _Stored:
 class KeyStore:
     """The collector's HPKE keys in ``folder``: the current one and those still in overlap."""
 
-    def __init__(self, folder: Path, overlap_seconds: int, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        overlap_seconds: int,
+        clock: Clock = time.time,
+        *,
+        rotation_seconds: int = 0,
+    ) -> None:
         if overlap_seconds < 0:
             raise ConfigError("key_overlap_seconds", "must be at least 0")
+        if rotation_seconds < 0:
+            raise ConfigError("key_rotation_seconds", "must be at least 0")
         self.folder = folder
         self.overlap_seconds = overlap_seconds
+        self.rotation_seconds = rotation_seconds
         self._clock = clock
         self._signature: _Signature | None = None
         self._stored: list[_Stored] = []  # newest generation first
@@ -103,7 +118,14 @@ class KeyStore:
     # -- opening -----------------------------------------------------------------------
 
     @classmethod
-    def open(cls, folder: Path, overlap_seconds: int, clock: Clock = time.time) -> KeyStore:
+    def open(
+        cls,
+        folder: Path,
+        overlap_seconds: int,
+        clock: Clock = time.time,
+        *,
+        rotation_seconds: int = 0,
+    ) -> KeyStore:
         """Open the key folder, creating it (0700) and a first key if there is none."""
         try:
             if not folder.exists():
@@ -115,7 +137,7 @@ class KeyStore:
             raise ConfigError(
                 SETTING, f"cannot create key folder {folder}: {exc.strerror}"
             ) from exc
-        store = cls(folder, overlap_seconds, clock)
+        store = cls(folder, overlap_seconds, clock, rotation_seconds=rotation_seconds)
         if not store._has_current():
             with store._locked():
                 store._reload_locked(force=True)
@@ -179,6 +201,32 @@ class KeyStore:
         """Re-read the folder if any key file changed (another process rotated)."""
         self._reload_locked(force=False)
 
+    def maintain(self) -> HpkeKey | None:
+        """Rotate if the current key is ``rotation_seconds`` old; destroy expired keys.
+
+        Returns the new key if one was made. Also picks up keys rotated by another process.
+        """
+        self.reload()
+        now = self._clock()
+        due = (
+            self.rotation_seconds > 0
+            and bool(self._stored)
+            and now >= self.current().created_at + self.rotation_seconds
+        )
+        expired = any(not self._is_usable(s.key, now) for s in self._stored)
+        expired = expired or bool(self._expired_files())
+        if not due and not expired:
+            return None
+        with self._locked():
+            self._reload_locked(force=True)
+            made: HpkeKey | None = None
+            if due and now >= self.current().created_at + self.rotation_seconds:
+                made = self._add_key(retire_previous=True)
+                self._reload_locked(force=True)
+            self._delete_expired()
+            self._reload_locked(force=True)
+        return None if made is None else self._by_id[made.key_id]
+
     # -- internals ---------------------------------------------------------------------
 
     def _add_key(self, *, retire_previous: bool) -> HpkeKey:
@@ -211,14 +259,20 @@ class KeyStore:
         )
 
     def _delete_expired(self) -> None:
-        now = self._clock()
-        usable_ids = {s.key.key_id for s in self._stored if self._is_usable(s.key, now)}
-        for s in self._stored:
-            if s.key.key_id not in usable_ids:
-                (self.folder / _file_name(s.key.key_id)).unlink(missing_ok=True)
+        """Destroy every key file not loaded as usable (reload drops keys past the overlap)."""
+        for path in self._expired_files():
+            _destroy(path)
         for entry in os.scandir(self.folder):
             if _TMP_MARK in entry.name:  # left by a writer that crashed; we hold the lock
                 Path(entry.path).unlink(missing_ok=True)
+
+    def _expired_files(self) -> list[Path]:
+        return [
+            Path(e.path)
+            for e in os.scandir(self.folder)
+            if _is_key_file(e.name)
+            and int(e.name[len(_FILE_PREFIX) : -len(_FILE_SUFFIX)]) not in self._by_id
+        ]
 
     def _write(self, stored: _Stored) -> None:
         key = stored.key
@@ -282,6 +336,10 @@ class KeyStore:
                 s = _Stored(replace(s.key, retired_at=newer.key.created_at), s.generation)
             settled.append(s)
             newer = s
+        # A key past its overlap is never used again: keep no copy of it in memory (its file
+        # is destroyed by the next maintain() or rotate(), under the lock).
+        now = self._clock()
+        settled = [s for s in settled if s is settled[0] or self._is_usable(s.key, now)]
         self._stored = settled
         self._by_id = {s.key.key_id: s.key for s in settled}
         self._signature = signature
@@ -369,6 +427,26 @@ def _load(path: Path) -> _Stored | None:
         # Never echo the file's content: it holds a private key.
         raise ConfigError(SETTING, f"key file {name} is malformed ({type(exc).__name__})") from None
     return _Stored(HpkeKey(key_id, private_key, created_at, retired_at), generation)
+
+
+def _destroy(path: Path) -> None:
+    """Overwrite a key file with zeros, fsync it, unlink it (and fsync the folder).
+
+    On a copy-on-write or journaling filesystem, or an SSD, the old blocks may survive the
+    overwrite; no file holds the key any more, which is what this can promise.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        os.write(fd, bytes(size))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    path.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -459,3 +459,65 @@ def test_failed_reload_keeps_the_keys_already_loaded(
         store.reload()
     assert store.current().key_id == old.key_id
     assert store.get(old.key_id) is not None
+
+
+# --- scheduled rotation and destruction of retired keys (issue 10, finding 7) ---
+
+ROTATION = 3600
+
+
+def private_raw(key: object) -> bytes:
+    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+    return key.private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())  # type: ignore[attr-defined]
+
+
+def holding(folder: Path, secret: bytes) -> list[str]:
+    """Files under the data dir whose bytes hold the private key (raw or base64)."""
+    needles = (secret, base64.b64encode(secret))
+    return [
+        str(p)
+        for p in folder.parent.rglob("*")
+        if p.is_file() and any(n in p.read_bytes() for n in needles)
+    ]
+
+
+def test_maintain_rotates_a_current_key_older_than_the_rotation_period(
+    folder: Path, clock: FakeClock
+) -> None:
+    store = KeyStore.open(folder, OVERLAP, clock, rotation_seconds=ROTATION)
+    first = store.current()
+    clock.now = T0 + ROTATION - 1
+    store.maintain()
+    assert store.current().key_id == first.key_id
+    clock.now = T0 + ROTATION
+    store.maintain()
+    assert store.current().key_id != first.key_id
+    assert store.get(first.key_id) is not None  # still opens reports during the overlap
+
+
+def test_a_retired_key_is_destroyed_after_its_overlap_without_another_rotation(
+    folder: Path, clock: FakeClock
+) -> None:
+    """The attack: read the retired private key from the disk (or memory) after its overlap."""
+    store = KeyStore.open(folder, OVERLAP, clock, rotation_seconds=ROTATION)
+    old = store.current()
+    secret = private_raw(old)
+    clock.now = T0 + ROTATION
+    store.maintain()
+    assert holding(folder, secret)  # inside the overlap: still there, as documented
+    clock.now = T0 + ROTATION + OVERLAP
+    store.maintain()  # no rotation due: the current key is younger than ROTATION
+    assert holding(folder, secret) == []
+    assert f"key-{old.key_id}.json" not in key_files(folder)
+    assert old.key_id not in {k.key_id for k in store.usable()}
+    assert all(k.key_id != old.key_id for k in store._by_id.values())  # dropped from memory
+    assert store.get(old.key_id) is None
+
+
+def test_rotation_zero_never_rotates_by_itself(folder: Path, clock: FakeClock) -> None:
+    store = KeyStore.open(folder, OVERLAP, clock, rotation_seconds=0)
+    first = store.current()
+    clock.now = T0 + 10 * 365 * 86400
+    store.maintain()
+    assert store.current().key_id == first.key_id

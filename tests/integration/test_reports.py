@@ -5,14 +5,18 @@ real ClickHouse HTTP server."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
+import time
 import uuid
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from aggregator.auth import ACCOUNT_STORE
+from collector import app as collector_app
 from collector.app import KEYSTORE
 from tests.captures import CMCD_CAPTURES
 from tests.integration.conftest import (
@@ -89,6 +93,45 @@ async def test_rotated_key_keeps_opening_during_the_overlap_only(running: Runnin
     )
     await assert_problem(resp, 400, "key_id")
     assert old.key_id not in [c.key_id for c in await running.keys()]
+
+
+@pytest.fixture
+def fast_housekeeping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Housekeeping every 0.2 s instead of 30 s (request it before ``running``)."""
+    monkeypatch.setattr(collector_app, "HOUSEKEEPING_SECONDS", 0.2)
+
+
+@pytest.mark.settings(key_rotation_seconds=2, key_overlap_seconds=1)
+async def test_the_service_rotates_keys_itself_and_destroys_retired_ones(
+    fast_housekeeping: None, running: Running
+) -> None:
+    """The attack: read a retired private key from the data dir once its overlap is over."""
+    account = await running.create_account()
+    [old] = await running.keys()
+    secret = running.app[KEYSTORE].get(old.key_id).private_key  # type: ignore[union-attr]
+    raw = secret.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        configs = await running.keys()
+        if old.key_id not in [c.key_id for c in configs]:
+            break
+        await asyncio.sleep(0.2)
+    new = configs[0]
+    assert new.key_id != old.key_id
+    assert not (running.data_dir / "keys" / f"key-{old.key_id}.json").exists()
+    for path in running.data_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert raw not in data, path
+            assert base64.b64encode(raw) not in data, path
+    resp = await running.post(
+        account["embed_key"], seal_independently(line(0).encode(), old), ctype=SEALED
+    )
+    await assert_problem(resp, 400, "key_id")
+    resp = await running.post(
+        account["embed_key"], seal_independently(line(1).encode(), new), ctype=SEALED
+    )
+    assert resp.status == 204
 
 
 # ---- every refusal, with its status and problem body ----------------------------------------
