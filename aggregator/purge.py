@@ -73,7 +73,7 @@ log = logging.getLogger("streamtally.purge")
 ROUNDS = 3
 RETRY_SECONDS = 60.0
 # Outdated parts go after 1 s; merges and mutations fsync their result, so the old parts are
-# not needed to survive a crash (migration 0006 sets the same on the shipped tables).
+# not needed to survive a crash (migration 0007 sets the same on the shipped tables).
 PART_SETTINGS = (
     "old_parts_lifetime = 1, min_compressed_bytes_to_fsync_after_merge = 1, "
     "fsync_part_directory = 1"

@@ -22,8 +22,8 @@ failures, exits before start); for values inside (codes, latency, startups), whe
 atoms holding that value belong to fewer than k viewers (a single sum of latencies is not
 telling enough to be matched against subsets without false alarms). A non-zero number
 explained by 1..k-1 viewers is a violation: that is a person (or a handful) recovered
-from what was published. The last check is about concurrency: an hour's or day's peak may not exceed every published minute
-peak of its key (a peak from a hidden minute).
+from what was published. The last check is about concurrency: an hour's or day's peak
+may not exceed every published minute peak of its key (a peak from a hidden minute).
 """
 
 from __future__ import annotations
