@@ -71,7 +71,14 @@ METRICS: Final[tuple[str, ...]] = (
     "latency_ms_avg",
 )
 
+# One sentence a customer understands, shown by the dashboard too (aggregator/static/index.html).
+RELEASE_SENTENCE: Final = (
+    "An hour shows its published minutes plus the viewers of minutes too small to show on "
+    "their own, once at least k of them are pooled, and a day does the same with its "
+    "hours, so a longer window can count more than its shorter windows added up, never less."
+)
 HIDDEN_NOTE: Final = (
+    RELEASE_SENTENCE + " "
     "Cells with fewer than k distinct viewers are never stored. Within a breakdown such "
     "values are merged into the value '(other)' when that reaches k, else left out; "
     "viewers_not_in_breakdown counts, per window and stream, the viewers of the stream total "
