@@ -201,11 +201,33 @@ async def test_nothing_the_service_releases_isolates_fewer_than_k_viewers(
         clock.now = (minute + 1) * 60 + 3
         await service.flush()
         releases.append(await _export(running, account["api_token"]))
+        await _realtime_agrees(running, account["api_token"], releases[-1], minute)
 
     note(f"{len(releases[-1])} rows, {len(who)} viewers, k={k}")
     violations = Auditor([s.atom for s in served], k).audit(releases)
     assert not violations, "\n".join(map(str, violations[:10]))
     await _same_numbers_everywhere(running, account["api_token"], releases[-1], served)
+
+
+async def _realtime_agrees(
+    running: Running, token: str, stored: dict[RowKey, Row], minute: int
+) -> None:
+    """/v1/realtime's last minutes are the stored minute rows, added up over streams."""
+    resp = await running.http.get(
+        running.url + "/v1/realtime",
+        params={"minutes": "3"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert resp.status == 200, await resp.text()
+    for point in (await resp.json())["series"]:
+        ws = int(datetime.fromisoformat(point["window_start"]).timestamp())
+        rows = [r for (g, w, _s, b, _v), r in stored.items() if g == "minute" and w == ws and not b]
+        if not rows:
+            assert point["views"] is None
+            continue
+        assert point["views"] == sum(r.views for r in rows)
+        assert point["failures"] == sum(r.failures for r in rows)
+        assert point["concurrent_viewers"] == sum(r.peak for r in rows)
 
 
 async def _same_numbers_everywhere(
@@ -241,3 +263,13 @@ async def _same_numbers_everywhere(
                 if key[0] == granularity and key[3] == by
             }
             assert shown == expected, (granularity, by)
+    resp = await running.http.get(
+        running.url + "/v1/streams", params={"from": start, "to": end}, headers=auth
+    )
+    assert resp.status == 200, await resp.text()
+    listed = {s["stream"]: s["views"] for s in (await resp.json())["streams"]}
+    days: dict[str, int] = {}
+    for (g, _ws, stream, b, _v), row in stored.items():
+        if g == "day" and not b:
+            days[stream] = days.get(stream, 0) + row.views
+    assert listed == days
