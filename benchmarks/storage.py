@@ -112,6 +112,7 @@ async def run(viewers: int, streams: int, minutes: int, seed: int) -> dict[str, 
         "compressed_bytes_per_hour": round(compressed / hours),
         "uncompressed_bytes_per_hour": round(uncompressed / hours),
         "flush_ms_median": round(flush_times[len(flush_times) // 2] * 1000, 1),
+        "flush_ms_p99": round(flush_times[int(0.99 * (len(flush_times) - 1))] * 1000, 1),
         "flush_ms_max": round(flush_times[-1] * 1000, 1),
     }
 
