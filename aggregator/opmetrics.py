@@ -45,7 +45,7 @@ COARSE_RULE: Final = (
 
 # Labels any exposed sample may carry: each from a small fixed set, none about a client.
 ALLOWED_LABELS: Final = frozenset(
-    {"reason", "step", "outcome", "quantile", "le"}
+    {"reason", "step", "outcome", "quantile", "le", "field"}
     | {"implementation", "major", "minor", "patchlevel", "version"}  # python_info
 )
 
@@ -75,6 +75,11 @@ EXPOSURE: Final[Mapping[str, Exposure]] = {
     "streamtally_ratelimit_evictions": _LOAD,
     "streamtally_dedupe_evictions": _LOAD,
     "streamtally_sessions_refused": _LOAD,
+    "streamtally_values_screened": Exposure(
+        "exact",
+        "client free text reduced to a vocabulary, by field and kind of value (fixed sets), "
+        "summed over every account: what a player sends, never what was in it",
+    ),
     "process_cpu_seconds": _LOAD,
     # aggregator: state held in memory, before k
     "streamtally_active_sessions": _STATE,

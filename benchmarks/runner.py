@@ -631,6 +631,7 @@ class Bench:
         requests = pool.build(flow, plan.memory_sessions * plan.memory_events, host=host, path=path)
         sat = self.results.get(ST_PLAIN)
         rate = 0.5 * sat.saturation.rps if sat and sat.saturation else 2000.0
+        rate = max(rate, 50.0)  # a starved saturation run (a loaded machine) measured ~0
         self.say(
             f"  memory: {plan.memory_sessions:,} new sessions, {plan.memory_events} events each"
         )

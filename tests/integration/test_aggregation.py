@@ -130,9 +130,12 @@ async def test_scripted_sessions_give_exactly_the_expected_numbers(
     if granularity != "minute":
         # (3000 kbps x 30 s + 1500 x 30 s + 2000 x 35 s) / 95 s
         assert row["bitrate_kbps_avg"] == pytest.approx(205000 / 95, rel=0.01)
-        # startups 800, 1000 (msd), 1500 ms: a histogram answers within a bucket
+        # startups 800, 1000 (msd), 1500 ms from three viewers, k = 2: a bucket is shown
+        # only where 2 viewers share it, so the buckets are coarsened into runs of >= 2
+        # viewers counted at the run's median (aggregator/values.py); the 1500 ms of one
+        # viewer alone cannot be the p95 any more, the quantiles stay inside the range
         assert row["startup_ms_p50"] == pytest.approx(1000, rel=0.2)
-        assert row["startup_ms_p95"] == pytest.approx(1500, rel=0.2)
+        assert 800 <= row["startup_ms_p95"] <= 1500
 
     by_country = (await running.stats(token, granularity=granularity, by="country"))["rows"]
     us, nl = totals(by_country, country="US"), totals(by_country, country="NL")
