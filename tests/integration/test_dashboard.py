@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from aggregator.dashboard import CSP, assets
+from aggregator.stats import RELEASE_SENTENCE
 from tests.integration.conftest import Running
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -304,3 +305,15 @@ def test_every_file_the_page_needs_is_packaged() -> None:
     html = assets()["index.html"].body.decode()
     for ref in ("/static/dashboard.js", "/static/dashboard.css", "/static/favicon.svg"):
         assert ref in html
+
+
+async def test_the_page_and_the_api_explain_longer_windows_in_the_same_sentence(
+    running: Running,
+) -> None:
+    """Why "last 24 hours" can count more than "last hour" (hours pool minutes too small
+    to show): one sentence, the same on the dashboard and in the stats API's note."""
+    page = await (await running.http.get(running.url + "/")).text()
+    assert RELEASE_SENTENCE in " ".join(page.split())
+    account = await running.create_account()
+    stats = await running.stats(account["api_token"])
+    assert RELEASE_SENTENCE in stats["hidden"]["note"]
