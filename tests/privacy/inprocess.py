@@ -62,13 +62,8 @@ def run(sessions: Sequence[Session], k: int) -> list[dict[RowKey, Row]]:
     ledger = Ledger(lambda _account: k)
     stored: dict[RowKey, Row] = {}
     releases: list[dict[RowKey, Row]] = []
-    by_minute: dict[int, list[Event]] = {}
-    for ev in events(sessions):
-        by_minute.setdefault(int(ev.arrival // 60), []).append(ev)
-    last = max(by_minute) if by_minute else T0 // 60
-    flush_at = sorted(set(by_minute) | {last + 5, (T0 + 2 * 86_400) // 60})
-    for minute in flush_at:
-        agg.submit(by_minute.get(minute, []))
+    for minute, batch in _minutes(sessions):
+        agg.submit(batch)
         now = (minute + 1) * 60 + GRACE
         agg.tick(now)
         for raw in agg.take_closed():
@@ -80,6 +75,16 @@ def run(sessions: Sequence[Session], k: int) -> list[dict[RowKey, Row]]:
         ledger.written(due)
         releases.append(dict(stored))
     return releases
+
+
+def _minutes(sessions: Sequence[Session]) -> list[tuple[int, list[Event]]]:
+    """The events by arrival minute, plus the minutes after that close the hours and day."""
+    by_minute: dict[int, list[Event]] = {}
+    for ev in events(sessions):
+        by_minute.setdefault(int(ev.arrival // 60), []).append(ev)
+    last = max(by_minute) if by_minute else T0 // 60
+    flush_at = sorted(set(by_minute) | {last + 5, (T0 + 2 * 86_400) // 60})
+    return [(m, by_minute.get(m, [])) for m in flush_at]
 
 
 def _store(stored: dict[RowKey, Row], granularity: str, start: float, rows: list[CellRow]) -> None:
@@ -99,12 +104,8 @@ def _run_before(sessions: Sequence[Session], k: int) -> list[dict[RowKey, Row]]:
     agg: Any = Aggregator(idle_seconds=120)
     stored: dict[RowKey, Row] = {}
     releases: list[dict[RowKey, Row]] = []
-    by_minute: dict[int, list[Event]] = {}
-    for ev in events(sessions):
-        by_minute.setdefault(int(ev.arrival // 60), []).append(ev)
-    last = max(by_minute) if by_minute else T0 // 60
-    for minute in sorted(set(by_minute) | {last + 5, (T0 + 2 * 86_400) // 60}):
-        agg.submit(by_minute.get(minute, []))
+    for minute, batch in _minutes(sessions):
+        agg.submit(batch)
         now = (minute + 1) * 60 + GRACE
         groups = agg.groups(now)
         for g in groups:
