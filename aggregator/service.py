@@ -7,8 +7,10 @@
 Minute rows are written soon after their minute ends; hour and day rows are written as
 provisional rows every ``provisional_seconds`` (each version differs from the one before
 only by k-safe parts, :mod:`aggregator.release`) and once more when their window closes.
-Each process run writes its own rows (column ``part``), so a restart never overwrites what
-an earlier run wrote; queries add the parts up.
+Each process run writes its own rows (column ``part``), so a cold restart never overwrites
+what an earlier run wrote; queries combine the parts (``cells.PARTS_ADDED_UP``). A hot
+restart (``aggregator/hot_restart.py``) hands this run's whole state, its ``part``
+included, to the new code: one run, nothing to combine.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import Gauge, Summary
@@ -85,6 +88,29 @@ class Service:
         self._last_provisional = clock()
         self._published: dict[tuple[str, str, float], set[tuple[str, str, str]]] = {}
         self._version = time.time_ns()
+        # A cold start: sessions that were playing before it resume without a new view.
+        self.aggregator.resume_until = clock() + collector_config.session_idle_seconds
+        self.generation = 0  # hot restarts of this process so far
+        self.handing_over = False  # set by a hot restart: no final flush, the state lives on
+
+    # -- hot restart -----------------------------------------------------------------------
+
+    def handover_state(self) -> dict[str, Any]:
+        """What this object holds besides the aggregator and the ledger (for a hot restart)."""
+        return {
+            "part": self.part,
+            "published": self._published,
+            "version": self._version,
+            "last_provisional": self._last_provisional,
+            "generation": self.generation,
+        }
+
+    def take_over(self, state: dict[str, Any], generation: int) -> None:
+        self.part = str(state["part"])
+        self._published = dict(state["published"])
+        self._version = max(int(state["version"]), self._version)
+        self._last_provisional = float(state["last_provisional"])
+        self.generation = generation
 
     # -- Sink ------------------------------------------------------------------------------
 
@@ -224,11 +250,11 @@ class Service:
             asyncio.create_task(self.writer.drain_forever(DRAIN_SECONDS)),
         ]
         yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self.handing_over:  # a hot restart: wait for a flush under way, then stop, no more
+            async with self._lock:
+                await self._stop(tasks)
+            return
+        await self._stop(tasks)
         now = self.clock()
         self.aggregator.end_all(now)
         report = await self.flush(now, everything=True)
@@ -238,6 +264,14 @@ class Service:
             report.rows,
             report.spooled,
         )
+
+    @staticmethod
+    async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 SERVICE = web.AppKey("service", Service)

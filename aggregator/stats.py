@@ -1,8 +1,9 @@
 """The customer's read API: ``/v1/stats``, ``/v1/streams`` and ``/v1/realtime``.
 
 Every answer holds k-anonymous aggregates of the caller's account only. Rows of every
-process run (``part``) of the same cell are added up; each part was k-anonymous on its own,
-so their sum is too, and so is any remainder by subtraction (design.md, invariant 3).
+process run (``part``) of the same cell are combined (``cells.PARTS_ADDED_UP``: counts add
+up, a concurrent peak is the largest); each part was k-anonymous on its own, so their
+combination is too, and so is any remainder by subtraction (design.md, invariant 3).
 
 Nothing below k is stored, so what was hidden cannot be counted cell by cell. What can be
 said honestly: for each window, stream and breakdown, the stream's viewers that no published
@@ -145,22 +146,30 @@ GROUP BY stream
 ORDER BY views DESC, stream
 """
 
-SELECT_REALTIME = """
+SELECT_REALTIME = (
+    """
 SELECT
     window_start,
     sum(concurrent_peak) AS concurrent_viewers,
     sum(failures) AS failures,
     sum(views) AS views
-FROM cells FINAL
-WHERE account_id = {account:String}
-  AND granularity = 'minute'
-  AND breakdown = ''
-  AND window_start >= {start:DateTime('UTC')}
-  AND window_start < {end:DateTime('UTC')}
-  {stream_filter}
+FROM (
+    SELECT window_start, stream, """
+    + added_up("concurrent_peak", "failures", "views")
+    + """
+    FROM cells FINAL
+    WHERE account_id = {account:String}
+      AND granularity = 'minute'
+      AND breakdown = ''
+      AND window_start >= {start:DateTime('UTC')}
+      AND window_start < {end:DateTime('UTC')}
+      {stream_filter}
+    GROUP BY window_start, stream
+)
 GROUP BY window_start
 ORDER BY window_start
 """
+)
 
 
 # ---- parameters ------------------------------------------------------------------------------

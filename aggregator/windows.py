@@ -31,7 +31,7 @@ from prometheus_client import Counter
 
 from aggregator.cells import Group, RawCell
 from aggregator.histogram import bucket_of
-from aggregator.sessions import Leaf, Session
+from aggregator.sessions import Leaf, Session, mid_play
 from collector.handover import Dimensions, Event
 
 __all__ = ["CLOSE_GRACE_SECONDS", "DEFAULT_BREAKDOWNS", "Aggregator", "Group"]
@@ -73,6 +73,9 @@ class Aggregator:
         self._open_minute = 0  # minutes before this one are closed
         self._closed: list[Group] = []  # closed minutes not taken yet
         self._refused = 0
+        # Until then (unix seconds), a new session whose first event is mid-play was counted
+        # by the run before a cold restart: it is resumed, not started (sessions.mid_play).
+        self.resume_until = float("-inf")
 
     # -- Sink ----------------------------------------------------------------------------------
 
@@ -92,6 +95,8 @@ class Aggregator:
                     SESSIONS_REFUSED.inc()
                     continue
                 s = sessions[ev.session] = Session(ev)
+                if ev.arrival < self.resume_until and mid_play(ev):
+                    s.resume(ev)
                 self._schedule(s)
             elif s.account_id != ev.account_id:
                 continue  # a handle of another account (cannot happen with keyed handles)
