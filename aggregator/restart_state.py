@@ -112,6 +112,7 @@ def _aggregator_out(agg: Aggregator) -> dict[str, Any]:
         "open_minute": agg._open_minute,
         "refused": agg._refused,
         "resume_until": agg.resume_until,
+        "resumed_from": agg.resumed_from,
         "dimensions": [tuple(getattr(d, f) for f in _DIM_FIELDS) for d in dims],
         "leaves": leaves,
         "sessions": sessions,
@@ -222,6 +223,7 @@ def _aggregator_in(packed: dict[str, Any], agg: Aggregator) -> None:
     agg._refused = int(packed["refused"])
     resume_until = float(packed["resume_until"])
     agg.resume_until = resume_until if not math.isnan(resume_until) else float("-inf")
+    agg.resumed_from = float(packed["resumed_from"])
     agg._leaves = leaves
     agg._sessions = sessions
     agg._wheel = wheel

@@ -46,6 +46,7 @@ FLUSH_SECONDS = Summary("streamtally_flush_seconds", "Time of one flush cycle")
 ACTIVE_SESSIONS = Gauge("streamtally_active_sessions", "Playback sessions held in memory")
 OPEN_CELLS = Gauge("streamtally_open_cells", "Cells held in memory")
 
+STOP_MARK = "stopped_at"  # when the last run stopped: a cold start credits playing from it
 DRAIN_SECONDS = 2.0  # how often the spool is retried while ClickHouse is away
 WRITE_COLUMNS = (*COLUMNS, "part", "retention_days", "version", "is_deleted")
 
@@ -89,7 +90,10 @@ class Service:
         self._published: dict[tuple[str, str, float], set[tuple[str, str, str]]] = {}
         self._version = time.time_ns()
         # A cold start: sessions that were playing before it resume without a new view.
-        self.aggregator.resume_until = clock() + collector_config.session_idle_seconds
+        started = clock()
+        self.aggregator.resume_until = started + collector_config.session_idle_seconds
+        self._stop_mark = data_dir / STOP_MARK
+        self.aggregator.resumed_from = min(started, _read_stop_mark(self._stop_mark, started))
         self.generation = 0  # hot restarts of this process so far
         self.handing_over = False  # set by a hot restart: no final flush, the state lives on
 
@@ -257,6 +261,7 @@ class Service:
         await self._stop(tasks)
         now = self.clock()
         self.aggregator.end_all(now)
+        _write_stop_mark(self._stop_mark, now)
         report = await self.flush(now, everything=True)
         log.info(
             "final flush: %d group(s), %d row(s), %d spooled",
@@ -272,6 +277,23 @@ class Service:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _read_stop_mark(path: Path, default: float) -> float:
+    """When the run before stopped cleanly (a unix time, nothing else), then forgotten."""
+    try:
+        value = float(path.read_text())
+        path.unlink()
+    except (OSError, ValueError):
+        return default
+    return value
+
+
+def _write_stop_mark(path: Path, now: float) -> None:
+    try:
+        path.write_text(f"{now:.3f}\n")
+    except OSError as exc:
+        log.warning("stop time not noted (%s): playing time across the restart is lost", exc)
 
 
 SERVICE = web.AppKey("service", Service)

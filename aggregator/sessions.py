@@ -38,11 +38,12 @@ What counts (decided here, from what real players send, ``fixtures/cmcd/``):
   session keeps absorbing the events players send after the end (``t`` every interval,
   ``bc``) until the silence; ``p`` or ``s`` after ``e`` (a replay) starts a new view.
 - **Resumed after a cold restart**: a session whose first event this process sees is
-  mid-play (:func:`mid_play`: a playing, paused or seeking ``sta``; or, without ``sta``, a
-  sequence number past a start-up's first events and no ``msd``) while the process is new
+  mid-play (:func:`mid_play`: not ``sn=0``, and a playing, paused or seeking ``sta``; or,
+  without ``sta``, a sequence number past a start-up's first events and no ``msd``) while the process is new
   (the aggregator's ``resume_until``) was already counted by the run before: it goes on
-  without a new view, startup time or exit before video start. Its viewer and playing time
-  count from here.
+  without a new view, startup time or exit before video start. Its viewer counts from
+  here; the playing time between the old run's stop and this event is credited if it is
+  playing (and the old run credited its side up to the stop).
 - **Out of order**: an event whose ``ts`` is older than one already seen moves no state and
   no duration, but its facts still count (view start, video start, failure, ``msd``,
   ``ltc``, ``ec``).
@@ -152,6 +153,8 @@ class Leaf:
 def mid_play(ev: Event) -> bool:
     """Whether a session's first event shows a playback already going (a start-up never
     begins with it): the rule for sessions that were running before a cold restart."""
+    if ev.seq == 0:
+        return False  # the first event a player numbers starts something
     if ev.state is not None:
         return ev.state in _MID_PLAY_STATES
     return ev.seq is not None and ev.seq >= MID_PLAY_MIN_SN and ev.startup_ms is None
@@ -239,6 +242,22 @@ class Session:
             self.stateful = True
             self.state = ev.state  # no transition: entering it was counted before
             self.seeking = ev.state == "k"
+
+    def playing(self) -> bool:
+        """Whether the last event said the video is playing (and the view is not over)."""
+        if self.ended or not self.played:
+            return False
+        return self.state == "p" if self.stateful else True
+
+    def credit_gap(self, seconds: float, m: int, enter: Enter) -> None:
+        """Playing time across a cold restart (arrival clock): from the last event to the
+        stop on the old run's side, from the stop to the first event on the new run's side.
+        Only while playing; capped like any gap between two events."""
+        if seconds <= 0 or not self.playing():
+            return
+        ms = int(seconds * 1000)
+        self.budget_ms += ms
+        self._credit(self._leaf(m, enter), ms, True, m)
 
     # -- the per-event step ------------------------------------------------------------------
 
