@@ -143,7 +143,9 @@ async def _serve(
     service = app[SERVICE]
     service.handing_over = True
     await runner.cleanup()  # requests in flight finish; no final flush, no session ends
+    started = time.perf_counter()
     state_fd = hot_restart.write_state(app)
+    log.info("hot restart: state written to memory in %.3f s", time.perf_counter() - started)
     return hot_restart.Inherited(listen_fd, state_fd, service.generation + 1)
 
 

@@ -27,6 +27,7 @@ import marshal
 import os
 import struct
 import sys
+import time
 from dataclasses import dataclass
 from typing import Final, NoReturn
 
@@ -138,6 +139,7 @@ def take_over(app: web.Application, inherit: Inherited) -> bool:
     service = app[SERVICE]
     service.generation = inherit.generation
     buf = bytearray()
+    started = time.perf_counter()
     try:
         buf = _read_all(inherit.state_fd)
         secrets, payload = _split(buf)
@@ -157,9 +159,11 @@ def take_over(app: web.Application, inherit: Inherited) -> bool:
         for secret in (process, *secrets.values()):
             secret[:] = bytes(len(secret))
         log.info(
-            "hot restart %d: state taken over (%d sessions)",
+            "hot restart %d: state taken over (%d sessions, %d bytes) in %.3f s",
             inherit.generation,
             len(service.aggregator._sessions),
+            len(buf),
+            time.perf_counter() - started,
         )
         return True
     except (StateError, ValueError, KeyError, EOFError, TypeError, OSError) as exc:

@@ -39,8 +39,9 @@ What counts (decided here, from what real players send, ``fixtures/cmcd/``):
   ``bc``) until the silence; ``p`` or ``s`` after ``e`` (a replay) starts a new view.
 - **Resumed after a cold restart**: a session whose first event this process sees is
   mid-play (:func:`mid_play`: not ``sn=0``, and a playing, paused or seeking ``sta``; or,
-  without ``sta``, a sequence number past a start-up's first events and no ``msd``) while the process is new
-  (the aggregator's ``resume_until``) was already counted by the run before: it goes on
+  without ``sta``, a sequence number past a start-up's first events and no ``msd``) while
+  the process is new (the aggregator's ``resume_until``) was counted by the run before: it
+  goes on
   without a new view, startup time or exit before video start. Its viewer counts from
   here; the playing time between the old run's stop and this event is credited if it is
   playing (and the old run credited its side up to the stop).

@@ -80,9 +80,17 @@ HIDDEN_NOTE: Final = (
     "up over windows and streams. Streams with fewer than k viewers are merged into the "
     "stream '(other)' or left out; how many is not known, since nothing under k is kept."
 )
+RESTART_NOTE: Final = (
+    "unique_viewers counts distinct viewers with a secret of the UTC day that lives only in "
+    "the server's memory: a hot restart keeps it, but after a cold restart (a stop or a "
+    "crash) a viewer seen before and after it counts twice for that day (the secret is gone, "
+    "on purpose). Views, startup times, exits before start and playing time are not "
+    "affected; concurrent_peak is the larger of the two runs' peaks."
+)
 STREAMS_NOTE: Final = (
     "unique_viewers is the sum of daily unique viewers: an upper bound, as a viewer who "
-    "watched on several days counts once per day"
+    "watched on several days counts once per day, and one seen before and after a cold "
+    "restart of the server twice that day"
 )
 REALTIME_NOTE: Final = (
     "From stored minute cells, which exist only for minutes with at least k distinct "
@@ -497,6 +505,7 @@ async def get_stats(request: web.Request) -> web.Response:
             "k": account.k,
             "rows": rows,
             "hidden": hidden,
+            "note": RESTART_NOTE,
         }
     )
 

@@ -91,5 +91,5 @@ def test_nginx_accepts_the_scale_out_configuration(tmp_path: Path) -> None:
 
 def test_systemd_reload_is_a_hot_restart() -> None:
     """``systemctl reload`` sends SIGHUP to the main process: aggregator/hot_restart.py."""
-    text = (ROOT / "deploy" / "streamtally.service").read_text()
+    text = (DEPLOY / "streamtally.service").read_text()
     assert "ExecReload=/bin/kill -HUP $MAINPID" in text.splitlines()
