@@ -122,8 +122,10 @@ def test_cold_restart_mid_traffic_counts_no_playback_twice(
                            "startup_ms_p95", "failures_by_code", "concurrent_peak"):  # fmt: skip
                 assert got[metric] == expected[metric], (granularity, metric)
             # Playing time across the restart: the old run credits up to its stop, the new
-            # one from there; arrival clock and client clock differ by the loopback's jitter.
-            assert got["playing_seconds"] == pytest.approx(expected["playing_seconds"], abs=0.5)
+            # one from there, on the server's arrival clock; the gap it replaces was measured
+            # on the client's clock. They differ by how late each report arrives: at most
+            # 0.1 s per playing session here (15), on a loaded 2-core machine.
+            assert got["playing_seconds"] == pytest.approx(expected["playing_seconds"], abs=1.5)
             # Unique viewers may count a viewer twice: the day's secret is gone, on purpose.
             assert expected["unique_viewers"] <= got["unique_viewers"] <= 2 * PLAYBACKS
         [minute] = alone.stats("minute")
