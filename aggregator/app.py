@@ -111,11 +111,13 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Public: two states, nothing that counts (the spool's size is an operator metric)."""
+    """Public: two states, nothing that counts (the spool's size is an operator metric);
+    ``generation``: hot restarts of this process (0 at a cold start)."""
     service = request.app[SERVICE]
     clickhouse = await request.app[STORE].ping()
     body = {
         "status": "ok" if service.accepting() else "degraded",
         "clickhouse": "up" if clickhouse else "down",
+        "generation": service.generation,
     }
     return web.json_response(body, status=200 if service.accepting() else 503)

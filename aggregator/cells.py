@@ -75,17 +75,22 @@ COLUMNS: Final[tuple[str, ...]] = (
     "concurrent_peak",
 )
 
-# How the rows of one cell written by several process runs (`part`) add up when read: one
-# place for the stats API and the export. Distinct viewers and peaks are summed (an upper
-# bound across a restart); histograms element-wise; error codes key by key.
+# How the rows of one cell written by several process runs (`part`) combine when read: one
+# place for the stats API and the export. Runs follow each other (a cold restart; a hot
+# restart keeps its run), so counts and sums add up: histograms element-wise, error codes
+# key by key, distinct viewers too (an upper bound: the viewer secret does not survive a
+# cold restart, on purpose). A concurrent peak is the larger of the runs' peaks: in the
+# minute of a restart both runs saw the same playbacks, and adding them would count each
+# twice.
 PARTS_ADDED_UP: Final[dict[str, str]] = {
     **{
         name: f"sum({name})"
         for name in COLUMNS[6:]
-        if name not in ("startup_hist", "failures_by_code")
+        if name not in ("startup_hist", "failures_by_code", "concurrent_peak")
     },
     "startup_hist": "sumForEach(startup_hist)",
     "failures_by_code": "sumMap(failures_by_code)",
+    "concurrent_peak": "max(concurrent_peak)",
 }
 
 

@@ -15,11 +15,12 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -29,7 +30,13 @@ from collector import settings
 from collector.config import CollectorConfig
 from collector.errors import ConfigError, StreamTallyError
 
+if TYPE_CHECKING:
+    from aggregator.hot_restart import Inherited
+
 log = logging.getLogger("streamtally")
+
+LISTEN_BACKLOG = 1024  # connections that wait while a hot restart runs
+HANDOVER_GRACE_SECONDS = 0.05  # after the last accept, for its request to arrive
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
@@ -59,18 +66,41 @@ def _setup_logging(level: str) -> None:
 # -- serve ---------------------------------------------------------------------------------
 
 
-async def _serve(collector_config: CollectorConfig, aggregator_config: AggregatorConfig) -> None:
+_early_hangup = False  # a SIGHUP before the server listens: acted on once it does
+
+
+def _note_hangup(signum: int, frame: object) -> None:
+    global _early_hangup
+    _early_hangup = True
+
+
+async def _serve(
+    collector_config: CollectorConfig, aggregator_config: AggregatorConfig
+) -> Inherited | None:
+    """Serve until SIGTERM/SIGINT (None: stop) or SIGHUP (what to hand the re-executed
+    code: aggregator/hot_restart.py)."""
     from aiohttp import web
 
+    from aggregator import hot_restart
     from aggregator.admintoken import AdminToken
     from aggregator.app import RUNNER_OPTIONS, create_app
     from aggregator.opmetrics import OPERATOR_LISTENER
+    from aggregator.service import SERVICE
 
+    inherit = hot_restart.inherited()
     data_dir = collector_config.data_dir.resolve()
     token, generated = AdminToken.setup(data_dir, aggregator_config.admin_token)
     if generated:
         print(f"Generated admin token (shown once, stored only as a hash): {generated}", flush=True)
     app = await create_app(collector_config, aggregator_config, token)
+    if inherit is not None:
+        hot_restart.take_over(app, inherit)
+        sock = socket.socket(fileno=inherit.listen_fd)
+        sock.set_inheritable(False)
+    else:
+        sock = socket.create_server(
+            (collector_config.host, collector_config.port), backlog=LISTEN_BACKLOG
+        )
     # Everything loaded so far (modules, ClickHouse client, parsers) lives as long as the
     # process: keep it out of the cyclic GC's scans, which otherwise stall requests.
     gc.collect()
@@ -82,21 +112,41 @@ async def _serve(collector_config: CollectorConfig, aggregator_config: Aggregato
         f"operator metrics on {operator_url}/metrics" if operator_url else "no metrics listener",
         flush=True,
     )
-    site = web.TCPSite(runner, collector_config.host, collector_config.port, backlog=1024)
+    site = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG)
     await site.start()
-    port = collector_config.port
-    server = getattr(site, "_server", None)
-    if server is not None and server.sockets:
-        port = server.sockets[0].getsockname()[1]
+    port = sock.getsockname()[1]
     print(f"streamtally listening on http://{collector_config.host}:{port}", flush=True)
     stop = asyncio.Event()
+    hangup = False
+
+    def on_hangup() -> None:
+        nonlocal hangup
+        hangup = True
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    if _early_hangup:
+        on_hangup()
     await stop.wait()
-    log.info("shutting down: draining requests, flushing every open cell")
-    await runner.cleanup()
-    log.info("stopped")
+    if not hangup:
+        log.info("shutting down: draining requests, flushing every open cell")
+        await runner.cleanup()
+        log.info("stopped")
+        return None
+    log.info("hot restart: draining requests, then handing the state over in memory")
+    listen_fd = os.dup(sock.fileno())  # keeps the socket (and its backlog) past the site
+    await site.stop()  # no more accepts: new connections wait in the backlog
+    await asyncio.sleep(HANDOVER_GRACE_SECONDS)  # accepted connections' requests come in
+    service = app[SERVICE]
+    service.handing_over = True
+    await runner.cleanup()  # requests in flight finish; no final flush, no session ends
+    started = time.perf_counter()
+    state_fd = hot_restart.write_state(app)
+    log.info("hot restart: state written to memory in %.3f s", time.perf_counter() - started)
+    return hot_restart.Inherited(listen_fd, state_fd, service.generation + 1)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -104,7 +154,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     collector_config, aggregator_config = _configs(args)
     _setup_logging(aggregator_config.log_level)
-    uvloop.run(_serve(collector_config, aggregator_config))
+    signal.signal(signal.SIGHUP, _note_hangup)  # until the server installs its own
+    handover = uvloop.run(_serve(collector_config, aggregator_config))
+    if handover is not None:
+        from aggregator.hot_restart import reexec
+
+        reexec(handover)
     return 0
 
 

@@ -84,7 +84,7 @@ COLUMNS: Final[dict[str, str]] = {
     "bitrate_changes": "rendition switches",
     "latency_ms_sum": "sum of live latency samples, ms",
     "latency_count": "live latency samples (avg = latency_ms_sum / this)",
-    "concurrent_peak": "most viewers playing at once in the window (parts added up)",
+    "concurrent_peak": "most viewers playing at once in the window (largest of the runs')",
     "retention_days": "days after window_start the row expires",
 }
 

@@ -26,6 +26,7 @@ from aggregator.stats import (
     REALTIME_DEFAULT,
     REALTIME_MAX,
     REALTIME_NOTE,
+    RESTART_NOTE,
     STREAMS_NOTE,
 )
 
@@ -197,6 +198,7 @@ def _schemas() -> dict[str, Schema]:
             k={"type": "integer", "minimum": 2},
             rows=arr(ref("StatsRow")),
             hidden=ref("Hidden"),
+            note={**STRING, "description": RESTART_NOTE},
         ),
         "Streams": obj(
             ["account_id", "from", "to", "k", "streams"],

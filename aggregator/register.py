@@ -204,7 +204,9 @@ def categories(
             "A 64-bit keyed BLAKE2b hash of (account, IP address, user agent) under a random "
             "secret of the UTC day that exists only in memory.",
             ("event:viewer", "report:viewer"),
-            "process memory of the aggregator (open cells' distinct-viewer sets)",
+            "process memory of the aggregator (open cells' distinct-viewer sets); during a "
+            "hot restart (SIGHUP) also anonymous memory of the same process (memfd), never "
+            "a file",
             "until the cell's window is written; the day's secret is destroyed "
             f"{_days(c.viewer_key_grace_seconds)} after the UTC day ends (setting "
             "viewer_key_grace_seconds), so a day's keys cannot be recomputed",
@@ -216,9 +218,13 @@ def categories(
             "The 32-byte random secret of each UTC day behind the viewer keys, and the "
             "per-process secret behind session and client handles.",
             (),
-            "process memory only; never written, logged or pickled",
+            "process memory only; never written, logged or pickled. A hot restart (SIGHUP) "
+            "hands it to the new code of the same process through anonymous memory (memfd, "
+            "closed and the buffers zeroed once read), never a file. A cold restart (stop, "
+            "crash) loses it on purpose: a viewer seen before and after one counts twice in "
+            "that day's unique viewers",
             "the day's secret: until the day ends plus the grace period, then zeroed; the "
-            "per-process secret: the process's lifetime",
+            "per-process secret: the process's lifetime, hot restarts included",
             "keyed hashing (viewer keys, session handles, rate-limit client handles)",
             "nothing",
         ),

@@ -7,8 +7,10 @@
 Minute rows are written soon after their minute ends; hour and day rows are written as
 provisional rows every ``provisional_seconds`` (each version differs from the one before
 only by k-safe parts, :mod:`aggregator.release`) and once more when their window closes.
-Each process run writes its own rows (column ``part``), so a restart never overwrites what
-an earlier run wrote; queries add the parts up.
+Each process run writes its own rows (column ``part``), so a cold restart never overwrites
+what an earlier run wrote; queries combine the parts (``cells.PARTS_ADDED_UP``). A hot
+restart (``aggregator/hot_restart.py``) hands this run's whole state, its ``part``
+included, to the new code: one run, nothing to combine.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import Gauge, Summary
@@ -43,6 +46,7 @@ FLUSH_SECONDS = Summary("streamtally_flush_seconds", "Time of one flush cycle")
 ACTIVE_SESSIONS = Gauge("streamtally_active_sessions", "Playback sessions held in memory")
 OPEN_CELLS = Gauge("streamtally_open_cells", "Cells held in memory")
 
+STOP_MARK = "stopped_at"  # when the last run stopped: a cold start credits playing from it
 DRAIN_SECONDS = 2.0  # how often the spool is retried while ClickHouse is away
 WRITE_COLUMNS = (*COLUMNS, "part", "retention_days", "version", "is_deleted")
 
@@ -85,6 +89,32 @@ class Service:
         self._last_provisional = clock()
         self._published: dict[tuple[str, str, float], set[tuple[str, str, str]]] = {}
         self._version = time.time_ns()
+        # A cold start: sessions that were playing before it resume without a new view.
+        started = clock()
+        self.aggregator.resume_until = started + collector_config.session_idle_seconds
+        self._stop_mark = data_dir / STOP_MARK
+        self.aggregator.resumed_from = min(started, _read_stop_mark(self._stop_mark, started))
+        self.generation = 0  # hot restarts of this process so far
+        self.handing_over = False  # set by a hot restart: no final flush, the state lives on
+
+    # -- hot restart -----------------------------------------------------------------------
+
+    def handover_state(self) -> dict[str, Any]:
+        """What this object holds besides the aggregator and the ledger (for a hot restart)."""
+        return {
+            "part": self.part,
+            "published": self._published,
+            "version": self._version,
+            "last_provisional": self._last_provisional,
+            "generation": self.generation,
+        }
+
+    def take_over(self, state: dict[str, Any], generation: int) -> None:
+        self.part = str(state["part"])
+        self._published = dict(state["published"])
+        self._version = max(int(state["version"]), self._version)
+        self._last_provisional = float(state["last_provisional"])
+        self.generation = generation
 
     # -- Sink ------------------------------------------------------------------------------
 
@@ -224,13 +254,14 @@ class Service:
             asyncio.create_task(self.writer.drain_forever(DRAIN_SECONDS)),
         ]
         yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self.handing_over:  # a hot restart: wait for a flush under way, then stop, no more
+            async with self._lock:
+                await self._stop(tasks)
+            return
+        await self._stop(tasks)
         now = self.clock()
         self.aggregator.end_all(now)
+        _write_stop_mark(self._stop_mark, now)
         report = await self.flush(now, everything=True)
         log.info(
             "final flush: %d group(s), %d row(s), %d spooled",
@@ -238,6 +269,31 @@ class Service:
             report.rows,
             report.spooled,
         )
+
+    @staticmethod
+    async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _read_stop_mark(path: Path, default: float) -> float:
+    """When the run before stopped cleanly (a unix time, nothing else), then forgotten."""
+    try:
+        value = float(path.read_text())
+        path.unlink()
+    except (OSError, ValueError):
+        return default
+    return value
+
+
+def _write_stop_mark(path: Path, now: float) -> None:
+    try:
+        path.write_text(f"{now:.3f}\n")
+    except OSError as exc:
+        log.warning("stop time not noted (%s): playing time across the restart is lost", exc)
 
 
 SERVICE = web.AppKey("service", Service)

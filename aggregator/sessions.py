@@ -37,6 +37,14 @@ What counts (decided here, from what real players send, ``fixtures/cmcd/``):
 - **End**: ``sta`` ``e``, ``f`` or ``q``, or silence (the aggregator's idle timeout). An ended
   session keeps absorbing the events players send after the end (``t`` every interval,
   ``bc``) until the silence; ``p`` or ``s`` after ``e`` (a replay) starts a new view.
+- **Resumed after a cold restart**: a session whose first event this process sees is
+  mid-play (:func:`mid_play`: not ``sn=0``, and a playing, paused or seeking ``sta``; or,
+  without ``sta``, a sequence number past a start-up's first events and no ``msd``) while
+  the process is new (the aggregator's ``resume_until``) was counted by the run before: it
+  goes on
+  without a new view, startup time or exit before video start. Its viewer counts from
+  here; the playing time between the old run's stop and this event is credited if it is
+  playing (and the old run credited its side up to the stop).
 - **Out of order**: an event whose ``ts`` is older than one already seen moves no state and
   no duration, but its facts still count (view start, video start, failure, ``msd``,
   ``ltc``, ``ec``).
@@ -49,7 +57,7 @@ from typing import Final
 
 from collector.handover import Dimensions, Event
 
-__all__ = ["Leaf", "Session"]
+__all__ = ["Leaf", "Session", "mid_play"]
 
 MAX_GAP_MS: Final = 300_000  # a longer gap between two events is counted as this much
 BUDGET_SLACK_MS: Final = 300_000.0  # credited time may exceed the session's arrival age by this
@@ -60,6 +68,11 @@ MAX_LATENCY_MS: Final = 3_600_000
 MAX_CODE_LENGTH: Final = 64
 
 _VIEW_STATES: Final = frozenset("spr")
+_MID_PLAY_STATES: Final = frozenset("pak")  # only ever after video start
+# Without sta: a first event with an sn this high is not the start of a playback. Real
+# players' first reports arrive out of order by a few places (fixtures/cmcd: up to 5), and
+# a stateless start-up (Shaka's build without sta) reaches msd by sn 7.
+MID_PLAY_MIN_SN: Final = 16
 _END_STATES: Final = frozenset("efq")
 
 
@@ -138,6 +151,16 @@ class Leaf:
         self.latency_viewers = None
 
 
+def mid_play(ev: Event) -> bool:
+    """Whether a session's first event shows a playback already going (a start-up never
+    begins with it): the rule for sessions that were running before a cold restart."""
+    if ev.seq == 0:
+        return False  # the first event a player numbers starts something
+    if ev.state is not None:
+        return ev.state in _MID_PLAY_STATES
+    return ev.seq is not None and ev.seq >= MID_PLAY_MIN_SN and ev.startup_ms is None
+
+
 # enter(session, minute) -> the session's leaf for that minute, its viewer counted there
 Enter = Callable[["Session", int], Leaf]
 
@@ -209,6 +232,33 @@ class Session:
         self.conc_minute = -1
         self.rr_ts = -1  # latest segment request (stateless playing evidence)
         self.credited_ts = -1  # playing credited up to here (stateless)
+
+    def resume(self, ev: Event) -> None:
+        """This session was counted by the process run before (a cold restart): its view,
+        startup time and video start are done; its state is the one ``ev`` shows."""
+        self.viewed = self.played = self.startup_done = True
+        ts = -1 if ev.ts_ms is None else ev.ts_ms
+        self.start_ts = self.play_ts = self.credited_ts = ts
+        if ev.state is not None:
+            self.stateful = True
+            self.state = ev.state  # no transition: entering it was counted before
+            self.seeking = ev.state == "k"
+
+    def playing(self) -> bool:
+        """Whether the last event said the video is playing (and the view is not over)."""
+        if self.ended or not self.played:
+            return False
+        return self.state == "p" if self.stateful else True
+
+    def credit_gap(self, seconds: float, m: int, enter: Enter) -> None:
+        """Playing time across a cold restart (arrival clock): from the last event to the
+        stop on the old run's side, from the stop to the first event on the new run's side.
+        Only while playing; capped like any gap between two events."""
+        if seconds <= 0 or not self.playing():
+            return
+        ms = int(seconds * 1000)
+        self.budget_ms += ms
+        self._credit(self._leaf(m, enter), ms, True, m)
 
     # -- the per-event step ------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """The customer's read API: ``/v1/stats``, ``/v1/streams`` and ``/v1/realtime``.
 
 Every answer holds k-anonymous aggregates of the caller's account only. Rows of every
-process run (``part``) of the same cell are added up; each part was k-anonymous on its own,
-so their sum is too, and so is any remainder by subtraction (design.md, invariant 3).
+process run (``part``) of the same cell are combined (``cells.PARTS_ADDED_UP``: counts add
+up, a concurrent peak is the largest); each part was k-anonymous on its own, so their
+combination is too, and so is any remainder by subtraction (design.md, invariant 3).
 
 Nothing below k is stored, so what was hidden cannot be counted cell by cell. What can be
 said honestly: for each window, stream and breakdown, the stream's viewers that no published
@@ -86,9 +87,17 @@ HIDDEN_NOTE: Final = (
     "up over windows and streams. Streams with fewer than k viewers are merged into the "
     "stream '(other)' or left out; how many is not known, since nothing under k is kept."
 )
+RESTART_NOTE: Final = (
+    "unique_viewers counts distinct viewers with a secret of the UTC day that lives only in "
+    "the server's memory: a hot restart keeps it, but after a cold restart (a stop or a "
+    "crash) a viewer seen before and after it counts twice for that day (the secret is gone, "
+    "on purpose). Views, startup times, exits before start and playing time are not "
+    "affected; concurrent_peak is the larger of the two runs' peaks."
+)
 STREAMS_NOTE: Final = (
     "unique_viewers is the sum of daily unique viewers: an upper bound, as a viewer who "
-    "watched on several days counts once per day"
+    "watched on several days counts once per day, and one seen before and after a cold "
+    "restart of the server twice that day"
 )
 REALTIME_NOTE: Final = (
     "From stored minute cells, which exist only for minutes with at least k distinct "
@@ -152,22 +161,30 @@ GROUP BY stream
 ORDER BY views DESC, stream
 """
 
-SELECT_REALTIME = """
+SELECT_REALTIME = (
+    """
 SELECT
     window_start,
     sum(concurrent_peak) AS concurrent_viewers,
     sum(failures) AS failures,
     sum(views) AS views
-FROM cells FINAL
-WHERE account_id = {account:String}
-  AND granularity = 'minute'
-  AND breakdown = ''
-  AND window_start >= {start:DateTime('UTC')}
-  AND window_start < {end:DateTime('UTC')}
-  {stream_filter}
+FROM (
+    SELECT window_start, stream, """
+    + added_up("concurrent_peak", "failures", "views")
+    + """
+    FROM cells FINAL
+    WHERE account_id = {account:String}
+      AND granularity = 'minute'
+      AND breakdown = ''
+      AND window_start >= {start:DateTime('UTC')}
+      AND window_start < {end:DateTime('UTC')}
+      {stream_filter}
+    GROUP BY window_start, stream
+)
 GROUP BY window_start
 ORDER BY window_start
 """
+)
 
 
 # ---- parameters ------------------------------------------------------------------------------
@@ -495,6 +512,7 @@ async def get_stats(request: web.Request) -> web.Response:
             "k": account.k,
             "rows": rows,
             "hidden": hidden,
+            "note": RESTART_NOTE,
         }
     )
 

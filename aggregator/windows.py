@@ -31,7 +31,7 @@ from prometheus_client import Counter
 
 from aggregator.cells import Group, RawCell
 from aggregator.histogram import bucket_of
-from aggregator.sessions import Leaf, Session
+from aggregator.sessions import Leaf, Session, mid_play
 from collector.handover import Dimensions, Event
 
 __all__ = ["CLOSE_GRACE_SECONDS", "DEFAULT_BREAKDOWNS", "Aggregator", "Group"]
@@ -39,6 +39,9 @@ __all__ = ["CLOSE_GRACE_SECONDS", "DEFAULT_BREAKDOWNS", "Aggregator", "Group"]
 DEFAULT_BREAKDOWNS: Final = ("", "country", "device", "os", "browser", "player")
 DIMENSIONS: Final = frozenset(DEFAULT_BREAKDOWNS[1:])
 CLOSE_GRACE_SECONDS: Final = 2.0  # a minute closes this long after its end
+# At a stop, a session that played and reported this recently is credited up to the stop
+# (the next run credits from the stop to its first event): a heartbeat interval or two.
+STOP_CREDIT_SECONDS: Final = 120.0
 SLICE_LEAVES: Final = 500  # leaves closed between two yields of tick_steps (~10 ms)
 
 SESSIONS_REFUSED = Counter(
@@ -73,6 +76,10 @@ class Aggregator:
         self._open_minute = 0  # minutes before this one are closed
         self._closed: list[Group] = []  # closed minutes not taken yet
         self._refused = 0
+        # Until then (unix seconds), a new session whose first event is mid-play was counted
+        # by the run before a cold restart: it is resumed, not started (sessions.mid_play).
+        self.resume_until = float("-inf")
+        self.resumed_from = float("inf")  # when the run before stopped (or this one started)
 
     # -- Sink ----------------------------------------------------------------------------------
 
@@ -93,6 +100,12 @@ class Aggregator:
                     continue
                 s = sessions[ev.session] = Session(ev)
                 self._schedule(s)
+                if ev.arrival < self.resume_until and mid_play(ev):
+                    s.resume(ev)
+                    s.observe(ev, m, enter)
+                    if ev.kind != "ps":  # a state change says it was not playing before
+                        s.credit_gap(ev.arrival - self.resumed_from, m, enter)
+                    continue
             elif s.account_id != ev.account_id:
                 continue  # a handle of another account (cannot happen with keyed handles)
             elif m < s.minute:
@@ -155,9 +168,13 @@ class Aggregator:
         self._open_minute = current + 1
 
     def end_all(self, now: float) -> None:
-        """Shutdown: end every session and close every open minute."""
+        """Shutdown: end every session (one playing is credited up to ``now``: a cold
+        restart's next run credits from there) and close every open minute."""
         m = max(self._open_minute, int(now // 60))
         for s in self._sessions.values():
+            silence = now - s.last_arrival
+            if silence <= STOP_CREDIT_SECONDS:  # still playing when the process stops
+                s.credit_gap(silence, m, self._enter)
             s.end(m, self._enter)
             s.check_at = -1
         self._sessions.clear()

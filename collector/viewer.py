@@ -14,8 +14,13 @@ that is copied into the ``bytearray`` and then freed without being zeroed, so a 
 linger in freed heap memory until it is reused. A memory dump of the live process is outside
 what this protects against; disk, configuration and logs are not.
 
-``session_handle`` and ``client_handle`` use a separate secret drawn once per process, so a
-session that crosses midnight keeps its handle. They are 60-bit ints (two 30-bit CPython
+``session_handle`` and ``client_handle`` use a separate secret drawn once per process run, so
+a session that crosses midnight keeps its handle.
+
+A hot restart (``aggregator/hot_restart.py``) hands every secret to the new code of the same
+process through anonymous memory, never a file: :meth:`ViewerKeys.handover_secrets` gives
+the live buffers (written straight from them), :meth:`ViewerKeys.take_over` adopts copies
+and the caller zeroes what it read them from. They are 60-bit ints (two 30-bit CPython
 digits: 32 bytes per int instead of 48), used as dict keys by the deduper and rate limiter.
 """
 
@@ -53,6 +58,7 @@ class ViewerKeys:
         "_grace",
         "_hashers",
         "_next_expiry",
+        "_process",
         "_secrets",
         "_session",
     )
@@ -69,10 +75,9 @@ class ViewerKeys:
         self._next_expiry = math.inf
         # Every day up to this one is over: its secret is gone and is never drawn again.
         self._dead_through = self._last_dead_day(clock())
-        process_secret = bytearray(secrets.token_bytes(32))
-        self._client = _keyed(process_secret, b"st-client")
-        self._session = _keyed(process_secret, b"st-session")
-        process_secret[:] = bytes(len(process_secret))
+        self._process = bytearray(secrets.token_bytes(32))  # kept for a hot restart only
+        self._client = _keyed(self._process, b"st-client")
+        self._session = _keyed(self._process, b"st-session")
 
     def key(self, account_id: str, ip: str, ua: str, at: float) -> int | None:
         """The 64-bit viewer key for the UTC day of ``at``; None if that day's secret is gone."""
@@ -109,6 +114,27 @@ class ViewerKeys:
             secret[:] = bytes(len(secret))  # overwrite in place before letting go
             del self._hashers[day]  # freed now: CPython zeroes a BLAKE2 object's state
         self._next_expiry = min(map(self._expiry, self._secrets), default=math.inf)
+
+    def handover_secrets(self) -> tuple[bytearray, dict[int, bytearray]]:
+        """The live secrets for a hot restart: the process secret and each day's (by day
+        number). The buffers themselves, not copies: write them, never keep or log them."""
+        self.rotate()
+        return self._process, dict(self._secrets)
+
+    def take_over(self, process: bytearray, days: dict[int, bytearray]) -> None:
+        """Adopt the secrets of the code this process ran before a hot restart (copies are
+        kept; the caller zeroes its buffers). Days already over are destroyed at once."""
+        if len(process) != 32 or any(len(secret) != 32 for secret in days.values()):
+            raise ValueError("a secret is not 32 bytes")
+        for secret in (self._process, *self._secrets.values()):
+            secret[:] = bytes(len(secret))
+        self._process = bytearray(process)
+        self._client = _keyed(self._process, b"st-client")
+        self._session = _keyed(self._process, b"st-session")
+        self._secrets = {day: bytearray(secret) for day, secret in days.items()}
+        self._hashers = {day: _keyed(secret, b"st-viewer") for day, secret in self._secrets.items()}
+        self._next_expiry = min(map(self._expiry, self._secrets), default=math.inf)
+        self.rotate()
 
     def day_of(self, at: float) -> date:
         """The UTC day of a unix time."""

@@ -87,3 +87,9 @@ def test_nginx_accepts_the_scale_out_configuration(tmp_path: Path) -> None:
     assert "hash $remote_addr consistent" in conf
     assert "access_log off" in conf
     assert "location = /metrics {\n            return 404;" in conf
+
+
+def test_systemd_reload_is_a_hot_restart() -> None:
+    """``systemctl reload`` sends SIGHUP to the main process: aggregator/hot_restart.py."""
+    text = (DEPLOY / "streamtally.service").read_text()
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in text.splitlines()

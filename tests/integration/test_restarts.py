@@ -1,0 +1,386 @@
+"""Restarts against real ``streamtally serve`` processes and a real ClickHouse server.
+
+Each test sends the same scripted playbacks to a server that is left alone and to one that is
+restarted in the middle (hot: SIGHUP; cold: SIGTERM, then a new process), at the same time,
+so that both see the same minutes, and compares what each publishes."""
+
+from __future__ import annotations
+
+import marshal
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aggregator import hot_restart
+from aggregator.restart_state import shapes
+from tests.chserver import ClickHouseProcess
+from tests.conftest import ChDatabase
+from tests.integration.restart_traffic import (
+    PLAYBACKS,
+    Target,
+    make_db,
+    phases,
+    post_report,
+    send_phase,
+    serve,
+    wait_early_in_minute,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def pair(tmp_path: Path, ch: ClickHouseProcess, ch_database: ChDatabase) -> tuple[Target, Target]:
+    other = make_db(ch, ch_database.database + "_b")
+    alone = Target(serve(tmp_path / "alone", ch_database), ch_database)
+    restarted = Target(serve(tmp_path / "restarted", other), other)
+    alone.setup()
+    restarted.setup()
+    return alone, restarted
+
+
+def sighup_and_wait(target: Target, generation: int) -> None:
+    assert target.proc.proc is not None
+    os.kill(target.proc.proc.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if sum("hot restart" in line and "taken over" in line for line in target.proc.output) >= (
+            generation
+        ):
+            return
+        time.sleep(0.05)
+    raise AssertionError("no hot restart:\n" + "".join(target.proc.output))
+
+
+def test_hot_restart_mid_traffic_publishes_exactly_what_no_restart_does(
+    tmp_path: Path, clickhouse_server: ClickHouseProcess, ch_database: ChDatabase
+) -> None:
+    alone, restarted = pair(tmp_path, clickhouse_server, ch_database)
+    try:
+        assert restarted.proc.proc is not None
+        pid = restarted.proc.proc.pid
+        assert restarted.health()["generation"] == 0
+        accepted = [0, 0]
+        script = phases()
+        wait_early_in_minute()
+        for n, phase in enumerate(script):
+            if n == 3:
+                os.kill(pid, signal.SIGHUP)  # the next reports wait in the backlog
+            send_phase(phase, [alone, restarted], accepted)
+            time.sleep(1.0)
+        assert accepted[0] == accepted[1]
+        assert restarted.health()["generation"] == 1
+        assert restarted.proc.proc.pid == pid
+        assert restarted.proc.alive()
+        for target in (alone, restarted):
+            target.flush()
+        for granularity in ("minute", "hour", "day"):
+            for by in ("", "device,browser"):
+                expected = alone.stats(granularity, by)
+                assert expected, (granularity, by)
+                assert restarted.stats(granularity, by) == expected, (granularity, by)
+        day = alone.stats("day")[0]
+        assert day["views"] == PLAYBACKS
+        assert day["exits_before_start"] == 5
+        assert day["failures"] == 3
+        assert day["rebuffer_count"] == 2
+        assert day["concurrent_peak"] == 15
+        exported = alone.export()
+        assert exported[0].keys() == {"manifest"}
+        assert len(exported) == 1 + exported[0]["manifest"]["rows"]
+        assert restarted.export()[1:] == exported[1:]  # the manifest names its account
+    finally:
+        alone.proc.stop()
+        restarted.proc.stop()
+
+
+def test_cold_restart_mid_traffic_counts_no_playback_twice(
+    tmp_path: Path, clickhouse_server: ClickHouseProcess, ch_database: ChDatabase
+) -> None:
+    alone, restarted = pair(tmp_path, clickhouse_server, ch_database)
+    try:
+        accepted = [0, 0]
+        wait_early_in_minute()
+        for n, phase in enumerate(phases()):
+            if n == 3:  # SIGTERM (drains, flushes), then a new process on the same data
+                assert restarted.proc.stop() == 0
+                data_dir = restarted.proc.data_dir
+                restarted.proc = serve(data_dir, restarted.db)
+            send_phase(phase, [alone, restarted], accepted)
+            time.sleep(1.0)
+        for target in (alone, restarted):
+            target.flush()
+        for granularity in ("hour", "day"):
+            [expected] = alone.stats(granularity)
+            [got] = restarted.stats(granularity)
+            for metric in ("views", "exits_before_start", "failures", "startup_ms_p50",
+                           "startup_ms_p95", "failures_by_code", "concurrent_peak"):  # fmt: skip
+                assert got[metric] == expected[metric], (granularity, metric)
+            # Playing time across the restart: the old run credits up to its stop, the new
+            # one from there, on the server's arrival clock; the gap it replaces was measured
+            # on the client's clock. They differ by how late each report arrives: at most
+            # 0.1 s per playing session here (15), on a loaded 2-core machine.
+            assert got["playing_seconds"] == pytest.approx(expected["playing_seconds"], abs=1.5)
+            # Unique viewers may count a viewer twice: the day's secret is gone, on purpose.
+            assert expected["unique_viewers"] <= got["unique_viewers"] <= 2 * PLAYBACKS
+        [minute] = alone.stats("minute")
+        assert minute["concurrent_peak"] == 15
+    finally:
+        alone.proc.stop()
+        restarted.proc.stop()
+
+
+def test_concurrent_peak_across_a_cold_restart_is_not_the_sum_of_the_runs(
+    tmp_path: Path, clickhouse_server: ClickHouseProcess, ch_database: ChDatabase
+) -> None:
+    import clickhouse_connect
+
+    target = Target(serve(tmp_path / "data", ch_database), ch_database)
+    target.setup()
+    accepted = [0]
+    try:
+        wait_early_in_minute()
+        script = phases()
+        for phase in script[:3]:
+            send_phase(phase, [target], accepted)
+            time.sleep(0.5)
+        assert target.proc.stop() == 0
+        target.proc = serve(tmp_path / "data", ch_database)
+        for phase in script[3:]:
+            send_phase(phase, [target], accepted)
+            time.sleep(0.5)
+        target.flush()
+        client = clickhouse_connect.get_client(
+            host=clickhouse_server.host, port=clickhouse_server.port, database=ch_database.database
+        )
+        peaks = client.query(
+            "SELECT part, max(concurrent_peak) FROM cells FINAL WHERE granularity = 'hour' "
+            "AND breakdown = '' GROUP BY part"
+        ).result_rows
+        client.close()
+        assert len(peaks) == 2  # one row per run
+        assert all(peak == 15 for _, peak in peaks)
+        for granularity in ("minute", "hour", "day"):
+            [row] = target.stats(granularity)
+            assert row["concurrent_peak"] == 15, granularity  # not 30
+            assert row["views"] == PLAYBACKS, granularity  # no second view after the restart
+    finally:
+        target.proc.stop()
+
+
+# -- privacy: the state crosses the exec in memory only -------------------------------------------
+
+
+class MemfdThief(threading.Thread):
+    """Watches /proc/<pid>/fd during a hot restart and reads the state's memfd, as anyone
+    with the server's uid could: what it holds must then be found nowhere on disk."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.stop = threading.Event()
+        self.taken: bytes | None = None
+        self.targets: set[str] = set()
+
+    def run(self) -> None:
+        fd_dir = Path(f"/proc/{self.pid}/fd")
+        while not self.stop.is_set():
+            for entry in list(_listdir(fd_dir)):
+                target = _readlink(fd_dir / entry)
+                if target is None:
+                    continue
+                self.targets.add(target)
+                if hot_restart.MEMFD_NAME in target and self.taken is None:
+                    data = _read(fd_dir / entry)
+                    if data and _complete(data):
+                        self.taken = data
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _readlink(path: Path) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _complete(data: bytes) -> bool:
+    try:
+        hot_restart._split(bytearray(data))
+    except Exception:
+        return False
+    return True
+
+
+def test_hot_restart_leaves_no_state_key_or_secret_on_disk_in_fds_or_logs(
+    tmp_path: Path, ch_database: ChDatabase
+) -> None:
+    target = Target(serve(tmp_path / "data", ch_database), ch_database)
+    target.setup()
+    try:
+        assert target.proc.proc is not None
+        pid = target.proc.proc.pid
+        send_phase(phases()[0], [target], [0])
+        send_phase(phases()[1], [target], [0])
+        thief = MemfdThief(pid)
+        thief.start()
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while target.health_or_none() is None or target.health()["generation"] != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        send_phase(phases()[2], [target], [0])  # counting goes on with the same secrets
+        time.sleep(0.5)
+        thief.stop.set()
+        thief.join(10)
+        assert thief.taken is not None, "the state's memfd was never seen"
+        secrets, payload = hot_restart._split(bytearray(thief.taken))
+        state = marshal.loads(payload)
+        viewer_at = shapes()["session"].index("viewer")
+        viewers = {values[viewer_at] for _, values in state["aggregator"]["sessions"]}
+        assert len(viewers) == PLAYBACKS
+        assert len(secrets) == 2  # process + today
+        needles = [hot_restart.MAGIC]
+        for secret in secrets.values():
+            needles += [bytes(secret), secret.hex().encode()]
+        for viewer in viewers:
+            needles += [viewer.to_bytes(8, "big"), viewer.to_bytes(8, "little"),
+                        str(viewer).encode(), f"{viewer:x}".encode()]  # fmt: skip
+        # the data dir
+        found = [
+            (str(path), needle[:8])
+            for path in (tmp_path / "data").rglob("*")
+            if path.is_file()
+            for needle in needles
+            if needle in path.read_bytes()
+        ]
+        assert found == []
+        # the logs
+        output = "".join(target.proc.output).encode()
+        assert [n[:8] for n in needles if n in output] == []
+        # every file the process had open during and after the restart is a socket, a pipe,
+        # the memfd (anonymous memory) or a file that holds none of it
+        now_open = {
+            _readlink(Path(f"/proc/{pid}/fd/{e}")) for e in _listdir(Path(f"/proc/{pid}/fd"))
+        }
+        assert not any(t and hot_restart.MEMFD_NAME in t for t in now_open), "memfd left open"
+        for link in thief.targets | {t for t in now_open if t}:
+            if link.startswith(("socket:", "pipe:", "anon_inode:", "/dev/", "/memfd:")):
+                continue
+            path = Path(link.removesuffix(" (deleted)"))
+            if path.is_file() and path.stat().st_size < 64 * 1024 * 1024:
+                data = path.read_bytes()
+                assert [n[:8] for n in needles if n in data] == [], link
+    finally:
+        target.proc.stop()
+
+
+def test_hot_restart_under_load_loses_no_report_and_refuses_no_connection(
+    tmp_path: Path, ch_database: ChDatabase
+) -> None:
+    target = Target(serve(tmp_path / "data", ch_database), ch_database)
+    target.setup()
+    statuses: list[int] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def sender(worker: int) -> None:
+        for n in range(400):  # bounded: count and time
+            if stop.is_set():
+                return
+            body = (
+                f'cid="load",e=ps,sid="w{worker}-{n}",sn=0,sta=p,ts={1795480000000 + n},v=2\n'
+            ).encode()
+            status = post_report(
+                target.proc.url, target.embed_key, body, f"10.{worker}.{n // 200}.{n % 200 + 1}",
+                "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0.0.0 Safari/537.36",
+            )  # fmt: skip
+            with lock:
+                statuses.append(status)
+
+    try:
+        assert target.proc.proc is not None
+        pid = target.proc.proc.pid
+        wait_early_in_minute(40)
+        threads = [threading.Thread(target=sender, args=(w,), daemon=True) for w in range(4)]
+        for t in threads:
+            t.start()
+        while len(statuses) < 200:
+            time.sleep(0.01)
+        os.kill(pid, signal.SIGHUP)
+        for t in threads:
+            t.join(120)
+        stop.set()
+        assert target.health()["generation"] == 1
+        assert set(statuses) == {204}, {s: statuses.count(s) for s in set(statuses)}
+        target.flush()
+        [day] = target.stats("day")
+        assert day["views"] == len(statuses) == 1600  # each accepted event counted once
+    finally:
+        target.proc.stop()
+
+
+def test_a_state_the_new_code_cannot_read_is_one_log_line_and_an_empty_start(
+    tmp_path: Path, ch_database: ChDatabase
+) -> None:
+    """A state of another format: the code says so once and starts empty, rather than crash."""
+    listen = socket.create_server(("127.0.0.1", 0))
+    state_fd = os.memfd_create("streamtally-hot-restart", 0)
+    os.write(state_fd, hot_restart.MAGIC + (999).to_bytes(4, "little") + bytes(40))
+    os.lseek(state_fd, 0, os.SEEK_SET)
+    port = listen.getsockname()[1]
+    os.set_inheritable(listen.fileno(), True)
+    env = {hot_restart.ENV: f"listen={listen.fileno()},state={state_fd},generation=3"}
+    proc = Target(
+        serve_with_fds(tmp_path / "data", ch_database, env, port, listen, state_fd), ch_database
+    )
+    try:
+        health = proc.health()
+        assert health["generation"] == 3
+        assert health["status"] == "ok"
+        lines = [line for line in proc.proc.output if "cannot be taken" in line]
+        assert len(lines) == 1
+        assert "format 999" in lines[0]
+    finally:
+        proc.proc.stop()
+        listen.close()
+        os.close(state_fd)
+
+
+def serve_with_fds(
+    data_dir: Path,
+    db: ChDatabase,
+    env: dict[str, str],
+    port: int,
+    listen: socket.socket,
+    state_fd: int,
+) -> Any:
+    from tests.integration.restart_traffic import ADMIN_TOKEN
+    from tests.integration.serveproc import ServeProcess
+
+    os.set_inheritable(state_fd, True)
+    proc = ServeProcess(
+        data_dir, "--clickhouse-url", db.url, "--database", db.database,
+        "--admin-token", ADMIN_TOKEN, env=env, pass_fds=(listen.fileno(), state_fd),
+    )  # fmt: skip
+    proc.port = port
+    proc.start()
+    return proc
