@@ -347,6 +347,18 @@ def categories(
             "aggregate rows only, never a viewer key",
         ),
         Category(
+            "Stop mark",
+            "The time the last run stopped (SIGTERM), one number: a cold start credits the "
+            "playing time of playbacks that were going on from then to their next heartbeat. "
+            "A hot restart (SIGHUP) hands its whole state over in anonymous memory instead, "
+            "never through a file.",
+            (),
+            "data_dir/stopped_at",
+            "until the next start reads it",
+            "counting a playback that outlives a restart once, with its playing time",
+            "a unix time only, nothing about viewers",
+        ),
+        Category(
             "Operator metrics",
             "Prometheus metrics, served only on the operator's own listener (setting "
             "metrics_listen), never on the public port. No sample names an account, a stream "
