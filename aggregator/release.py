@@ -69,7 +69,7 @@ class Ledger:
         day = self._window("day", raw.account_id, start)
         for key, cell in sorted(published.items()):
             part = counts_part(cell)
-            rest = screen(cell, part, k)
+            rest = screen(cell, part, k) if not key[1] else None  # values: totals only
             if rest is not None:
                 held.add_values(key, rest)
             minute.row(key).add(part)
@@ -152,7 +152,7 @@ class Ledger:
         parts: dict[Key3, RowCell] = {}
         for key, cell in published.items():
             part = counts_part(cell)
-            rest = screen(cell, part, k)
+            rest = screen(cell, part, k) if not key[1] else None  # values: totals only
             if rest is not None:
                 held.add_values(key, rest)
             parts[key] = part

@@ -199,6 +199,7 @@ class Session:
         "stream",
         "viewed",
         "viewer",
+        "viewer_day",
     )
 
     def __init__(self, ev: Event) -> None:
@@ -207,6 +208,7 @@ class Session:
         self.stream = ev.stream
         self.dims: Dimensions = ev.dims
         self.viewer = ev.viewer
+        self.viewer_day = int(ev.arrival // 86_400)  # the UTC day whose key self.viewer is
         self.minute = -1  # minute of self.leaf
         self.leaf: Leaf | None = None
         self.check_at = 0  # minute of the next idle check (the aggregator's timing wheel)
@@ -268,6 +270,12 @@ class Session:
         if gap > 0:
             self.budget_ms += gap * 1000.0
             self.last_arrival = ev.arrival
+        if ev.viewer != self.viewer and ev.arrival >= (self.viewer_day + 1) * 86_400:
+            # past UTC midnight the person's key is the new day's: a playback crossing
+            # midnight counts under it from then on, as the person's next playback does
+            # (one person, one viewer per day; the old key is destroyed with its day)
+            self.viewer_day = int(ev.arrival // 86_400)
+            self.viewer = ev.viewer
         if self.ended:
             self._after_end(ev, m, enter)
             return

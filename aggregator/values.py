@@ -16,6 +16,11 @@ viewer. So, for every part released (:mod:`aggregator.release`), :func:`screen` 
 - **latency** (sum and count) and **bitrate** (weighted sums) only if >= k distinct viewers
   sent samples.
 
+Values inside are shown on a stream's total rows only, never on its breakdown rows
+(country, device, …): a breakdown's values, screened each on its own, would let the total
+minus the shown values give back what one small value held (a lone viewer's error code or
+latency). Breakdown rows carry the whole-cell counts.
+
 What is not shown is *held*: it goes, with its holders, into the release pool of the
 coarser window under the same row key, where it is screened again together with what the
 other parts of that window held (:func:`screen` on the pooled values). A coarse row's

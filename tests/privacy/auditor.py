@@ -176,7 +176,6 @@ class Auditor:
             d = total
             for r in rows:
                 d = _diff(d, r)
-            d.codes = {}  # a value's codes are screened on their own (below)
             self._derived(
                 "total-minus-values", (g, ws, s, b, "*"), d, self._candidates((g, ws, s, "", ""))
             )
