@@ -2,7 +2,7 @@
 // aggregator/static/vendor/, where aggregator/dashboard.py serves them (and the wheel
 // packages them): the dashboard loads nothing from other sites. The copies are committed,
 // so `pip install` needs no npm; tests/run.sh rebuilds them and
-// tests/aggregator/test_dashboard_vendor.py checks the committed copies match the pinned version.
+// tests/integration/test_dashboard.py checks the committed copies match the pinned version.
 import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';

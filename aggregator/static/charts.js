@@ -19,11 +19,11 @@ function textWidth(text) {
 
 /**
  * Draw (or redraw) a chart into `box`.
- * options: { from, to, step (ms), kind: 'bar' | 'line', format(v), label,
+ * options: { from, to, step (ms), kind: 'bar' | 'line', format(v), label, integer (whole ticks),
  *            series: [{ name, color: '--css-var', values: Map<ms, number|null> }] }
  */
 export function timeChart(box, options) {
-  const { from, to, step, kind, format, label, series } = options;
+  const { from, to, step, kind, format, label, series, integer = false } = options;
   const slots = [];
   for (let t = from; t < to; t += step) slots.push(t);
   const xs = slots.map((t) => t / 1000);
@@ -46,7 +46,13 @@ export function timeChart(box, options) {
   const axisColor = cssVar('--muted');
   const gridColor = cssVar('--grid');
   const width = Math.max(200, Math.floor(box.clientWidth || box.parentElement.clientWidth || 360));
-  const bars = kind === 'bar' && uPlot.paths?.bars ? uPlot.paths.bars({ size: [0.7, 48, 4], align: 0 }) : null;
+  // Bars of several series stand side by side, not on top of each other.
+  const barsOf = (i) => {
+    if (kind !== 'bar') return undefined;
+    if (series.length === 1) return uPlot.paths.bars({ size: [0.7, 48, 4], align: 0 });
+    return uPlot.paths.bars({ size: [0.35, 24, 3], align: i === 0 ? -1 : 1 });
+  };
+  const whole = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 1e7, 1e8];
   const opts = {
     width,
     height: 190,
@@ -64,20 +70,21 @@ export function timeChart(box, options) {
         grid: { stroke: gridColor, width: 1 },
         ticks: { stroke: gridColor },
         values: (u, splits) => splits.map((v) => format(v)),
+        ...(integer ? { incrs: whole } : {}),
         // As wide as the widest label plus the tick and a margin: never cut off.
         size: (u, values) => Math.ceil(Math.max(0, ...(values ?? []).map((v) => textWidth(String(v))))) + 18,
       },
     ],
     series: [
       { value: (u, v) => (v === null ? '–' : new Date(v * 1000).toLocaleString()) },
-      ...series.map((s) => ({
+      ...series.map((s, i) => ({
         label: s.name,
         stroke: cssVar(s.color),
         fill: kind === 'bar' ? cssVar(s.color) : undefined,
         width: 2,
-        paths: bars ?? undefined,
+        paths: barsOf(i),
         spanGaps: false,
-        points: { show: kind !== 'bar', size: 6, fill: cssVar(s.color) },
+        points: { show: kind !== 'bar', size: 8, fill: cssVar(s.color) },
         value: (u, v) => (v === null ? '–' : format(v)),
       })),
     ],

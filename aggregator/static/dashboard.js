@@ -322,9 +322,10 @@ function renderCharts(rows, range, granularity) {
       ['Overall', '--s-views', (s) => s.scores.overall], ['Startup', '--s-p95', (s) => s.scores.startup],
       ['Smoothness', '--s-rebuffer', (s) => s.scores.smoothness], ['Success', '--s-concurrent', (s) => s.scores.success]]],
   ];
+  const counts = new Set(['chart-views', 'chart-unique', 'chart-concurrent', 'chart-failures']);
   for (const [id, label, kind, format, series] of charts) {
     timeChart($(id), {
-      ...common, kind, format, label: `${label} per ${granularity}`,
+      ...common, kind, format, integer: counts.has(id), label: `${label} per ${granularity}`,
       series: series.map(([name, color, pick]) => ({ name, color, values: values(pick) })),
     });
   }
@@ -586,7 +587,7 @@ async function loadRealtime() {
     const from = Date.parse(body.from);
     const to = Date.parse(body.to);
     timeChart($('chart-realtime'), {
-      from, to, step: MINUTE, kind: 'bar', format: fmtInt, label: 'Concurrent viewers per minute, last hour',
+      from, to, step: MINUTE, kind: 'bar', format: fmtInt, integer: true, label: 'Concurrent viewers per minute, last hour',
       series: [{ name: 'Concurrent viewers', color: '--s-concurrent', values }],
     });
     const latest = body.latest_window_start ? Date.parse(body.latest_window_start) : NaN;
