@@ -584,8 +584,7 @@ class Bench:
 
             def on_phase(target: str) -> Callable[[str, str, Any], None]:
                 def record(phase: str, tool: str, outcome: Any) -> None:
-                    time.sleep(0.05)
-                    counters.append(self._counters(server))
+                    counters.append(self._settled_counters(server))
                     phases.append(
                         _phase_count(f"{target} {phase}", tool, outcome, counters[-2], counters[-1])
                     )
@@ -621,6 +620,22 @@ class Bench:
             }
             self.correctness = self._correctness(server, host, check, phases, counters)
             self.step("correctness")
+
+    def _settled_counters(self, server: servers.StreamTally) -> dict[str, float]:
+        """The counters once reports still in flight (wrk stops with requests open; a loaded
+        machine answers late) are counted: two reads 50 ms apart that agree, at most 3 s.
+        Read too early, a phase's late events would be counted in the next phase."""
+        previous = self._counters(server)
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            current = self._counters(server)
+            if current["accepted"] == previous["accepted"] and (
+                current["rejected"] == previous["rejected"]
+            ):
+                return current
+            previous = current
+        return previous
 
     def _counters(self, server: servers.StreamTally) -> dict[str, float]:
         samples = promtext.parse(server.metrics_text())
@@ -727,8 +742,7 @@ class Bench:
             )
         before = self._counters(server)
         run = self._loadgen(server, built, 2000.0, len(built) / 2000.0 + 30, "correctness")
-        time.sleep(0.05)
-        after = self._counters(server)
+        after = self._settled_counters(server)
         phases.append(_phase_count("correctness", "loadgen", run, before, after))
         flushed = server.flush()
         start = datetime.fromtimestamp(self.start_ms / 1000, UTC) - timedelta(hours=1)
