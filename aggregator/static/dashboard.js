@@ -202,6 +202,18 @@ function selectedRange() {
   return { from: to - RANGES[choice], to };
 }
 
+/**
+ * The period of the same length just before: it ends where the range's first window starts
+ * (the API serves every window that overlaps a range, so the window holding `from` belongs
+ * to the range, not to both). The granularity is the one `auto` picks for that length.
+ */
+function previousPeriod(range) {
+  const span = range.to - range.from;
+  const step = span <= 3 * HOUR ? MINUTE : span <= 7 * DAY ? HOUR : DAY;
+  const end = Math.floor(range.from / step) * step;
+  return { from: new Date(end - span).toISOString(), to: new Date(end).toISOString() };
+}
+
 function showStatus(text, isError = false) {
   const status = $('status');
   status.textContent = text;
@@ -706,16 +718,11 @@ async function refresh() {
     stream: $('stream').value,
   };
   const compare = $('compare').checked;
-  const span = range.to - range.from;
   try {
     const [totals, breakdowns, before] = await Promise.all([
       stats(params),
       stats({ ...params, by: DIMENSIONS.map(([d]) => d).join(',') }),
-      compare ? stats({
-        ...params,
-        from: new Date(range.from - span).toISOString(),
-        to: new Date(range.from).toISOString(),
-      }) : null,
+      compare ? stats({ ...params, ...previousPeriod(range) }) : null,
     ]);
     if ($('stream').options.length <= 1) await loadStreams(totals.rows);
     const k = totals.k;

@@ -15,9 +15,10 @@ import re
 import shutil
 import time
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -141,6 +142,17 @@ def figures(rows: list[dict[str, Any]]) -> dict[str, int]:
         "unique": max(sum(r["unique_viewers"] for r in w) for w in per_window.values()),
         "concurrent": max(sum(r["concurrent_peak"] for r in w) for w in per_window.values()),
     }
+
+
+def iso_seconds(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def hour_floor(text: str) -> str:
+    floored = datetime.fromisoformat(text.replace("Z", "+00:00")).replace(
+        minute=0, second=0, microsecond=0
+    )
+    return floored.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def mux_scores(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -328,6 +340,22 @@ async def test_dashboard_shows_the_api_numbers_in_a_real_browser(running: Runnin
     compare = report["compare"]
     assert compare["deltas"]["delta-views"].endswith("vs 0")
     assert all(text for text in compare["deltas"].values())
+    # The previous period is as long as the range and ends where the range's first hour
+    # starts, so no window is in both.
+    asked = [
+        parse_qs(u.query)
+        for u in map(urlsplit, report["requests"])
+        if u.path == "/v1/stats" and "format" not in parse_qs(u.query)
+    ]
+    spans = {(q["from"][0], q["to"][0]) for q in asked if "by" not in q}
+    previous = [
+        (start, end)
+        for start, end in spans
+        for cur_start, cur_end in spans
+        if end == hour_floor(cur_start)
+        and iso_seconds(end) - iso_seconds(start) == iso_seconds(cur_end) - iso_seconds(cur_start)
+    ]
+    assert previous, spans
 
     # The token: in sessionStorage only; no cookie; localStorage empty.
     assert page["sessionStorage"] == {"streamtally.token": token}
