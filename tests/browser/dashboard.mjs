@@ -109,6 +109,11 @@ async function readPage(page) {
         // within its card.
         inside: box.querySelector('.uplot') !== null && inside(box.querySelector('.uplot'), box.closest('.chart-card')),
         canvasInside: box.querySelector('canvas') !== null && inside(box.querySelector('canvas'), box.closest('.chart-card')),
+        rects: [box.querySelector('.uplot'), box.querySelector('canvas'), box.closest('.chart-card')].map((n) => {
+          const r = n?.getBoundingClientRect();
+          return r ? [Math.round(r.left), Math.round(r.right), Math.round(r.top), Math.round(r.bottom)] : null;
+        }),
+        scrollWidth: document.documentElement.scrollWidth,
       })),
       cookie: document.cookie,
       localStorage: { ...window.localStorage },
@@ -239,6 +244,16 @@ try {
   await page.screenshot({ path: shot('compare'), fullPage: true });
   await page.uncheck('#compare');
   await waitUpdated(page);
+
+  // A phone-sized screen with data: the charts shrink to their cards, labels inside.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForFunction(() => [...document.querySelectorAll('.chart-card .chart-box')].every((box) => {
+    const canvas = box.querySelector('canvas');
+    return canvas && canvas.getBoundingClientRect().width <= box.closest('.chart-card').getBoundingClientRect().width;
+  }));
+  report.phone = await readPage(page);
+  await page.screenshot({ path: shot('phone'), fullPage: true });
+  await page.setViewportSize({ width: 1360, height: 900 });
 
   // Another range: the page asks again and draws minute windows.
   await page.selectOption('#range', '1h');

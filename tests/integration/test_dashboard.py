@@ -336,6 +336,12 @@ async def test_dashboard_shows_the_api_numbers_in_a_real_browser(running: Runnin
     assert chosen["tiles"]["views"]["text"] == str(figures(sintel["rows"])["views"]) == "2"
     assert [row["value"] for row in chosen["streamRows"]] == ["sintel"]
 
+    # On a phone-sized screen the charts fit their cards, axis labels included.
+    for chart in report["phone"]["charts"]:
+        assert chart["inside"], (chart["id"], chart["rects"])
+        assert chart["canvasInside"], (chart["id"], chart["rects"])
+        assert chart["scrollWidth"] <= 390  # nothing wider than the screen
+
     # Compared with the previous (empty) period: every tile says what it was.
     compare = report["compare"]
     assert compare["deltas"]["delta-views"].endswith("vs 0")
@@ -390,7 +396,7 @@ async def test_dashboard_shows_the_api_numbers_in_a_real_browser(running: Runnin
     assert report["consoleErrors"] == []
     assert report["pageErrors"] == []
     assert screenshot.stat().st_size > 10_000
-    for name in ("charts", "realtime", "compare", "last-hour", "empty-phone"):
+    for name in ("charts", "realtime", "compare", "phone", "last-hour", "empty-phone"):
         assert (ARTIFACTS / f"dashboard-{name}.png").stat().st_size > 5_000, name
 
 
