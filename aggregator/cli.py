@@ -5,6 +5,7 @@ streamtally migrate
 streamtally accounts create --name NAME --origin https://example.com [--k 10]
                             [--stream NAME] [--stream-pattern 'match-*']
 streamtally keys rotate | list
+streamtally bench [--quick] [--url http://127.0.0.1:8080 ...]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from aggregator import account_api, export
+from aggregator import account_api, benchcmd, export
 from aggregator.config import AggregatorConfig
 from collector import settings
 from collector.config import CollectorConfig
@@ -304,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     account_api.add_accounts_cli(acc_sub)
     account_api.add_cli(sub)
     export.add_cli(sub)
+    benchcmd.add_cli(sub)
 
     keys = sub.add_parser("keys", help="HPKE keys in the data dir")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

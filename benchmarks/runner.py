@@ -261,11 +261,15 @@ class Bench:
         profile: bool = False,
         seed: int = 42,
         artifacts: Path | None = None,
+        remote: servers.Remote | None = None,
+        step: Callable[[str], None] | None = None,
     ) -> None:
         self.plan = plan
         self.workdir = workdir
         self.targets = [t for t in TARGETS if t in targets]
         self.say = progress
+        self.remote = remote
+        self.step = step or (lambda label: None)
         self.profile = profile
         self.artifacts = artifacts or workdir
         self.seed = seed
@@ -361,7 +365,7 @@ class Bench:
         with pinned(self.generator_cpu):
             result = uvloop.run(
                 loadgen.run(
-                    "127.0.0.1",
+                    server.host,
                     server.port,
                     requests,
                     rate=rate,
@@ -429,6 +433,7 @@ class Bench:
             run = self._loadgen(server, warm.requests, None, plan.warmup_seconds)
             if on_phase:
                 on_phase("warm-up", "loadgen", run)
+            self.step(f"{name} warm-up")
         size = int((ceiling or 60_000) * plan.saturation_seconds * 1.15) + 1000
         sat_pool = make(size)
         steps_before = self._steps(server)
@@ -436,6 +441,7 @@ class Bench:
         steps_after = self._steps(server)
         if on_phase:
             on_phase("saturation", "wrk" if raw else "loadgen", raw or saturation)
+        self.step(f"{name} saturation")
         result.saturation = saturation
         if steps_before is not None and steps_after is not None:
             result.steps_us = _step_delta(steps_before, steps_after)
@@ -464,6 +470,7 @@ class Bench:
             if on_phase:
                 on_phase(f"{fraction:.0%}", "loadgen", run)
             result.points.append(point)
+            self.step(f"{name} {fraction:.0%}")
         return result
 
     def _saturation_of(self, name: str, default: float) -> float:
@@ -497,7 +504,7 @@ class Bench:
         else:
             server = servers.aiohttp_baseline(self.workdir, cpu, hpke=name == HPKE)
         with server:
-            host = f"127.0.0.1:{server.port}"
+            host = f"{server.host}:{server.port}"
             flow = traffic.Traffic(
                 traffic.load_templates(),
                 concurrent=self.plan.concurrent_sessions,
@@ -551,12 +558,19 @@ class Bench:
 
     def run_streamtally(self) -> None:
         wanted = [t for t in (ST_PLAIN, ST_SEALED) if t in self.targets]
-        server = servers.StreamTally(self.workdir, self.server_cpu)
-        self.say("  starting streamtally serve (embedded ClickHouse) ...")
+        server = self.remote or servers.StreamTally(self.workdir, self.server_cpu)
+        if self.remote is not None:
+            self.say(f"  streamtally at {server.url} (given by URL: not started here)")
+            self.notes.append(
+                f"StreamTally was given by URL ({server.url}): its CPU time and memory were "
+                "not measured (read as 0)"
+            )
+        else:
+            self.say("  starting streamtally serve (embedded ClickHouse) ...")
         with server:
             load = server.create_account("bench-load", k=2)
             check = server.create_account("bench-correctness", k=2)
-            host = f"127.0.0.1:{server.port}"
+            host = f"{server.host}:{server.port}"
             key = self._key(server.url)
             flow = traffic.Traffic(
                 traffic.load_templates(),
@@ -570,8 +584,7 @@ class Bench:
 
             def on_phase(target: str) -> Callable[[str, str, Any], None]:
                 def record(phase: str, tool: str, outcome: Any) -> None:
-                    time.sleep(0.05)
-                    counters.append(self._counters(server))
+                    counters.append(self._settled_counters(server))
                     phases.append(
                         _phase_count(f"{target} {phase}", tool, outcome, counters[-2], counters[-1])
                     )
@@ -597,6 +610,7 @@ class Bench:
                     self._profile(server, name, make)
                     counters.append(self._counters(server))  # profiled load is not checked
             self.memory = self._memory(server, host, path)
+            self.step("memory")
             counters.append(self._counters(server))
             flushes = counters[-1]["flushes"] - counters[0]["flushes"]
             spent = counters[-1]["flush_seconds"] - counters[0]["flush_seconds"]
@@ -605,6 +619,23 @@ class Bench:
                 "mean_ms": round(spent / flushes * 1000, 1) if flushes else None,
             }
             self.correctness = self._correctness(server, host, check, phases, counters)
+            self.step("correctness")
+
+    def _settled_counters(self, server: servers.StreamTally) -> dict[str, float]:
+        """The counters once reports still in flight (wrk stops with requests open; a loaded
+        machine answers late) are counted: two reads 50 ms apart that agree, at most 3 s.
+        Read too early, a phase's late events would be counted in the next phase."""
+        previous = self._counters(server)
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            current = self._counters(server)
+            if current["accepted"] == previous["accepted"] and (
+                current["rejected"] == previous["rejected"]
+            ):
+                return current
+            previous = current
+        return previous
 
     def _counters(self, server: servers.StreamTally) -> dict[str, float]:
         samples = promtext.parse(server.metrics_text())
@@ -711,8 +742,7 @@ class Bench:
             )
         before = self._counters(server)
         run = self._loadgen(server, built, 2000.0, len(built) / 2000.0 + 30, "correctness")
-        time.sleep(0.05)
-        after = self._counters(server)
+        after = self._settled_counters(server)
         phases.append(_phase_count("correctness", "loadgen", run, before, after))
         flushed = server.flush()
         start = datetime.fromtimestamp(self.start_ms / 1000, UTC) - timedelta(hours=1)
@@ -771,6 +801,15 @@ class Bench:
         self.profile_summary[name] = summary
 
     # -- all -------------------------------------------------------------------------------
+
+    def total_steps(self) -> int:
+        """How many times :attr:`step` is called by :meth:`run` (for a progress bar)."""
+        per_target = (1 if self.plan.warmup_seconds else 0) + 1 + len(self.plan.fractions)
+        baselines = [t for t in (NGINX, AIOHTTP, HPKE) if t in self.targets]
+        if NGINX in baselines and servers.nginx_available() is None:
+            baselines.remove(NGINX)
+        ours = [t for t in (ST_PLAIN, ST_SEALED) if t in self.targets]
+        return per_target * (len(baselines) + len(ours)) + (2 if ours else 0)
 
     def run(self) -> dict[str, Any]:
         started = datetime.now(UTC)

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -112,9 +113,11 @@ class Server:
         self.proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
 
+    host = "127.0.0.1"
+
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -287,6 +290,52 @@ class StreamTally(Server):
     def metrics_text(self) -> str:
         """The operator listener's ``/metrics`` (the public port has none)."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            return fetch(url).decode()
+        except OSError as exc:
+            raise ServerError(f"{url}: {exc}") from None
+
+
+class Remote(StreamTally):
+    """A StreamTally already running, given by URL: not started or stopped here. Its admin
+    token creates the benchmark's accounts and flushes; its operator listener (``metrics_url``)
+    gives the counters the correctness check compares. Its CPU time and memory are not
+    measured (they read as 0: the process is not the benchmark's child)."""
+
+    def __init__(self, url: str, admin_token: str, metrics_url: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
+            raise ServerError(f"--url must be http://host:port, not {url!r}")
+        Server.__init__(self, "streamtally", [], port=parts.port or 80, cpu=None, workdir=Path())
+        self.host = parts.hostname
+        self.admin_token = admin_token
+        self.metrics_url = metrics_url.rstrip("/")
+        self.data_dir = Path()
+
+    @property
+    def pid(self) -> int:
+        raise ServerError("a server given by URL has no process of the benchmark's to profile")
+
+    def start(self, timeout: float = 120.0) -> None:
+        try:
+            fetch(self.url + "/v1/keys", timeout=10)
+        except OSError as exc:
+            raise ServerError(f"{self.url}: {exc}") from None
+
+    def stop(self, timeout: float = 60.0) -> None:
+        return None
+
+    def alive(self) -> bool:
+        return True
+
+    def cpu_seconds(self) -> float:
+        return 0.0
+
+    def rss_bytes(self) -> int:
+        return 0
+
+    def metrics_text(self) -> str:
+        url = self.metrics_url + "/metrics"
         try:
             return fetch(url).decode()
         except OSError as exc:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs on a fresh Debian machine, then runs it:
 # system packages (chromium and ffmpeg for the browser tests), a virtualenv with the
-# project and its test extras, the player snippet's npm packages, lint, types, tests.
+# project and its test extras, the npm packages (player snippet, the dashboard's uPlot, the
+# browser-test driver with axe-core), lint, types, tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,8 +27,11 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[embedded,test,bench]'
 
-echo "== player snippet and browser-test driver (npm)"
+echo "== player snippet, dashboard chart library and browser-test driver (npm)"
 (cd player-snippet && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm test)
+# uPlot from npm into aggregator/static/vendor/ (committed too, so pip installs need no npm;
+# tests/integration/test_dashboard.py checks the committed copy is this build).
+(cd dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== lint and types"

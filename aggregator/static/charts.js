@@ -1,0 +1,116 @@
+// Time charts drawn by uPlot (aggregator/static/vendor/, copied from npm by dashboard/build.mjs
+// and loaded by index.html as a classic script that defines window.uPlot).
+//
+// Every chart spans the whole range asked for, one slot per window, so one busy minute in a
+// day still stands where it happened; lone values are drawn as points (a line needs two),
+// counts as bars. The y axis starts at 0 and its width is measured from its own labels, so
+// the labels stay inside the card. The box carries a text summary for screen readers.
+
+const charts = new Map();
+
+const cssVar = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim() || '#2f6fb0';
+
+let measureContext = null;
+function textWidth(text) {
+  measureContext ??= document.createElement('canvas').getContext('2d');
+  measureContext.font = '11px system-ui, "DejaVu Sans", sans-serif';
+  return measureContext.measureText(text).width;
+}
+
+/**
+ * Draw (or redraw) a chart into `box`.
+ * options: { from, to, step (ms), kind: 'bar' | 'line', format(v), label, integer (whole ticks),
+ *            series: [{ name, color: '--css-var', values: Map<ms, number|null> }] }
+ */
+export function timeChart(box, options) {
+  const { from, to, step, kind, format, label, series, integer = false } = options;
+  const slots = [];
+  for (let t = from; t < to; t += step) slots.push(t);
+  const xs = slots.map((t) => t / 1000);
+  const ys = series.map((s) => slots.map((t) => {
+    const v = s.values.get(t);
+    return Number.isFinite(v) ? v : null;
+  }));
+  let top = 0;
+  let drawn = 0;
+  for (const column of ys) {
+    for (const v of column) {
+      if (v !== null) {
+        drawn += 1;
+        top = Math.max(top, v);
+      }
+    }
+  }
+  const yMax = top > 0 ? top * 1.15 : 1;
+  const axisFont = '11px system-ui, "DejaVu Sans", sans-serif';
+  const axisColor = cssVar('--muted');
+  const gridColor = cssVar('--grid');
+  const width = Math.max(200, Math.floor(box.clientWidth || box.parentElement.clientWidth || 360));
+  // Bars of several series stand side by side, not on top of each other.
+  const barsOf = (i) => {
+    if (kind !== 'bar') return undefined;
+    if (series.length === 1) return uPlot.paths.bars({ size: [0.7, 48, 4], align: 0 });
+    return uPlot.paths.bars({ size: [0.35, 24, 3], align: i === 0 ? -1 : 1 });
+  };
+  const whole = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 1e7, 1e8];
+  const opts = {
+    width,
+    height: 190,
+    legend: { show: series.length > 1, live: false },
+    cursor: { drag: { x: false, y: false }, points: { size: 7 } },
+    scales: {
+      x: { time: true, range: () => [from / 1000, (to - (kind === 'bar' ? 0 : step)) / 1000] },
+      y: { range: () => [0, yMax] },
+    },
+    axes: [
+      { stroke: axisColor, font: axisFont, grid: { stroke: gridColor, width: 1 }, ticks: { stroke: gridColor } },
+      {
+        stroke: axisColor,
+        font: axisFont,
+        grid: { stroke: gridColor, width: 1 },
+        ticks: { stroke: gridColor },
+        values: (u, splits) => splits.map((v) => format(v)),
+        ...(integer ? { incrs: whole } : {}),
+        // As wide as the widest label plus the tick and a margin: never cut off.
+        size: (u, values) => Math.ceil(Math.max(0, ...(values ?? []).map((v) => textWidth(String(v))))) + 18,
+      },
+    ],
+    series: [
+      { value: (u, v) => (v === null ? '–' : new Date(v * 1000).toLocaleString()) },
+      ...series.map((s, i) => ({
+        label: s.name,
+        stroke: cssVar(s.color),
+        fill: kind === 'bar' ? cssVar(s.color) : undefined,
+        width: 2,
+        paths: barsOf(i),
+        spanGaps: false,
+        points: { show: kind !== 'bar', size: 8, fill: cssVar(s.color) },
+        value: (u, v) => (v === null ? '–' : format(v)),
+      })),
+    ],
+  };
+  charts.get(box)?.destroy();
+  box.replaceChildren();
+  const chart = new uPlot(opts, [xs, ...ys], box);
+  charts.set(box, chart);
+  box.setAttribute('role', 'img');
+  box.dataset.points = String(drawn);
+  box.dataset.slots = String(slots.length);
+  const summary = drawn === 0 ? 'no published windows'
+    : `${drawn} published value${drawn === 1 ? '' : 's'} in ${slots.length} windows, highest ${format(top)}`;
+  box.setAttribute('aria-label', `${label}: ${summary}`);
+  return chart;
+}
+
+/** Fit every chart to its box again (after a resize). */
+export function resizeCharts() {
+  for (const [box, chart] of charts) {
+    if (!box.isConnected) {
+      chart.destroy();
+      charts.delete(box);
+      continue;
+    }
+    const width = Math.max(200, Math.floor(box.clientWidth));
+    if (width !== chart.width) chart.setSize({ width, height: chart.height });
+  }
+}
