@@ -31,7 +31,7 @@ echo "== player snippet, dashboard chart library and browser-test driver (npm)"
 (cd player-snippet && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm test)
 # uPlot from npm into aggregator/static/vendor/ (committed too, so pip installs need no npm;
 # tests/integration/test_dashboard.py checks the committed copy is this build).
-(cd dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+(cd aggregator/static-vendor && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== lint and types"

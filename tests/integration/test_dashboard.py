@@ -607,10 +607,12 @@ def test_every_file_the_page_needs_is_packaged() -> None:
 
 def test_the_bundled_uplot_is_the_pinned_npm_release() -> None:
     """aggregator/static/vendor/ holds uPlot exactly as the version pinned in
-    dashboard/package.json ships it (dashboard/build.mjs copies it; tests/run.sh rebuilds)."""
-    pinned = json.loads((ROOT / "dashboard" / "package.json").read_text())["devDependencies"]
+    aggregator/static-vendor/package.json pins it (its build.mjs copies it; tests/run.sh rebuilds)."""
+    pinned = json.loads((ROOT / "aggregator" / "static-vendor" / "package.json").read_text())[
+        "devDependencies"
+    ]
     assert set(pinned) == {"uplot"}
-    lock = json.loads((ROOT / "dashboard" / "package-lock.json").read_text())
+    lock = json.loads((ROOT / "aggregator" / "static-vendor" / "package-lock.json").read_text())
     assert lock["packages"]["node_modules/uplot"]["version"] == pinned["uplot"]
     vendor = assets()["vendor/uPlot.iife.min.js"].body
     built = ROOT / "dashboard" / "node_modules" / "uplot" / "dist" / "uPlot.iife.min.js"

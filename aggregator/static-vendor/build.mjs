@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const from = join(here, 'node_modules', 'uplot');
-const to = join(here, '..', 'aggregator', 'static', 'vendor');
+const to = join(here, '..', 'static', 'vendor');
 mkdirSync(to, { recursive: true });
 const files = [
   ['dist/uPlot.iife.min.js', 'uPlot.iife.min.js'],
