@@ -607,7 +607,8 @@ def test_every_file_the_page_needs_is_packaged() -> None:
 
 def test_the_bundled_uplot_is_the_pinned_npm_release() -> None:
     """aggregator/static/vendor/ holds uPlot exactly as the version pinned in
-    aggregator/static-vendor/package.json pins it (its build.mjs copies it; tests/run.sh rebuilds)."""
+    aggregator/static-vendor/package.json pins it (its build.mjs copies it; tests/run.sh
+    rebuilds)."""
     pinned = json.loads((ROOT / "aggregator" / "static-vendor" / "package.json").read_text())[
         "devDependencies"
     ]
