@@ -218,7 +218,8 @@ def check_privacy(value: object) -> tuple[str, float, float]:
         return "k", 0.0, 0.0
     eps = value.get("epsilon_per_day", DEFAULT_EPSILON_PER_DAY)
     delta = value.get("delta", DEFAULT_DELTA)
-    for name, v, high in (("epsilon_per_day", eps, MAX_EPSILON_PER_DAY), ("delta", delta, MAX_DELTA)):
+    limits = (("epsilon_per_day", eps, MAX_EPSILON_PER_DAY), ("delta", delta, MAX_DELTA))
+    for name, v, high in limits:
         if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= high:
             raise BadRequest(f"privacy.{name}: a number above 0, at most {high}", key="privacy")
     return "dp", float(eps), float(delta)
