@@ -182,3 +182,32 @@ def interval95(scale: float, parts: int = 1) -> float:
         t = math.ceil(-scale * math.log(0.05 * (1 + q) / 2))
         return float(max(0, t - 1))
     return 1.96 * math.sqrt(2 * parts) * scale
+
+
+# What the stats API shows of each noisy metric: the row's field and the mechanism's metric.
+SHOWN: Final[dict[str, tuple[str, float]]] = {
+    "views": ("views", 1.0),
+    "unique_viewers": ("viewers", 1.0),
+    "playing_seconds": ("playing_ms", 1 / 1000),
+    "failures": ("failures", 1.0),
+}
+
+
+def row_noise(policy: DpPolicy, k: int, granularity: str, hour_parts: int = 0) -> dict[str, Any]:
+    """Per shown metric: the noise scale and the half-width of the 95 % interval of a row.
+
+    An hour row is one part. A day row is its hours' parts (``hour_parts``: its hour rows)
+    plus at most one day part: the interval is that of all of them (variances add, normal
+    approximation), an upper bound when the day released no part of its own."""
+    out: dict[str, Any] = {}
+    for name, (metric, unit) in SHOWN.items():
+        if granularity == "hour":
+            s = mechanism(policy, "hour", k).scales[metric]
+            ci = interval95(s)
+        else:
+            s = mechanism(policy, "day", k).scales[metric]
+            hs = mechanism(policy, "hour", k).scales[metric]
+            var = 2 * s * s + hour_parts * 2 * hs * hs
+            ci = interval95(s) if hour_parts == 0 else 1.96 * math.sqrt(var)
+        out[name] = {"scale": round(s * unit, 3), "ci95": round(ci * unit, 3)}
+    return out
