@@ -336,6 +336,7 @@ def _schemas() -> dict[str, Schema]:
             retention_days={"type": "integer"},
             deleted=BOOL,
             created_at=TIME,
+            privacy=PRIVACY,
         ),
         "Token": open_obj(
             ["token_id", "prefix"],

@@ -41,6 +41,9 @@ async def test_a_dp_account_is_stored_and_applies_from_the_next_utc_day(running:
     assert account is not None
     assert (account.privacy, account.epsilon_per_day, account.delta) == ("dp", 1.5, 1e-6)
     assert account.privacy_from == tomorrow
+    listed = await (await running.admin("GET", "/v1/admin/accounts")).json()
+    [mine] = [a for a in listed["accounts"] if a["account_id"] == body["account_id"]]
+    assert mine["privacy"] == body["privacy"]
     service = running.app[SERVICE]
     assert service._dp_of(body["account_id"], tomorrow - 86_400) is None  # today: k
     assert service._dp_of(body["account_id"], tomorrow) is not None
