@@ -461,6 +461,10 @@ class AccountStore:
                 streams=(),
                 stream_patterns=(),
                 embed_key=hash_embed_key(account.embed_key),
+                privacy="k",  # a tombstone keeps no settings
+                epsilon_per_day=0.0,
+                delta=0.0,
+                privacy_from=0,
             )
             await self._write_account(stone, created_at=created_at)
             self._by_embed_key.pop(account.embed_key, None)
