@@ -25,6 +25,7 @@ import orjson
 from aiohttp import web
 
 from aggregator import audit
+from aggregator.admin import privacy_json
 from aggregator.auth import ACCOUNT_STORE, require_account, require_admin
 from aggregator.params import iso
 from aggregator.purge import get_purger
@@ -90,10 +91,16 @@ async def list_accounts(request: web.Request) -> web.Response:
             "retention_days": int(r["retention_days"]),
             "deleted": bool(r["deleted"]),
             "created_at": iso(r["created_at"], "milliseconds"),
+            "privacy": _privacy(request, r["account_id"]),
         }
         for r in rows
     ]
     return _json({"accounts": accounts})
+
+
+def _privacy(request: web.Request, account_id: str) -> dict[str, Any]:
+    account = request.app[ACCOUNT_STORE].by_id(account_id)
+    return privacy_json(account) if account is not None else {"mode": "k"}
 
 
 # ---- tokens -----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from aggregator.noise import DEFAULT_DELTA, DEFAULT_EPSILON_PER_DAY
 from aggregator.store import Store
 from collector.accounts import Account
 from collector.errors import BadRequest, Gone, NotFound
@@ -53,6 +54,10 @@ _ACCOUNT_COLUMNS = (
     "stream_patterns",
     "k",
     "retention_days",
+    "privacy",
+    "epsilon_per_day",
+    "delta",
+    "privacy_from",
     "deleted",
     "created_at",
     "version",
@@ -181,6 +186,45 @@ def _declared(values: object, key: str, limit: int, pattern: bool) -> tuple[str,
     return tuple(dict.fromkeys(values))
 
 
+PRIVACY_MODES = ("k", "dp")
+MAX_EPSILON_PER_DAY = 20.0
+MAX_DELTA = 1e-3
+
+
+def next_utc_day(now: float) -> int:
+    """Unix seconds of the start of the UTC day after ``now``: when a privacy setting
+    starts to apply."""
+    return int(now) - int(now) % 86_400 + 86_400
+
+
+def check_privacy(value: object) -> tuple[str, float, float]:
+    """(mode, epsilon_per_day, delta) from a request's ``privacy`` object; else BadRequest.
+
+    None or ``{"mode": "k"}``: k mode. ``{"mode": "dp"}`` takes the defaults of
+    aggregator/noise.py for what it leaves out."""
+    if value is None:
+        return "k", 0.0, 0.0
+    if not isinstance(value, dict) or set(value) - {"mode", "epsilon_per_day", "delta"}:
+        raise BadRequest(
+            "privacy: an object with mode ('k' or 'dp'), epsilon_per_day and delta",
+            key="privacy",
+        )
+    mode = value.get("mode", "k")
+    if mode not in PRIVACY_MODES:
+        raise BadRequest("privacy.mode: 'k' or 'dp'", key="privacy")
+    if mode == "k":
+        if len(value) > 1:
+            raise BadRequest("privacy: epsilon_per_day and delta go with mode 'dp'", key="privacy")
+        return "k", 0.0, 0.0
+    eps = value.get("epsilon_per_day", DEFAULT_EPSILON_PER_DAY)
+    delta = value.get("delta", DEFAULT_DELTA)
+    limits = (("epsilon_per_day", eps, MAX_EPSILON_PER_DAY), ("delta", delta, MAX_DELTA))
+    for name, v, high in limits:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v <= high:
+            raise BadRequest(f"privacy.{name}: a number above 0, at most {high}", key="privacy")
+    return "dp", float(eps), float(delta)
+
+
 def _check_int(value: object, key: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise BadRequest(f"{key}: must be an integer from {low} to {high}", key=key)
@@ -242,7 +286,8 @@ class AccountStore:
     async def _load(self) -> None:
         account_rows = await self._store.query_dicts(
             "SELECT account_id, name, embed_key, origins, streams, stream_patterns, k, "
-            "retention_days, deleted, version FROM accounts FINAL"
+            "retention_days, privacy, epsilon_per_day, delta, toUInt32(toDateTime(privacy_from)) "
+            "AS privacy_from, deleted, version FROM accounts FINAL"
         )
         token_rows = await self._store.query_dicts(
             "SELECT account_id, token_id, prefix, token_hash, created_at, version "
@@ -275,11 +320,15 @@ class AccountStore:
         retention_days: int = 762,
         streams: Sequence[str] = (),
         stream_patterns: Sequence[str] = (),
+        privacy: object = None,
     ) -> tuple[Account, str]:
         """A new account and its first API token (plaintext, shown once; only its hash is kept).
 
         ``streams`` and ``stream_patterns`` are the stream names the publisher declares
-        (kept as sent, see ``collector.accounts.Account.declares_stream``)."""
+        (kept as sent, see ``collector.accounts.Account.declares_stream``). ``privacy``:
+        None (k mode) or ``{"mode": "k"|"dp", "epsilon_per_day": ..., "delta": ...}``
+        (:func:`check_privacy`); dp applies from the next UTC day."""
+        mode, epsilon, delta = check_privacy(privacy)
         if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME_LENGTH:
             raise BadRequest(f"name: must be 1 to {MAX_NAME_LENGTH} characters", key="name")
         if isinstance(origins, str) or not isinstance(origins, Sequence):
@@ -294,7 +343,13 @@ class AccountStore:
 
         async with self._writing:
             return await self._create(
-                name.strip(), clean_origins, k, retention_days, declared, patterns
+                name.strip(),
+                clean_origins,
+                k,
+                retention_days,
+                declared,
+                patterns,
+                (mode, epsilon, delta),
             )
 
     async def _create(
@@ -305,6 +360,7 @@ class AccountStore:
         retention_days: int,
         streams: tuple[str, ...],
         stream_patterns: tuple[str, ...],
+        privacy: tuple[str, float, float] = ("k", 0.0, 0.0),
     ) -> tuple[Account, str]:
         account_id = "acc_" + secrets.token_hex(8)
         embed_key = "ek_" + secrets.token_urlsafe(18)  # 24 characters
@@ -320,6 +376,10 @@ class AccountStore:
             retention_days=retention_days,
             streams=streams,
             stream_patterns=stream_patterns,
+            privacy=privacy[0],
+            epsilon_per_day=privacy[1],
+            delta=privacy[2],
+            privacy_from=next_utc_day(time.time()) if privacy[0] == "dp" else 0,
         )
         plaintext = TOKEN_PREFIX + secrets.token_urlsafe(24)  # 32 characters
         now = datetime.now(UTC)
@@ -401,6 +461,10 @@ class AccountStore:
                 streams=(),
                 stream_patterns=(),
                 embed_key=hash_embed_key(account.embed_key),
+                privacy="k",  # a tombstone keeps no settings
+                epsilon_per_day=0.0,
+                delta=0.0,
+                privacy_from=0,
             )
             await self._write_account(stone, created_at=created_at)
             self._by_embed_key.pop(account.embed_key, None)
@@ -521,6 +585,10 @@ class AccountStore:
             list(account.stream_patterns),
             account.k,
             account.retention_days,
+            account.privacy,
+            account.epsilon_per_day,
+            account.delta,
+            datetime.fromtimestamp(account.privacy_from, UTC).date(),
             int(account.deleted),
             created_at,
             self._next_version(),
@@ -550,6 +618,10 @@ def _account_from_row(row: dict[str, Any]) -> Account:
         stream_patterns=tuple(row["stream_patterns"]),
         k=int(row["k"]),
         retention_days=int(row["retention_days"]),
+        privacy=str(row.get("privacy") or "k"),
+        epsilon_per_day=float(row.get("epsilon_per_day") or 0.0),
+        delta=float(row.get("delta") or 0.0),
+        privacy_from=int(row.get("privacy_from") or 0),
         deleted=bool(row["deleted"]),
     )
 

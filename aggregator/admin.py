@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -10,6 +11,7 @@ from aiohttp import web
 from aggregator import audit
 from aggregator.auth import ACCOUNT_STORE, require_admin
 from aggregator.service import SERVICE
+from collector.accounts import Account
 from collector.errors import BadRequest
 
 routes = web.RouteTableDef()
@@ -39,6 +41,18 @@ def _field(data: dict[str, Any], name: str, kind: type, default: Any = ...) -> A
     return value
 
 
+def privacy_json(account: Account) -> dict[str, Any]:
+    """The account's privacy mode as the API shows it."""
+    if account.privacy != "dp":
+        return {"mode": "k"}
+    return {
+        "mode": "dp",
+        "epsilon_per_day": account.epsilon_per_day,
+        "delta": account.delta,
+        "from": datetime.fromtimestamp(account.privacy_from, UTC).date().isoformat(),
+    }
+
+
 @routes.post("/v1/admin/accounts")
 async def create_account(request: web.Request) -> web.Response:
     require_admin(request)
@@ -51,8 +65,9 @@ async def create_account(request: web.Request) -> web.Response:
     retention = _field(data, "retention_days", int, request.app[DEFAULT_RETENTION])
     streams = _field(data, "streams", list, [])
     patterns = _field(data, "stream_patterns", list, [])
+    privacy = _field(data, "privacy", dict, None)
     account, token = await request.app[ACCOUNT_STORE].create(
-        name, origins, k, retention, streams, patterns
+        name, origins, k, retention, streams, patterns, privacy
     )
     await audit.record(
         request,
@@ -64,6 +79,7 @@ async def create_account(request: web.Request) -> web.Response:
             "origins": len(origins),
             "streams": len(account.streams),
             "stream_patterns": len(account.stream_patterns),
+            "privacy": account.privacy,
         },
     )
     body = {
@@ -76,6 +92,7 @@ async def create_account(request: web.Request) -> web.Response:
         "stream_patterns": list(account.stream_patterns),
         "k": account.k,
         "retention_days": account.retention_days,
+        "privacy": privacy_json(account),
     }
     return web.json_response(body, status=201, dumps=lambda o: orjson.dumps(o).decode())
 

@@ -15,7 +15,17 @@ from typing import Any
 
 from aiohttp import web
 
-from aggregator import account_api, admin, dashboard, export, openapi, purge, register, stats
+from aggregator import (
+    account_api,
+    admin,
+    dashboard,
+    export,
+    openapi,
+    privacy_api,
+    purge,
+    register,
+    stats,
+)
 from aggregator.accounts_store import AccountStore
 from aggregator.admintoken import AdminToken
 from aggregator.auth import ACCOUNT_STORE, ADMIN_TOKEN
@@ -90,7 +100,16 @@ async def create_app(
     app[admin.DEFAULT_K] = aggregator_config.default_k
     app[admin.DEFAULT_RETENTION] = aggregator_config.retention_days
     setup_collector(app, collector_config, accounts, service, clock)
-    for module in (admin, stats, export, openapi, account_api, register, dashboard):
+    for module in (
+        admin,
+        stats,
+        export,
+        openapi,
+        account_api,
+        register,
+        dashboard,
+        privacy_api,
+    ):
         app.router.add_routes(module.routes)
     app.router.add_get("/healthz", healthz)
     # GET /metrics is not a route of this (public) app: see aggregator/opmetrics.py.

@@ -358,6 +358,8 @@ class RowCell:
         "bitrate_ms",
         "codes",
         "concurrent_peak",
+        "dp_parts",
+        "dp_viewers",
         "exits_before_start",
         "failures",
         "latency_count",
@@ -380,6 +382,10 @@ class RowCell:
         self.exits_before_start = 0
         self.bitrate_changes = 0
         self.concurrent_peak = 0
+        # dp mode (aggregator/noise.py): the sum of the parts' noisy viewer counts, shown
+        # instead of len(viewers); -1 when the row is not noisy. dp_parts: noisy parts in it.
+        self.dp_viewers = -1
+        self.dp_parts = 0
         self.startup_hist: list[int] = [0] * BUCKETS
         self.codes: dict[str, int] = {}
         self.latency_ms_sum = 0
@@ -398,6 +404,9 @@ class RowCell:
         self.failures += part.failures
         self.exits_before_start += part.exits_before_start
         self.bitrate_changes += part.bitrate_changes
+        if part.dp_viewers >= 0:
+            self.dp_viewers = max(self.dp_viewers, 0) + part.dp_viewers
+            self.dp_parts += part.dp_parts
         if peak and part.concurrent_peak > self.concurrent_peak:
             self.concurrent_peak = part.concurrent_peak
         if any(part.startup_hist):
@@ -419,7 +428,7 @@ class RowCell:
         return CellRow(
             key=key,
             views=self.views,
-            unique_viewers=len(self.viewers),
+            unique_viewers=self.dp_viewers if self.dp_viewers >= 0 else len(self.viewers),
             playing_seconds=self.playing_ms / 1000.0,
             startup_hist=list(self.startup_hist),
             rebuffer_count=self.rebuffer_count,

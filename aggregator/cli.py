@@ -235,6 +235,13 @@ def cmd_accounts_create(args: argparse.Namespace) -> int:
         body["stream_patterns"] = args.stream_pattern
     if args.k is not None:
         body["k"] = args.k
+    if args.privacy is not None:
+        privacy: dict[str, Any] = {"mode": args.privacy}
+        if args.epsilon_per_day is not None:
+            privacy["epsilon_per_day"] = args.epsilon_per_day
+        if args.delta is not None:
+            privacy["delta"] = args.delta
+        body["privacy"] = privacy
     status, result = _request(
         "POST", args.server.rstrip("/") + "/v1/admin/accounts", _admin_token(args), body
     )
@@ -298,6 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
         "digits, _ and -) (repeat)",
     )
     create.add_argument("--k", type=int, help="k-anonymity threshold (>= 2)")
+    create.add_argument(
+        "--privacy",
+        choices=("k", "dp"),
+        help="k: k-anonymity (default); dp: differential privacy on top of the k floor, "
+        "from the next UTC day (docs/privacy.md)",
+    )
+    create.add_argument("--epsilon-per-day", type=float, help="dp: epsilon per viewer-day")
+    create.add_argument("--delta", type=float, help="dp: delta per released part")
     for p in (create,):
         p.add_argument("--server", default=os.environ.get("STREAMTALLY_SERVER", DEFAULT_SERVER))
         p.add_argument("--admin-token", help="admin token (env STREAMTALLY_ADMIN_TOKEN)")

@@ -118,6 +118,19 @@ TOKEN_ID: Final = path_param("token_id", "the token, e.g. tok_0123456789abcdef")
 EMBED_KEY: Final = path_param("embed_key", "the account's public embed key")
 
 
+PRIVACY: Final[Schema] = {
+    **obj(
+        ["mode"],
+        mode={"enum": ["k", "dp"]},
+        epsilon_per_day={"type": "number", "exclusiveMinimum": 0, "maximum": 20},
+        delta={"type": "number", "exclusiveMinimum": 0, "maximum": 0.001},
+        **{"from": {"type": "string", "format": "date"}},
+    ),
+    "description": "k: k-anonymity only; dp: noise on every released part (docs/privacy.md), "
+    "from the next UTC day",
+}
+
+
 def _stats_row() -> Schema:
     metrics: dict[str, Schema] = {
         "views": INT,
@@ -146,7 +159,30 @@ def _stats_row() -> Schema:
         dim: {**STRING, "description": f"present in rows of by={dim}"}
         for dim in BREAKDOWN_DIMENSIONS
     }
-    return obj(["window_start", "stream"], window_start=TIME, stream=STRING, **dims, **metrics)
+    noise_of = obj(
+        ["scale", "ci95"],
+        scale={**NUMBER, "description": "scale of the noise added (discrete Laplace)"},
+        ci95={**NUMBER, "description": "half-width of the 95 % interval around the value"},
+    )
+    noise = {
+        **obj(
+            None,
+            views=noise_of,
+            unique_viewers=noise_of,
+            playing_seconds=noise_of,
+            failures=noise_of,
+        ),
+        "description": "dp accounts only: the noise on each noisy metric of this row; the "
+        "true value lies within value ± ci95 in 95 % of rows (docs/privacy.md)",
+    }
+    return obj(
+        ["window_start", "stream"],
+        window_start=TIME,
+        stream=STRING,
+        **dims,
+        **metrics,
+        noise=noise,
+    )
 
 
 def _schemas() -> dict[str, Schema]:
@@ -284,6 +320,7 @@ def _schemas() -> dict[str, Schema]:
             },
             k={"type": "integer", "minimum": 2},
             retention_days={"type": "integer", "minimum": 1},
+            privacy=PRIVACY,
         ),
         "Account": open_obj(
             ["account_id", "deleted"],
@@ -301,6 +338,7 @@ def _schemas() -> dict[str, Schema]:
             retention_days={"type": "integer"},
             deleted=BOOL,
             created_at=TIME,
+            privacy=PRIVACY,
         ),
         "Token": open_obj(
             ["token_id", "prefix"],
@@ -657,6 +695,49 @@ def _customer_paths() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/privacy/budget": {
+            "get": {
+                "tags": ["governance"],
+                "summary": "The account's privacy budget per UTC day (dp mode)",
+                "operationId": "getPrivacyBudget",
+                "security": API,
+                "responses": {
+                    "200": json_body(
+                        obj(
+                            ["account_id", "privacy", "days"],
+                            account_id=STRING,
+                            privacy=PRIVACY,
+                            days=arr(
+                                obj(
+                                    [
+                                        "day",
+                                        "epsilon_per_day",
+                                        "epsilon_spent",
+                                        "delta_spent",
+                                        "parts_released",
+                                        "parts_held",
+                                        "spent",
+                                    ],
+                                    day={"type": "string", "format": "date"},
+                                    epsilon_per_day=NUMBER,
+                                    epsilon_spent={
+                                        **NUMBER,
+                                        "description": "the largest epsilon any one viewer "
+                                        "key of the day has spent",
+                                    },
+                                    delta_spent=NUMBER,
+                                    parts_released=INT,
+                                    parts_held=INT,
+                                    spent=BOOL,
+                                )
+                            ),
+                        ),
+                        "the budget, day by day",
+                    ),
+                    "401": NO_TOKEN,
+                },
+            }
+        },
         "/v1/account": {
             "delete": {
                 "tags": ["customer"],
@@ -685,6 +766,12 @@ def _admin_paths() -> dict[str, Any]:
         },
         k={"type": "integer", "minimum": 2},
         retention_days={"type": "integer", "minimum": 1},
+        privacy=obj(
+            None,
+            mode={"enum": ["k", "dp"]},
+            epsilon_per_day={"type": "number", "exclusiveMinimum": 0, "maximum": 20},
+            delta={"type": "number", "exclusiveMinimum": 0, "maximum": 0.001},
+        ),
     )
     live = {"404": problem("no such account"), "410": problem("the account is deleted")}
     return {

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from aggregator.config import BREAKDOWN_DIMENSIONS, AggregatorConfig
 from aggregator.migrate import _HISTORY_TABLE, load_migrations
+from aggregator.noise import BOUNDS, DEFAULT_DELTA, DEFAULT_EPSILON_PER_DAY, SHARES
 from aggregator.opmetrics import COARSE_FLOOR, EXPOSURE
 from collector.cmcd import KNOWN_KEYS
 from collector.config import CollectorConfig
@@ -396,6 +397,19 @@ def categories(
             "the account row",
         ),
         Category(
+            "Privacy budget",
+            "dp accounts only: for each UTC day, epsilon and delta spent (the largest spend "
+            "of any one viewer key), parts released and held back. Per-viewer spends are "
+            "kept in process memory only, keyed by the day's viewer keys, and dropped with "
+            "the day.",
+            (),
+            "ClickHouse table privacy_budget; process memory (per viewer, that day only)",
+            "until the account is deleted",
+            "stopping releases once a viewer-day's budget is spent; showing the customer "
+            "what was spent (GET /v1/privacy/budget)",
+            "the day's totals, no viewer key",
+        ),
+        Category(
             "Audit log",
             "Every customer read, export, purge, token and account change: time, account, "
             "actor (token prefix or admin), action, request parameters. No viewer data.",
@@ -490,6 +504,10 @@ _TABLES: dict[str, tuple[str, str, dict[str, str]]] = {
             "stream_patterns": "declared stream name globs, e.g. match-* (empty in a tombstone)",
             "k": "k-anonymity threshold",
             "retention_days": "retention of the account's aggregates",
+            "privacy": "privacy mode: k (k-anonymity) or dp (differential privacy)",
+            "epsilon_per_day": "dp: epsilon per viewer key and UTC day",
+            "delta": "dp: delta per released part (the noisy threshold)",
+            "privacy_from": "the UTC day from which the privacy settings apply",
             "deleted": "1 once deleted (reports get 410)",
             "created_at": "creation time",
             "version": "row version",
@@ -509,6 +527,21 @@ _TABLES: dict[str, tuple[str, str, dict[str, str]]] = {
         },
     ),
     "cells": ("k-anonymous aggregates", "the account's retention (TTL)", _CELL_COLUMNS),
+    "privacy_budget": (
+        "dp accounts: the privacy budget spent per UTC day (no viewer key)",
+        "until the account is deleted",
+        {
+            "account_id": "the account",
+            "day": "the UTC day",
+            "epsilon_per_day": "the account's epsilon per viewer-day that day",
+            "delta_per_part": "the account's delta per released part that day",
+            "epsilon_spent": "the largest epsilon one viewer key of the day has spent",
+            "delta_spent": "the largest delta one viewer key of the day has spent",
+            "parts_released": "noisy parts released that day",
+            "parts_held": "parts held back because a viewer's budget was spent",
+            "version": "row version",
+        },
+    ),
     "audit": (
         "audit log",
         "audit_retention_days (TTL); deleted with the account",
@@ -628,6 +661,15 @@ def register(
         "stores": "aggregates only: k-anonymous cells; no IP address, user agent, session "
         "id, viewer key or report body is ever written",
         "k": {"default": a.default_k, "minimum": 2},
+        "dp": {
+            "modes": ["k", "dp"],
+            "default_mode": "k",
+            "epsilon_per_day_default": DEFAULT_EPSILON_PER_DAY,
+            "delta_per_part_default": DEFAULT_DELTA,
+            "unit": "one viewer key for one UTC day",
+            "shares": dict(SHARES),
+            "bounds_per_viewer_per_part": dict(BOUNDS),
+        },
         "retention_days": {"aggregates_default": a.retention_days, "audit": audit_days},
         "where": "ClickHouse (clickhouse_url, or embedded in data_dir/clickhouse); data_dir "
         "for HPKE keys, the spool and the admin token hash",
@@ -685,6 +727,9 @@ def markdown() -> str:
         "",
         f"- **What is stored:** {reg['stores']}.",
         f"- **k:** default {reg['k']['default']}, never below {reg['k']['minimum']}.",
+        f"- **dp mode** (per account, opt-in): epsilon {reg['dp']['epsilon_per_day_default']} "
+        f"per viewer key and UTC day by default, delta {reg['dp']['delta_per_part_default']} "
+        "per released part; noise from OpenDP on every released hour and day part.",
         f"- **Retention:** aggregates {reg['retention_days']['aggregates_default']} days by "
         f"default (per account); audit log {reg['retention_days']['audit']} days.",
         f"- **Where:** {reg['where']}.",

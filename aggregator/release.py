@@ -30,11 +30,17 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
+from aggregator.budget import Budget
 from aggregator.cells import GRANULARITIES, Group, RowCell
 from aggregator.kanon import MIN_K, SUPPRESSED, Pool, release
+from aggregator.noise import DpPolicy, mechanism
 from aggregator.values import counts_part, screen
 
-__all__ = ["Ledger"]
+__all__ = ["DpOf", "Ledger"]
+
+# dp mode: the account's policy for the UTC day starting at the given unix second, or None
+# (k mode). See aggregator/noise.py: each released part is noised once, here.
+DpOf = Callable[[str, int], DpPolicy | None]
 
 _SECONDS: Final = {"minute": 60, "hour": 3600, "day": 86400}
 _COARSER: Final = {"minute": "hour", "hour": "day"}
@@ -45,8 +51,10 @@ Key3 = tuple[str, str, str]
 class Ledger:
     """Published rows of every account's open hours and days, and closed minutes to write."""
 
-    def __init__(self, k_of: Callable[[str], int]) -> None:
+    def __init__(self, k_of: Callable[[str], int], dp_of: DpOf | None = None) -> None:
         self._k_of = k_of
+        self._dp_of = dp_of
+        self.budget = Budget()
         self._groups: dict[_WindowKey, Group] = {}
         self._pools: dict[_WindowKey, Pool] = {}
 
@@ -62,6 +70,13 @@ class Ledger:
         pool = Pool()
         for (stream, breakdown, value), cell in raw.cells.items():
             pool.blocks.setdefault(stream, {})[(breakdown, value)] = cell
+        if self._dp(raw.account_id, start) is not None:
+            # dp mode: no minute rows (a viewer-day budget cannot pay for minutes); the
+            # minute goes to its hour's pool, released with noise when the hour closes.
+            hour = self._window("hour", raw.account_id, start)
+            self._window("day", raw.account_id, start)
+            self._pool(hour).merge(pool)
+            return
         published, held = release(pool, k, count=True)
         minute = self._group("minute", raw.account_id, start)
         minute.closed = minute.changed = True
@@ -147,10 +162,21 @@ class Ledger:
         pool = self._pools.get(self._key(g))
         if not pool:
             return
+        dp = self._dp(g.account_id, int(g.window_start.timestamp()))
+        if dp is not None and not final:
+            return  # dp mode: one release per window, when it closes
         k = self.k(g.account_id)
         published, held = release(pool, k)
         parts: dict[Key3, RowCell] = {}
-        for key, cell in published.items():
+        if dp is not None:  # values inside cells are not released in dp mode
+            held.values = {}
+            for key, cell in sorted(published.items()):
+                noisy = self._noisy(dp, g, k, counts_part(cell))
+                if noisy is None:
+                    held.add_loose(key, cell)  # to the day's pool (or never, on the day)
+                else:
+                    parts[key] = noisy
+        for key, cell in published.items() if dp is None else ():
             part = counts_part(cell)
             rest = screen(cell, part, k) if not key[1] else None  # values: totals only
             if rest is not None:
@@ -180,6 +206,22 @@ class Ledger:
                 day.changed = True
             g.changed = True
         self._pools[self._key(g)] = held
+
+    def _dp(self, account_id: str, start: int) -> DpPolicy | None:
+        if self._dp_of is None:
+            return None
+        return self._dp_of(account_id, start - start % 86_400)
+
+    def _noisy(self, dp: DpPolicy, g: Group, k: int, part: RowCell) -> RowCell | None:
+        """The part with noise, drawn once, if the viewer-day budget allows and the noisy
+        threshold lets it out; None: held back (never released)."""
+        mech = mechanism(dp, g.granularity, k)
+        start = int(g.window_start.timestamp())
+        if not self.budget.charge(
+            g.account_id, start, g.granularity, part.viewers, mech.cost(), dp
+        ):
+            return None
+        return mech.noise(part)
 
     def _group(self, granularity: str, account_id: str, start: int) -> Group:
         start -= start % _SECONDS[granularity]

@@ -22,6 +22,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from prometheus_client import Gauge, Summary
 from aggregator.accounts_store import AccountStore
 from aggregator.cells import COLUMNS, CellKey, CellRow, empty_row, row_values
 from aggregator.config import AggregatorConfig
+from aggregator.noise import DpPolicy
 from aggregator.release import Ledger
 from aggregator.spool import Spool
 from aggregator.store import Store
@@ -49,6 +51,17 @@ OPEN_CELLS = Gauge("streamtally_open_cells", "Cells held in memory")
 STOP_MARK = "stopped_at"  # when the last run stopped: a cold start credits playing from it
 DRAIN_SECONDS = 2.0  # how often the spool is retried while ClickHouse is away
 WRITE_COLUMNS = (*COLUMNS, "part", "retention_days", "version", "is_deleted")
+BUDGET_COLUMNS = (
+    "account_id",
+    "day",
+    "epsilon_per_day",
+    "delta_per_part",
+    "epsilon_spent",
+    "delta_spent",
+    "parts_released",
+    "parts_held",
+    "version",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +94,7 @@ class Service:
             breakdowns=("", *config.breakdowns),
             idle_seconds=collector_config.session_idle_seconds,
         )
-        self.ledger = Ledger(self._k_of)
+        self.ledger = Ledger(self._k_of, self._dp_of)
         self.spool = Spool(data_dir / "spool", config.spool_max_bytes)
         self.writer = Writer(store, self.spool)
         self.part = secrets.token_hex(8)  # this process run
@@ -124,6 +137,7 @@ class Service:
     def forget_account(self, account_id: str) -> None:
         self.aggregator.forget_account(account_id)
         self.ledger.forget_account(account_id)
+        self.ledger.budget.forget_account(account_id)
         for key in [k for k in self._published if k[0] == account_id]:
             del self._published[key]
 
@@ -149,6 +163,13 @@ class Service:
     def _k_of(self, account_id: str) -> int:
         account = self.accounts.by_id(account_id)
         return max(2, account.k) if account is not None else self.config.default_k
+
+    def _dp_of(self, account_id: str, day_start: int) -> DpPolicy | None:
+        """The account's dp policy for the UTC day starting at ``day_start``, or None (k)."""
+        account = self.accounts.by_id(account_id)
+        if account is None or account.privacy != "dp" or day_start < account.privacy_from:
+            return None
+        return DpPolicy(account.epsilon_per_day, account.delta)
 
     def _retention(self, account_id: str) -> int:
         account = self.accounts.by_id(account_id)
@@ -196,6 +217,7 @@ class Service:
             if batch is not None and not await self.writer.write(batch):
                 spooled += 1
         self.ledger.written(due)
+        await self._write_budget(now)
         for g in due:
             if g.closed:
                 self._published.pop(self._group_id(g), None)
@@ -203,6 +225,34 @@ class Service:
             await self.writer.drain()
         self.update_gauges()
         return FlushReport(len(due), rows, tombstones, spooled)
+
+    async def _write_budget(self, now: float) -> None:
+        """dp accounts: the days whose budget moved, to ``privacy_budget`` (no viewer key)."""
+        budget = self.ledger.budget
+        days = budget.days(changed_only=True)
+        if days:
+            version = self._next_version()
+            rows = [
+                [
+                    d.account_id,
+                    datetime.fromtimestamp(d.day, UTC).date(),
+                    d.epsilon_per_day,
+                    d.delta_per_part,
+                    d.epsilon_spent,
+                    d.delta_spent,
+                    d.parts_released,
+                    d.parts_held,
+                    version,
+                ]
+                for d in days
+            ]
+            try:
+                await self.store.insert("privacy_budget", rows, column_names=BUDGET_COLUMNS)
+            except StorageError as exc:
+                log.warning("privacy budget not written (kept for the next flush): %s", exc)
+                return
+            budget.written(days)
+        budget.forget_before(self.aggregator.open_minute * 60)
 
     @staticmethod
     def _group_id(group: Group) -> tuple[str, str, float]:

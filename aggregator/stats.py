@@ -27,6 +27,7 @@ from aggregator import audit
 from aggregator.auth import require_account
 from aggregator.cells import OTHER, added_up
 from aggregator.config import BREAKDOWN_DIMENSIONS
+from aggregator.dp_rows import add_noise
 from aggregator.histogram import startup_quantile
 from aggregator.params import EARLIEST, iso, parse_time
 from aggregator.service import SERVICE
@@ -486,6 +487,10 @@ async def get_stats(request: web.Request) -> web.Response:
     else:
         rows = [shape(r, "", query.metrics) for r in result if r["breakdown"] == ""]
     hidden = hidden_summary(result, query.by)
+    if query.fmt != "csv":
+        await add_noise(
+            store, account, query.granularity, rows, query.by, query.first_window, query.end
+        )
 
     if query.fmt == "csv":
         columns = ["window_start", "stream", *query.by, *query.metrics]

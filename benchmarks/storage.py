@@ -1,7 +1,7 @@
 """What an hour of traffic costs in storage and flushes: rows and bytes written per hour,
 the time of a flush, memory per active session and per viewer in open cells.
 
-    python -m benchmarks.storage [--viewers 2000] [--streams 12] [--minutes 60]
+    python -m benchmarks.storage [--viewers 2000] [--streams 12] [--minutes 60] [--privacy dp]
 
 Drives the real aggregator (``aggregator.service.Service``) with synthetic events whose
 arrival times step through ``--minutes`` minutes, flushing every minute as the service
@@ -35,7 +35,9 @@ BROWSERS = ("Chrome", "Safari", "Firefox", "Edge")
 PLAYERS = ("hls.js", "shaka", "html5")
 
 
-async def run(viewers: int, streams: int, minutes: int, seed: int) -> dict[str, float]:
+async def run(
+    viewers: int, streams: int, minutes: int, seed: int, privacy: str = "k"
+) -> dict[str, float]:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
@@ -43,7 +45,7 @@ async def run(viewers: int, streams: int, minutes: int, seed: int) -> dict[str, 
         await migrate(store)
         accounts = AccountStore(store)
         await accounts.load()
-        account, _ = await accounts.create("bench", ["*"], k=10)
+        account, _ = await accounts.create("bench", ["*"], k=10, privacy={"mode": privacy})
         service = Service(
             store=store,
             accounts=accounts,
@@ -61,6 +63,8 @@ async def run(viewers: int, streams: int, minutes: int, seed: int) -> dict[str, 
             stream = rng.choices(range(streams), weights)[0]
             population.append((v + 1, rng.getrandbits(60), dims, f"stream-{stream}"))
         start = (time.time() // 3600 - 2) * 3600  # a past hour the benchmark owns
+        if privacy == "dp":
+            start = account.privacy_from  # dp applies from the next UTC day
         service._last_provisional = start
         gc.collect()
         tracemalloc.start()
@@ -123,8 +127,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=12)
     parser.add_argument("--minutes", type=int, default=60)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--privacy", choices=("k", "dp"), default="k")
     args = parser.parse_args()
-    result = asyncio.run(run(args.viewers, args.streams, args.minutes, args.seed))
+    result = asyncio.run(run(args.viewers, args.streams, args.minutes, args.seed, args.privacy))
     width = max(map(len, result))
     for key, value in result.items():
         print(f"{key:<{width}}  {value:,}")

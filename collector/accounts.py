@@ -43,6 +43,13 @@ class Account:
     # (``match-*``). A declared name is kept as sent; others pass the identifier screen.
     streams: tuple[str, ...] = ()
     stream_patterns: tuple[str, ...] = ()
+    # Privacy mode (the aggregator's concern): "k" (k-anonymity) or "dp" (noise on every
+    # released part, epsilon per viewer-day), applying from the UTC day privacy_from
+    # (unix seconds of its start).
+    privacy: str = "k"
+    epsilon_per_day: float = 0.0
+    delta: float = 0.0
+    privacy_from: int = 0
 
     # The origins as compared: lowercased, no trailing slash. Made once, not per report.
     _allowed: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
