@@ -616,8 +616,18 @@ def test_the_bundled_uplot_is_the_pinned_npm_release() -> None:
     lock = json.loads((ROOT / "aggregator" / "static-vendor" / "package-lock.json").read_text())
     assert lock["packages"]["node_modules/uplot"]["version"] == pinned["uplot"]
     vendor = assets()["vendor/uPlot.iife.min.js"].body
-    built = ROOT / "dashboard" / "node_modules" / "uplot" / "dist" / "uPlot.iife.min.js"
-    assert built.is_file(), "run `npm ci && npm run build` in dashboard/ (tests/run.sh does)"
+    built = (
+        ROOT
+        / "aggregator"
+        / "static-vendor"
+        / "node_modules"
+        / "uplot"
+        / "dist"
+        / "uPlot.iife.min.js"
+    )
+    assert built.is_file(), (
+        "run `npm ci && npm run build` in aggregator/static-vendor/ (tests/run.sh does)"
+    )
     assert vendor == built.read_bytes()
     assert len(vendor) < 60_000  # the minified build, not the 145 kB one
 
