@@ -9,3 +9,4 @@ export { Sender, reportUrl } from './sender.js';
 export { hlsjsCmcd, hlsjsLoader } from './hlsjs.js';
 export { shakaCmcd } from './shaka.js';
 export { MediaTracker, State, trackMedia } from './media.js';
+export { EVENTS, INTERVAL_S, KEYS } from './targets.js';

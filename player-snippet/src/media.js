@@ -84,7 +84,7 @@ export class MediaTracker {
     for (const type of LISTENED) media.addEventListener(type, this.onEvent);
     this.onPageHide = () => this.flush();
     globalThis.addEventListener?.('pagehide', this.onPageHide);
-    this.timer = interval > 0 ? every(() => this.record('t'), interval * 1000) : null;
+    this.timer = interval > 0 ? every(() => this.tick(), interval * 1000) : null;
     if (media.autoplay || !media.paused) this.setState(State.STARTING);
     else this.setState(State.PRELOADING);
   }
@@ -151,6 +151,11 @@ export class MediaTracker {
   error(code) {
     this.setState(State.FATAL);
     this.record('e', { ec: [String(code)] });
+  }
+
+  /** The interval `t` event, while there is a playback to report (not after `e` or `f`). */
+  tick() {
+    if (this.state !== State.ENDED && this.state !== State.FATAL) this.record('t');
   }
 
   /** Report the current video bitrate in kbps (sends `bc` when it changes). */

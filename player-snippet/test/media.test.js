@@ -142,6 +142,23 @@ describe('generic <video> adapter', () => {
     assert.equal(got[4].br, '(3000)');
   });
 
+  it('sends no t events once playback ended or failed, until a new source plays', async () => {
+    // A page that stays open after the end would otherwise report every interval forever;
+    // the e2e driver saw such a late report cut off by the page's close (status null).
+    const { media, events, settle, ticks } = setup({ tracker: { interval: 2 } });
+    media.fire('error', { error: { code: 4 } });
+    ticks[0].fn();
+    media.fire('ended', { ended: true });
+    ticks[0].fn();
+    await settle();
+    assert.deepEqual(events().map((e) => e.e), ['ps', 'ps', 'e', 'ps']); // d, f, e(ec), e
+    media.fire('loadstart', { ended: false });
+    media.fire('play', { paused: false });
+    ticks[0].fn();
+    await settle();
+    assert.equal(events().at(-1).e, 't');
+  });
+
   it('reports playback rate changes', async () => {
     const { media, events, settle } = setup();
     media.fire('ratechange', { playbackRate: 1.5 });
