@@ -58,6 +58,22 @@ const browser = await chromium.launch({
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--autoplay-policy=no-user-gesture-required'],
 });
+// Every context loads its page, then all start playing at once, never within a few seconds
+// of a minute's end: the collector counts views per minute under k, and two viewers whose
+// views fell into two minutes would each be alone in theirs.
+let loaded = 0;
+let startAll;
+const started = new Promise((resolve) => { startAll = resolve; });
+async function ready() {
+  loaded += 1;
+  if (loaded === args.ip.length) {
+    const second = (Date.now() / 1000) % 60;
+    if (second > 55) await new Promise((resolve) => setTimeout(resolve, (61 - second) * 1000));
+    startAll();
+  }
+  await started;
+}
+
 try {
   const contexts = await Promise.all(args.ip.map((ip) => play(ip)));
   console.log(JSON.stringify({ contexts }, null, 1));
@@ -177,6 +193,9 @@ async function playThrough(ip, proxyUrl, wire) {
 
   const query = new URLSearchParams({ mode: args.mode, collector, key: args.key, src: args.src, cid: args.cid });
   await page.goto(`${args.page}?${query}`);
+  await page.waitForFunction(() => typeof window.go === 'function');
+  await ready();
+  await page.evaluate(() => window.go());
   const outcome = await Promise.race([
     page.evaluate(() => window.outcome),
     page.waitForTimeout(TIMEOUT_MS).then(() => ({ timedOut: true })),
