@@ -1,13 +1,18 @@
-"""The player snippet end to end: Debian's headless chromium plays a real HLS stream (made with
-ffmpeg) with the built snippet, against a running ``streamtally serve`` on the ClickHouse
-fixture; the stats API then shows what was played.
+"""Every player end to end: Debian's headless chromium plays a real stream (made with ffmpeg,
+HLS and DASH) with hls.js, Shaka Player 5, dash.js 5, Video.js or a plain ``<video>``, against
+a running ``streamtally serve`` on the ClickHouse fixture; the stats API then shows what was
+played. The players come from npm (player-snippet's devDependencies) and are served from the
+page's own origin, like the stream: the page loads nothing from elsewhere.
 
-Each scenario (hls.js or a plain ``<video>``; playing or failing) has its own account (k = 2)
-and two browser contexts, each behind its own forward proxy that sets ``X-Forwarded-For``
-(the service trusts it from 127.0.0.1): two viewers from two countries, so k is just reached.
-The page is served from another origin than the service, so CORS preflights happen for real.
+Each scenario (a player and how it reports: through the snippet, sealed, or its own plain
+CMCD v2; playing or failing) has its own account (k = 2) and two browser contexts, each
+behind its own forward proxy that sets ``X-Forwarded-For`` (the service trusts it from
+127.0.0.1): two viewers from two countries, so k is just reached. The page is served from
+another origin than the service, so CORS preflights happen for real.
 player-snippet/e2e/run.js drives the browser; it needs chromium, ffmpeg and node (tests/run.sh
-installs them). The scenarios run at once, then one admin flush writes them all.
+installs them). The scenarios run three at a time, then one admin flush writes them all.
+Where a player does not report what CMCD v2 asks for, the test says what it does instead
+(docs/player-snippet.md lists the same).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ STREAM_SECONDS = 8
 SEALED = "application/vnd.streamtally.sealed"
 PLAIN = "application/cmcd"
 RUN_TIMEOUT_S = 75  # one driver run: chromium's start, playing, the last reports, closing
-PARALLEL = 4  # driver runs at once (each is one chromium with two contexts)
+PARALLEL = 3  # driver runs at once (each is one chromium with two contexts)
 
 
 # ---- what the page needs: chromium, the stream, the bundle, a static origin ----------------
@@ -261,9 +266,9 @@ def runs(
 
     At most ``PARALLEL`` drivers (each its own chromium) play at once: with all twelve at
     once on two cores, the service went unanswered for 20 s at a time and the reports piled
-    up in the browsers. One flush for all: a second admin flush within the same wall-clock
-    minute as the first does not publish what arrived between the two (aggregator
-    ``close_now``)."""
+    up in the browsers; with four, playing time drifted by 4 s from what was played. One
+    flush for all: a second admin flush within the same wall-clock minute as the first does
+    not publish what arrived between the two (aggregator ``close_now``)."""
     out = tmp_path_factory.mktemp("driver")
     runs = {name: Run(mode, new_account(service, site)) for name, (mode, _) in SCENARIOS.items()}
     waiting = list(SCENARIOS)
@@ -339,15 +344,13 @@ def test_reports_are_sealed_preflighted_and_accepted(
         seen = context["reports"]
         assert seen, f"the page sent nothing to the service: {context['errors']}"
         # The page's own view: no request failed (CORS, network). A request still open when
-        # the page closed has no status here ("closed"); the wire below has its answer.
-        failed = [
-            r
-            for r in seen
-            if r["failure"] or not (r.get("closed") or 200 <= (r["status"] or 0) < 300)
-        ]
-        if name == "fail-dash.js":  # its error reports: 400 (test_dashjs_error_reports_…)
-            failed = [r for r in failed if r["status"] != 400]
+        # the page closed has no outcome here ("closed"); the wire below has its answer.
+        # Playwright may miss a response event on a busy machine, so the statuses are
+        # checked on the wire, and every report the page sent must have reached it.
+        failed = [r for r in seen if r["failure"] and not r.get("closed")]
         assert failed == [], (failed, context["errors"])
+        sent = [r for r in seen if r["method"] == "POST" and not r.get("closed")]
+        assert len([w for w in context["wire"] if w["method"] == "POST"]) >= len(sent)
         wire = context["wire"]
         expected = {("OPTIONS", report_path), ("POST", report_path)}
         assert {(w["method"], w["path"]) for w in wire} == (
@@ -391,7 +394,11 @@ def test_two_viewers_playing_show_up_in_the_stats(
     assert {row["stream"] for row in body["rows"]} == {runs[name].mode}
     assert total(body, "views") == 2
     assert max(row["unique_viewers"] for row in body["rows"]) == 2
-    assert PLAYING_FLOOR.get(name, 0.8) * played <= total(body, "playing_seconds") <= played + 4
+    # Counted by the wall clock between reports: at most the time from the first frame to
+    # the end (longer than the media on a busy machine), plus one report interval's slack.
+    wall = sum(c["outcome"]["wallSeconds"] for c in contexts)
+    floor = PLAYING_FLOOR.get(name, 0.8) * played
+    assert floor <= total(body, "playing_seconds") <= max(played, wall) + 4
     assert all(row["startup_ms_p50"] and row["startup_ms_p50"] > 0 for row in body["rows"])
     assert total(body, "failures") == 0
     assert total(body, "exits_before_start") == 0
