@@ -125,6 +125,17 @@ describe('generic <video> adapter', () => {
     assert.equal(error.ec, '("MEDIA_ERR_SRC_NOT_SUPPORTED")');
   });
 
+  it('leaves errors to the player with mediaErrors: false (one code, the player\'s)', async () => {
+    // Video.js fires its own error and the element's in either order: the e2e test saw
+    // MEDIA_ERR_SRC_NOT_SUPPORTED counted in one run and vjs-4 in the next.
+    const { media, tracker, events, settle } = setup({ tracker: { mediaErrors: false } });
+    media.fire('error', { error: { code: 4 } });
+    tracker.error('vjs-4');
+    await settle();
+    const codes = events().filter((e) => e.e === 'e').map((e) => e.ec);
+    assert.deepEqual(codes, ['("vjs-4")']);
+  });
+
   it('sends interval t events with buffer, playhead and bitrate', async () => {
     let kbps = 1461;
     const { media, events, settle, ticks } = setup({ tracker: { bitrate: () => kbps, interval: 5 } });
