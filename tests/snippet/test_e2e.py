@@ -65,8 +65,8 @@ def tools() -> None:
 
 @pytest.fixture(scope="module")
 def stream_dir(tmp_path_factory: pytest.TempPathFactory, tools: None) -> Path:
-    """An 8 s two-rendition HLS stream, 2 s segments (player-snippet/e2e/make-stream.sh)."""
-    out = tmp_path_factory.mktemp("hls")
+    """An 8 s two-rendition stream, HLS and DASH, 2 s segments (e2e/make-stream.sh)."""
+    out = tmp_path_factory.mktemp("stream")
     subprocess.run(
         ["bash", str(SNIPPET / "e2e" / "make-stream.sh"), str(out), str(STREAM_SECONDS)],
         check=True,
