@@ -20,7 +20,7 @@
  * no real browser sends (GET /v1/keys then fails CORS); its request routing would answer
  * preflights itself instead of the collector.
  *
- *   node e2e/run.js --page URL --collector URL --key EMBED_KEY --src URL [--mode hlsjs|video|shaka|shaka-debug|shaka-plain|dashjs|videojs]
+ *   node e2e/run.js --page URL --collector URL --key EMBED_KEY --src URL [--mode hlsjs|video|shaka|shaka-debug|shaka-plain|dashjs|dashjs-adapter|videojs]
  *                   [--ip 8.8.8.8 --ip 193.0.0.1] [--cid NAME] [--timeout 30]
  * (the page's origin must be among the account's origins)
  */

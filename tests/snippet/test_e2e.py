@@ -226,12 +226,14 @@ SCENARIOS = {  # name: (page mode, stream); page modes: player-snippet/e2e/page.
     "play-shaka-debug": ("shaka-debug", DASH),  # Shaka's debug build: it sends play states
     "play-shaka-plain": ("shaka-plain", DASH),
     "play-dash.js": ("dashjs", DASH),
+    "play-dash.js-adapter": ("dashjs-adapter", DASH),  # trackMedia on dash.js's <video>
     "play-video.js": ("videojs", STREAM),
     "fail-hls.js": ("hlsjs", MISSING),
     "fail-plain-video": ("video", MISSING),
     "fail-shaka": ("shaka", MISSING_DASH),
     "fail-shaka-plain": ("shaka-plain", MISSING_DASH),
     "fail-dash.js": ("dashjs", MISSING_DASH),
+    "fail-dash.js-adapter": ("dashjs-adapter", MISSING_DASH),
     # Not a missing HLS manifest: for that, Video.js 8 (VHS) reports vjs-2 or vjs-4, by timing.
     "fail-video.js": ("videojs", MISSING_MP4),
 }
@@ -243,6 +245,7 @@ MODES = {
     "shaka-debug": ("shaka", True),
     "shaka-plain": ("shaka", False),  # Shaka's own CMCD v2 event mode, no snippet
     "dashjs": ("dash.js", False),  # dash.js's own CMCD v2 event mode, no snippet
+    "dashjs-adapter": ("dash.js", True),
     "videojs": ("video.js", True),
 }
 
@@ -415,6 +418,7 @@ def test_two_viewers_playing_show_up_in_the_stats(
         pytest.param("fail-plain-video", "MEDIA_ERR_SRC_NOT_SUPPORTED", id="plain-video-404"),
         pytest.param("fail-video.js", "vjs-4", id="video.js-mp4-404"),
         pytest.param("fail-shaka", "1001", id="shaka-manifest-404"),  # through shakaError
+        pytest.param("fail-dash.js-adapter", "dash-25", id="dash.js-adapter-manifest-404"),
     ],
 )
 def test_two_viewers_failing_count_as_failures(
