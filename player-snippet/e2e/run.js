@@ -198,7 +198,16 @@ async function playThrough(ip, proxyUrl, wire) {
   await page.evaluate(() => window.go());
   const outcome = await Promise.race([
     page.evaluate(() => window.outcome),
-    page.waitForTimeout(TIMEOUT_MS).then(() => ({ timedOut: true })),
+    page.waitForTimeout(TIMEOUT_MS).then(() => page.evaluate(() => {
+      const video = document.querySelector('video'); // where it stood, for the test's message
+      return {
+        timedOut: true,
+        currentTime: video?.currentTime,
+        duration: video?.duration,
+        readyState: video?.readyState,
+        paused: video?.paused,
+      };
+    })),
   ]);
   // The last reports (sta=e / sta=f) are sent after the event that ended playback: wait
   // until nothing is in flight, as playwright and as the proxy see it.

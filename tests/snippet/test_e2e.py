@@ -388,6 +388,7 @@ def test_two_viewers_playing_show_up_in_the_stats(
 ) -> None:
     contexts = contexts_of(runs, name)
     for context in contexts:
+        assert not context["outcome"].get("timedOut"), (context["outcome"], context["errors"])
         assert context["outcome"]["error"] is None, context["errors"]
         assert context["outcome"]["ended"] is True
     played = sum(c["outcome"]["currentTime"] for c in contexts)
