@@ -390,7 +390,9 @@ def test_two_viewers_playing_show_up_in_the_stats(
     for context in contexts:
         assert not context["outcome"].get("timedOut"), (context["outcome"], context["errors"])
         assert context["outcome"]["error"] is None, context["errors"]
-        assert context["outcome"]["ended"] is True
+        # dash.js sometimes stops paused on the last frame, without 'ended' (page.html)
+        assert context["outcome"]["ended"] is True or name == "play-dash.js", context["outcome"]
+        assert context["outcome"]["atEnd"] is True
     played = sum(c["outcome"]["currentTime"] for c in contexts)
     assert played >= 2 * (STREAM_SECONDS - 0.5)
 
