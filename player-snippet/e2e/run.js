@@ -5,12 +5,13 @@
  * the end of playback (or a fatal error) and for the last report, then prints one JSON
  * document on stdout:
  *
- *   {contexts: [{ip, outcome, reports: [{method, path, status, failure}],
- *                wire: [{method, path, status, headers}],
+ *   {contexts: [{ip, outcome, reports: [{method, path, status, failure, closed?}],
+ *                wire: [{method, path, status, headers, body?}],
  *                storage: {local, session, cookie, indexedDB}, cookies, errors}]}
  *
  * `reports`: the page's requests to the collector as playwright saw them; `wire`: as they
- * went over the wire, CORS preflights included.
+ * went over the wire, CORS preflights included, with the text of plain (`application/cmcd`)
+ * reports that players send without the snippet.
  *
  * Each context goes through its own forward proxy (in this process, on 127.0.0.1) that sets
  * `X-Forwarded-For: IP` on every request, as a load balancer would; the collector trusts it
@@ -19,7 +20,7 @@
  * no real browser sends (GET /v1/keys then fails CORS); its request routing would answer
  * preflights itself instead of the collector.
  *
- *   node e2e/run.js --page URL --collector URL --key EMBED_KEY --src URL [--mode hlsjs|video]
+ *   node e2e/run.js --page URL --collector URL --key EMBED_KEY --src URL [--mode hlsjs|video|shaka|shaka-debug|shaka-plain|dashjs|dashjs-adapter|videojs]
  *                   [--ip 8.8.8.8 --ip 193.0.0.1] [--cid NAME] [--timeout 30]
  * (the page's origin must be among the account's origins)
  */
@@ -57,6 +58,22 @@ const browser = await chromium.launch({
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--autoplay-policy=no-user-gesture-required'],
 });
+// Every context loads its page, then all start playing at once, never within a few seconds
+// of a minute's end: the collector counts views per minute under k, and two viewers whose
+// views fell into two minutes would each be alone in theirs.
+let loaded = 0;
+let startAll;
+const started = new Promise((resolve) => { startAll = resolve; });
+async function ready() {
+  loaded += 1;
+  if (loaded === args.ip.length) {
+    const second = (Date.now() / 1000) % 60;
+    if (second > 55) await new Promise((resolve) => setTimeout(resolve, (61 - second) * 1000));
+    startAll();
+  }
+  await started;
+}
+
 try {
   const contexts = await Promise.all(args.ip.map((ip) => play(ip)));
   console.log(JSON.stringify({ contexts }, null, 1));
@@ -67,9 +84,10 @@ try {
 /**
  * A forward HTTP proxy on 127.0.0.1 that sets `X-Forwarded-For: ip` on every request. `wire`
  * gets each request to the collector as it went over the wire, CORS preflights included
- * (which playwright's request events leave out).
+ * (which playwright's request events leave out); `wire.open` counts those still unanswered.
  */
 async function forwardProxy(ip, wire) {
+  wire.open = 0;
   const server = createServer((req, res) => {
     const target = new URL(req.url); // a proxy is asked for absolute URLs
     const headers = { ...req.headers, 'x-forwarded-for': ip };
@@ -80,7 +98,20 @@ async function forwardProxy(ip, wire) {
       status: null,
       headers: Object.fromEntries(WIRE_HEADERS.filter((h) => h in req.headers).map((h) => [h, req.headers[h]])),
     } : null;
-    if (entry) wire.push(entry);
+    if (entry) {
+      wire.push(entry);
+      wire.open += 1;
+      wire.lastActivity = Date.now();
+      res.on('close', () => {
+        wire.open -= 1;
+        wire.lastActivity = Date.now();
+      });
+    }
+    if (entry && req.headers['content-type'] === 'application/cmcd') {
+      // A plain report (no snippet): keep its text, to check what the player sends.
+      entry.body = '';
+      req.on('data', (chunk) => { entry.body += chunk.toString('utf8'); });
+    }
     const upstream = httpRequest(
       { host: target.hostname, port: target.port, path: target.pathname + target.search, method: req.method, headers },
       (answer) => {
@@ -96,19 +127,31 @@ async function forwardProxy(ip, wire) {
   return server;
 }
 
+/** Until `busy()` is false and has been for QUIET_MS, at most `ms`. */
+async function quiet(busy, lastActivity, ms) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline && (busy() || Date.now() - lastActivity() < QUIET_MS)) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 /** One viewer: a fresh context whose requests all reach the servers with `X-Forwarded-For: ip`. */
 async function play(ip) {
   const wire = [];
   const proxy = await forwardProxy(ip, wire);
   try {
-    return { ...(await playThrough(ip, `http://127.0.0.1:${proxy.address().port}`)), wire };
+    const result = await playThrough(ip, `http://127.0.0.1:${proxy.address().port}`, wire);
+    // Closing the page fires `pagehide`, when the snippet sends what it still holds
+    // (keepalive): let those reports reach the collector before the proxy goes away.
+    await quiet(() => wire.open > 0, () => wire.lastActivity ?? 0, 5000);
+    return { ...result, wire };
   } finally {
     proxy.closeAllConnections();
     proxy.close();
   }
 }
 
-async function playThrough(ip, proxyUrl) {
+async function playThrough(ip, proxyUrl, wire) {
   // '<-loopback>': chromium sends requests for 127.0.0.1 to the proxy too.
   const context = await browser.newContext({ proxy: { server: proxyUrl, bypass: '<-loopback>' } });
   context.setDefaultTimeout(TIMEOUT_MS);
@@ -121,13 +164,14 @@ async function playThrough(ip, proxyUrl) {
     if (msg.type() === 'error' || msg.type() === 'warning') errors.push(`[console] ${msg.text()}`);
   });
   page.on('pageerror', (error) => errors.push(`[page error] ${error.message}`));
-  const pending = new Map(); // request -> its entry in reports
-  const settle = async (request, failure) => {
+  // request -> its entry in reports. The status is taken from the `response` event itself:
+  // asking a finished request for its response afterwards is a round trip to the browser
+  // that a busy machine or the context's close can leave unanswered (status null).
+  const pending = new Map();
+  const settle = (request, failure) => {
     const report = pending.get(request);
     if (!report) return;
     pending.delete(request);
-    const response = failure ? null : await request.response().catch(() => null);
-    report.status = response ? response.status() : null;
     report.failure = failure;
     inFlight -= 1;
     lastActivity = Date.now();
@@ -140,20 +184,38 @@ async function playThrough(ip, proxyUrl) {
     reports.push(report);
     pending.set(request, report);
   });
+  page.on('response', (response) => {
+    const report = pending.get(response.request());
+    if (report) report.status = response.status();
+  });
   page.on('requestfinished', (request) => settle(request, null));
   page.on('requestfailed', (request) => settle(request, request.failure()?.errorText ?? 'failed'));
 
   const query = new URLSearchParams({ mode: args.mode, collector, key: args.key, src: args.src, cid: args.cid });
   await page.goto(`${args.page}?${query}`);
+  await page.waitForFunction(() => typeof window.go === 'function');
+  await ready();
+  await page.evaluate(() => window.go());
   const outcome = await Promise.race([
     page.evaluate(() => window.outcome),
-    page.waitForTimeout(TIMEOUT_MS).then(() => ({ timedOut: true })),
+    page.waitForTimeout(TIMEOUT_MS).then(() => page.evaluate(() => {
+      const video = document.querySelector('video'); // where it stood, for the test's message
+      return {
+        timedOut: true,
+        currentTime: video?.currentTime,
+        duration: video?.duration,
+        readyState: video?.readyState,
+        paused: video?.paused,
+      };
+    })),
   ]);
-  // The last reports (sta=e / sta=f) are sent after the event that ended playback.
-  const deadline = Date.now() + 10000;
-  while (Date.now() < deadline && (inFlight > 0 || Date.now() - lastActivity < QUIET_MS)) {
-    await page.waitForTimeout(100);
-  }
+  // The last reports (sta=e / sta=f) are sent after the event that ended playback: wait
+  // until nothing is in flight, as playwright and as the proxy see it.
+  await quiet(
+    () => inFlight > 0 || wire.open > 0,
+    () => Math.max(lastActivity, wire.lastActivity ?? 0),
+    10000,
+  );
   const storage = await page.evaluate(async () => ({
     local: localStorage.length,
     session: sessionStorage.length,
@@ -161,6 +223,8 @@ async function playThrough(ip, proxyUrl) {
     indexedDB: (await indexedDB.databases()).map((db) => db.name),
   }));
   const cookies = await context.cookies();
+  // Still open when the page goes: playwright will not see these end (the wire will).
+  for (const report of pending.values()) report.closed = true;
   await context.close();
   return { ip, outcome, reports, storage, cookies, errors };
 }

@@ -7,5 +7,6 @@ export { KeyCache, parseOhttpKeys } from './keys.js';
 export { frameHeader, sealInfo, sealReport } from './seal.js';
 export { Sender, reportUrl } from './sender.js';
 export { hlsjsCmcd, hlsjsLoader } from './hlsjs.js';
-export { shakaCmcd } from './shaka.js';
+export { shakaCmcd, shakaError } from './shaka.js';
 export { MediaTracker, State, trackMedia } from './media.js';
+export { EVENTS, INTERVAL_S, KEYS } from './targets.js';

@@ -47,6 +47,9 @@ export function bufferAheadMs(media) {
  * @param {string} [options.player]   'html5' (default), 'video.js', 'dash.js', …
  * @param {number} [options.interval] seconds between `t` events (0: none)
  * @param {() => number|undefined} [options.bitrate]  current video bitrate in kbps, if known
+ * @param {boolean} [options.mediaErrors]  report the element's own `error` events (default);
+ *   false when the player reports its errors through `tracker.error(code)` (Video.js, dash.js),
+ *   so that each failure has one code, the player's
  * @returns {MediaTracker}
  */
 export function trackMedia(media, options) {
@@ -61,6 +64,7 @@ export class MediaTracker {
       player = 'html5',
       interval = INTERVAL_S,
       bitrate,
+      mediaErrors = true,
       sender,
       now = Date.now,
       randomUUID = () => globalThis.crypto.randomUUID(),
@@ -72,6 +76,7 @@ export class MediaTracker {
     this.media = media;
     this.contentId = contentId;
     this.bitrate = bitrate;
+    this.mediaErrors = mediaErrors;
     this.now = now;
     this.randomUUID = randomUUID;
     this.stopEvery = stopEvery;
@@ -84,7 +89,7 @@ export class MediaTracker {
     for (const type of LISTENED) media.addEventListener(type, this.onEvent);
     this.onPageHide = () => this.flush();
     globalThis.addEventListener?.('pagehide', this.onPageHide);
-    this.timer = interval > 0 ? every(() => this.record('t'), interval * 1000) : null;
+    this.timer = interval > 0 ? every(() => this.tick(), interval * 1000) : null;
     if (media.autoplay || !media.paused) this.setState(State.STARTING);
     else this.setState(State.PRELOADING);
   }
@@ -134,7 +139,7 @@ export class MediaTracker {
         this.setState(State.ENDED);
         break;
       case 'error':
-        this.error(MEDIA_ERRORS[media.error?.code ?? 0] || 'MEDIA_ERR_UNKNOWN');
+        if (this.mediaErrors) this.error(MEDIA_ERRORS[media.error?.code ?? 0] || 'MEDIA_ERR_UNKNOWN');
         break;
       case 'ratechange':
         this.record('pr', { pr: media.playbackRate });
@@ -151,6 +156,11 @@ export class MediaTracker {
   error(code) {
     this.setState(State.FATAL);
     this.record('e', { ec: [String(code)] });
+  }
+
+  /** The interval `t` event, while there is a playback to report (not after `e` or `f`). */
+  tick() {
+    if (this.state !== State.ENDED && this.state !== State.FATAL) this.record('t');
   }
 
   /** Report the current video bitrate in kbps (sends `bc` when it changes). */

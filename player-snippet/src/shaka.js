@@ -3,12 +3,18 @@
  * target URL gets a `streamtally:` prefix, and a scheme plugin for that prefix seals and
  * sends the report with StreamTally's retry rules (Shaka's own retry would re-send the same
  * sealed bytes, which the collector rejects as a replay).
+ *
+ * Shaka 5.2 reports no failed `load()` and no error code, so `shakaError` sends the fatal
+ * error itself, in Shaka's CMCD session (the snippet chooses Shaka's `sessionId`).
  */
+import { encodeBody } from './cmcd.js';
 import { EVENTS, INTERVAL_S, KEYS } from './targets.js';
 import { Sender } from './sender.js';
 
 export const SCHEME = 'streamtally';
 const senders = new Map();
+const sessions = new WeakMap(); // the config shakaCmcd returned -> {sender, sid, cid, failed}
+const CRITICAL = 2; // shaka.util.Error.Severity.CRITICAL: Shaka gives up
 
 /** The Shaka scheme plugin: `streamtally:<report url>` → Sender for that URL. */
 export function shakaSchemePlugin(shaka) {
@@ -47,6 +53,7 @@ export function shakaCmcd(
     interval = INTERVAL_S,
     batchSize = 1,
     includeKeys = KEYS,
+    randomUUID = () => globalThis.crypto.randomUUID(),
     ...senderOptions
   },
 ) {
@@ -54,10 +61,12 @@ export function shakaCmcd(
   sender.warm();
   senders.set(sender.url, sender);
   shaka.net.NetworkingEngine.registerScheme(SCHEME, shakaSchemePlugin(shaka));
-  return {
+  const sessionId = randomUUID(); // random, in memory only, as Shaka's own would be
+  const cmcd = {
     enabled: true,
     version: 2,
     contentId,
+    sessionId,
     eventTargets: [
       {
         enabled: true,
@@ -69,4 +78,22 @@ export function shakaCmcd(
       },
     ],
   };
+  sessions.set(cmcd, { sender, sid: sessionId, cid: contentId, failed: false });
+  return cmcd;
+}
+
+/**
+ * Report a fatal Shaka error with its code: `ps` with `sta=f`, then `e` with `ec`, in the
+ * session of `cmcd` (what `shakaCmcd` returned), once. Call it with `player.load()`'s
+ * rejection and with the player's `error` events (`event.detail`); recoverable errors are
+ * ignored. The events carry no `sn` (Shaka numbers its own), so the collector tells them
+ * apart by type and time. Resolves to the HTTP status, or 0 when nothing was sent.
+ */
+export function shakaError(cmcd, error, now = Date.now) {
+  const session = sessions.get(cmcd);
+  if (!session || session.failed || error?.severity !== CRITICAL) return Promise.resolve(0);
+  session.failed = true;
+  const base = { ts: now(), v: 2, sid: session.sid, cid: session.cid, sta: 'f' };
+  const code = String(error.code ?? 'unknown');
+  return session.sender.send(encodeBody([{ e: 'ps', ...base }, { e: 'e', ...base, ec: [code] }]));
 }

@@ -125,6 +125,17 @@ describe('generic <video> adapter', () => {
     assert.equal(error.ec, '("MEDIA_ERR_SRC_NOT_SUPPORTED")');
   });
 
+  it('leaves errors to the player with mediaErrors: false (one code, the player\'s)', async () => {
+    // Video.js fires its own error and the element's in either order: the e2e test saw
+    // MEDIA_ERR_SRC_NOT_SUPPORTED counted in one run and vjs-4 in the next.
+    const { media, tracker, events, settle } = setup({ tracker: { mediaErrors: false } });
+    media.fire('error', { error: { code: 4 } });
+    tracker.error('vjs-4');
+    await settle();
+    const codes = events().filter((e) => e.e === 'e').map((e) => e.ec);
+    assert.deepEqual(codes, ['("vjs-4")']);
+  });
+
   it('sends interval t events with buffer, playhead and bitrate', async () => {
     let kbps = 1461;
     const { media, events, settle, ticks } = setup({ tracker: { bitrate: () => kbps, interval: 5 } });
@@ -140,6 +151,23 @@ describe('generic <video> adapter', () => {
     assert.equal(got[2].pt, '4250');
     assert.equal(got[2].bl, '(7750)');
     assert.equal(got[4].br, '(3000)');
+  });
+
+  it('sends no t events once playback ended or failed, until a new source plays', async () => {
+    // A page that stays open after the end would otherwise report every interval forever;
+    // the e2e driver saw such a late report cut off by the page's close (status null).
+    const { media, events, settle, ticks } = setup({ tracker: { interval: 2 } });
+    media.fire('error', { error: { code: 4 } });
+    ticks[0].fn();
+    media.fire('ended', { ended: true });
+    ticks[0].fn();
+    await settle();
+    assert.deepEqual(events().map((e) => e.e), ['ps', 'ps', 'e', 'ps']); // d, f, e(ec), e
+    media.fire('loadstart', { ended: false });
+    media.fire('play', { paused: false });
+    ticks[0].fn();
+    await settle();
+    assert.equal(events().at(-1).e, 't');
   });
 
   it('reports playback rate changes', async () => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { shakaCmcd } from '../src/shaka.js';
+import { shakaCmcd, shakaError } from '../src/shaka.js';
 import { fakeCollector, keyConfig, keyPair, ohttpKeys } from './helpers.js';
 
 const pair = await keyPair();
@@ -67,5 +67,31 @@ describe('Shaka integration', () => {
     assert.equal((await plugin(cmcd.eventTargets[0].url, request).promise).status, 410);
     assert.equal((await plugin(cmcd.eventTargets[0].url, request).promise).status, 410);
     assert.equal(collector.calls.posts.length, 2); // stopped after 410
+  });
+
+  it('reports a fatal Shaka error with its code, in Shaka\'s session, once', async () => {
+    // Shaka 5.2 tells its CMCD reporter nothing when load() fails, and its own `e` event has
+    // no `ec`: the e2e test saw a failed load reported as one `t` without state.
+    const shaka = fakeShaka();
+    const collector = fakeCollector({ keys: ohttpKeys(keyConfig(2, pair.publicBytes)), answers: [204, 204] });
+    const cmcd = shakaCmcd(shaka, {
+      collector: 'https://stats.example',
+      embedKey: 'pk_shaka',
+      contentId: 'stream-42',
+      seal: 'never',
+      fetch: collector.fetch,
+      randomUUID: () => 'sid-1',
+    });
+    assert.equal(cmcd.sessionId, 'sid-1'); // Shaka's session id is the snippet's
+    assert.equal(await shakaError(cmcd, { code: 1000, severity: 1 }), 0); // recoverable: not fatal
+    assert.equal(await shakaError(cmcd, { code: 1001, severity: 2 }, () => 5000), 204);
+    assert.equal(await shakaError(cmcd, { code: 1002, severity: 2 }), 0); // once per session
+    assert.equal(collector.calls.posts.length, 1);
+    assert.equal(
+      collector.calls.posts[0].body,
+      'cid="stream-42",e=ps,sid="sid-1",sta=f,ts=5000,v=2\n' +
+        'cid="stream-42",e=e,ec=("1001"),sid="sid-1",sta=f,ts=5000,v=2\n',
+    );
+    assert.equal(await shakaError({}, { code: 1001, severity: 2 }), 0); // not a shakaCmcd config
   });
 });
