@@ -31,6 +31,7 @@ import orjson
 from aiohttp import web
 
 from aggregator import audit
+from aggregator.accounts_store import utc_today
 from aggregator.auth import require_account
 from aggregator.cells import PARTS_ADDED_UP
 from aggregator.params import iso
@@ -135,7 +136,7 @@ async def build_manifest(
         "account_id": account.account_id,
         "exported_at": iso(exported_at, "seconds"),
         "format": fmt,
-        "k": account.k,
+        "k": account.k_on(utc_today()),
         "retention_days": account.retention_days,
         "rows": int(counted[0][0]) if counted else 0,
         "rows_note": "counted when the export started; cells written meanwhile may differ",

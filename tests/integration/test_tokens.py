@@ -197,7 +197,7 @@ async def test_cli_creates_lists_rotates_and_revokes(
     assert await status(running, rotated["api_token"]) == 401
     listing = await run("accounts", "list")
     assert acc in [a["account_id"] for a in listing["accounts"]]
-    receipt = await run("accounts", "delete", "--account-id", acc)
+    receipt = await run("accounts", "delete", "--account-id", acc, "--yes")
     assert receipt["verified_zero"] is True
     assert (await running.post(account["embed_key"], "x")).status == 410
 

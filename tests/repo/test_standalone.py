@@ -103,5 +103,7 @@ def test_pip_install_in_a_fresh_venv_works_and_finds_the_migrations(
         "print(sorted(p.name for p in r.files('aggregator').joinpath('migrations').iterdir()"
         " if p.name.endswith('.sql')))"
     )
-    listed = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    listed = subprocess.run(
+        [str(python), "-c", probe], capture_output=True, text=True, cwd=tmp_path
+    )
     assert "0001_accounts.sql" in listed.stdout, listed.stderr
