@@ -47,10 +47,22 @@ class CollectorConfig:
         2_000_000, "most encs remembered; the window shortens past it", check=at_least(1000)
     )
     rate_limit_per_second: float = setting(
-        20.0, "reports per second per client (IP, user agent) before 429", check=at_least(0.1)
+        20.0,
+        "reports per second per playback session (CMCD sid; per IP and user agent for reports "
+        "without one) before 429",
+        check=at_least(0.1),
     )
     rate_limit_burst: int = setting(
-        200, "burst allowance of the per-client limit", check=at_least(1)
+        200, "burst allowance of the per-session limit", check=at_least(1)
+    )
+    address_rate_limit_per_second: float = setting(
+        2000.0,
+        "reports per second per client address before 429, whatever the sessions: viewers "
+        "behind one NAT share it, so keep it far above rate_limit_per_second",
+        check=at_least(0.1),
+    )
+    address_rate_limit_burst: int = setting(
+        20_000, "burst allowance of the per-address limit", check=at_least(1)
     )
     viewer_key_grace_seconds: int = setting(
         3600,

@@ -47,6 +47,7 @@ class ViewerKeys:
     """Daily viewer keys and per-process handles, all from secrets held only in memory."""
 
     __slots__ = (
+        "_address",
         "_client",
         "_clock",
         "_dead_through",
@@ -71,6 +72,7 @@ class ViewerKeys:
         self._dead_through = self._last_dead_day(clock())
         process_secret = bytearray(secrets.token_bytes(32))
         self._client = _keyed(process_secret, b"st-client")
+        self._address = _keyed(process_secret, b"st-address")
         self._session = _keyed(process_secret, b"st-session")
         process_secret[:] = bytes(len(process_secret))
 
@@ -92,6 +94,12 @@ class ViewerKeys:
         """60-bit keyed hash of (IP, user agent) for the rate limiter; per-process secret."""
         h = self._client.copy()
         h.update(_message(ip, ua, ""))
+        return int.from_bytes(h.digest(), "big") & _HANDLE_MASK
+
+    def address_handle(self, ip: str) -> int:
+        """60-bit keyed hash of the client address for the per-address cap; per-process secret."""
+        h = self._address.copy()
+        h.update(_message(ip, "", ""))
         return int.from_bytes(h.digest(), "big") & _HANDLE_MASK
 
     def session_handle(self, account_id: str, sid: str) -> int:
