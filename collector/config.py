@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.settings import at_least, cidrs, listen_address, register, setting
+from collector.settings import at_least, between, cidrs, listen_address, register, setting
 
 
 @register
 @dataclass(frozen=True, slots=True)
 class CollectorConfig:
     host: str = setting("127.0.0.1", "address to listen on")
-    port: int = setting(8080, "TCP port to listen on", check=at_least(0))
+    port: int = setting(8080, "TCP port to listen on (0: any free port)", check=between(0, 65535))
     metrics_listen: str = setting(
         "127.0.0.1:9464",
         "HOST:PORT of the operator-only listener serving GET /metrics (never the public "
