@@ -62,6 +62,7 @@ def _check_machine(collector_config: CollectorConfig) -> None:
         collector_config.host, collector_config.port, host_setting="host", port_setting="port"
     )
     metrics = settings.parse_listen(collector_config.metrics_listen)
+    preflight.distinct_listeners(collector_config.host, collector_config.port, metrics)
     if metrics is not None:
         preflight.listen_address(
             *metrics, host_setting="metrics_listen", port_setting="metrics_listen"

@@ -55,6 +55,13 @@ def listen_address(host: str, port: int, *, host_setting: str, port_setting: str
                 raise bind_error(exc, host, port, host_setting, port_setting) from None
 
 
+def distinct_listeners(host: str, port: int, metrics: tuple[str, int] | None) -> None:
+    """ConfigError if the operator-only metrics listener would be the public one (port 0 on
+    both: each gets a free port of its own)."""
+    if port and metrics == (host, port):
+        raise ConfigError("metrics_listen", f"must not be the public host and port {host}:{port}")
+
+
 def bind_error(
     exc: OSError, host: str, port: int, host_setting: str, port_setting: str
 ) -> ConfigError:

@@ -78,6 +78,12 @@ CASES: list[tuple[str, Callable[[Path, int], list[str]], str, tuple[str, ...]]] 
         ("in use",),
     ),
     (
+        "metrics-on-the-public-port",
+        lambda d, b: ["--port", str(b + 1), "--metrics-listen", f"127.0.0.1:{b + 1}"],
+        "metrics_listen",
+        ("public",),
+    ),
+    (
         "data-dir-is-a-file",
         lambda d, b: ["--data-dir", str(d / "a-file")],
         "data_dir",
@@ -111,6 +117,7 @@ def test_serve_start_up_failures_are_one_line_naming_the_setting(
     assert done.returncode == 2, done.stderr + done.stdout
     assert len(lines) == 1, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+    assert "admin token" not in done.stdout  # nothing was started or generated
     assert lines[0].startswith(f"streamtally: {setting}: "), lines[0]
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
@@ -129,6 +136,27 @@ def test_a_data_dir_that_cannot_be_written_is_named(tmp_path: Path, command: str
     assert lines[0].startswith("streamtally: data_dir: "), lines
     assert str(folder) in lines[0]
     assert "not writable" in lines[0]
+
+
+def test_any_free_port_for_both_listeners_is_not_refused(tmp_path: Path) -> None:
+    """--port 0 with --metrics-listen 127.0.0.1:0: two free ports, not the same one."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aggregator.cli", "serve", "--data-dir", str(tmp_path / "d"),
+         "--port", "0", "--metrics-listen", "127.0.0.1:0"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        seen: list[str] = []
+        for line in proc.stdout:  # until it listens, or dies (the end of its output)
+            seen.append(line)
+            if "listening on" in line:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert any("listening on" in line for line in seen), seen
 
 
 def test_export_to_a_missing_folder_names_the_folder(tmp_path: Path) -> None:
