@@ -90,8 +90,9 @@ def categories(
             ("request:remote", "header:X-Forwarded-For", "report:ip"),
             "process memory of the collector",
             REQUEST_ONLY,
-            "country of the viewer (in-memory lookup, no network); input of the viewer key and "
-            "of the rate limiter's client handle (keyed hashes)",
+            "country of the viewer (in-memory lookup, no network); input of the viewer key, "
+            "of the per-address rate-limit handle and, for reports without a sid, of the "
+            "rate limiter's client handle (keyed hashes)",
             "nothing: never logged, written, put in a metric, an error or ClickHouse",
         ),
         Category(
@@ -101,7 +102,8 @@ def categories(
             "process memory of the collector",
             REQUEST_ONLY,
             "device class, OS family and browser family (small fixed sets); bot filtering; "
-            "input of the viewer key and of the rate limiter's client handle",
+            "input of the viewer key and, for reports without a sid, of the rate limiter's "
+            "client handle",
             "nothing: only the derived classes go on",
         ),
         Category(
@@ -187,13 +189,14 @@ def categories(
         Category(
             "Session id (sid)",
             "CMCD's per-playback session id chosen by the player.",
-            ("cmcd:sid", "report:sessions"),
+            ("cmcd:sid", "report:sessions", "report:handles"),
             "process memory: turned into a 60-bit keyed hash of (account, sid) under a "
             "per-process random secret (session handle) right after parsing",
             f"the sid: {REQUEST_ONLY}; the session handle and its state: until the session "
-            f"is idle for {_days(c.session_idle_seconds)} (setting session_idle_seconds)",
+            f"is idle for {_days(c.session_idle_seconds)} (setting session_idle_seconds); "
+            "its rate-limit bucket: until full again (burst / rate seconds)",
             "counting each event once (sn de-duplication) and sessions: views, startup "
-            "time, rebuffering, playing time",
+            "time, rebuffering, playing time; the per-session rate limit (429)",
             "nothing",
         ),
         Category(
@@ -216,7 +219,7 @@ def categories(
             "process memory only; never written, logged or pickled",
             "the day's secret: until the day ends plus the grace period, then zeroed; the "
             "per-process secret: the process's lifetime",
-            "keyed hashing (viewer keys, session handles, rate-limit client handles)",
+            "keyed hashing (viewer keys, session handles, rate-limit address and client handles)",
             "nothing",
         ),
         Category(
