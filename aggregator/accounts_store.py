@@ -25,7 +25,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,6 +44,14 @@ MAX_STREAM_CHARS = 128  # CTA-5004: a cid is at most 128 characters
 MAX_DECLARED_STREAMS = 10_000
 MAX_STREAM_PATTERNS = 100
 MIN_PATTERN_LITERALS = 3  # "*" alone, or "a*", would vouch for any name
+NO_DAY = date(1970, 1, 1)  # next_k_from of an account with no k change pending
+CHANGEABLE = ("name", "origins", "k", "retention_days", "streams", "stream_patterns")
+NO_ORIGINS = (
+    "origins: at least one origin is needed: browsers send an Origin header with every "
+    "report and a report whose Origin is not listed is refused (403), so an account without "
+    'origins would count nothing from any web page; list the player pages\' origins, or "*" '
+    "to accept reports from any page"
+)
 
 _ACCOUNT_COLUMNS = (
     "account_id",
@@ -53,6 +61,8 @@ _ACCOUNT_COLUMNS = (
     "streams",
     "stream_patterns",
     "k",
+    "next_k",
+    "next_k_from",
     "retention_days",
     "privacy",
     "epsilon_per_day",
@@ -225,6 +235,24 @@ def check_privacy(value: object) -> tuple[str, float, float]:
     return "dp", float(eps), float(delta)
 
 
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME_LENGTH:
+        raise BadRequest(f"name: must be 1 to {MAX_NAME_LENGTH} characters", key="name")
+    return name.strip()
+
+
+def _check_origins(origins: object) -> tuple[str, ...]:
+    if isinstance(origins, str) or not isinstance(origins, Sequence):
+        raise BadRequest("origins: must be a list of origins", key="origins")
+    if not origins:
+        raise BadRequest(NO_ORIGINS, key="origins")
+    return tuple(dict.fromkeys(normalise_origin(origin, i) for i, origin in enumerate(origins)))
+
+
+def utc_today() -> date:
+    return datetime.now(UTC).date()
+
+
 def _check_int(value: object, key: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise BadRequest(f"{key}: must be an integer from {low} to {high}", key=key)
@@ -285,9 +313,10 @@ class AccountStore:
 
     async def _load(self) -> None:
         account_rows = await self._store.query_dicts(
-            "SELECT account_id, name, embed_key, origins, streams, stream_patterns, k, "
-            "retention_days, privacy, epsilon_per_day, delta, toUInt32(toDateTime(privacy_from)) "
-            "AS privacy_from, deleted, version FROM accounts FINAL"
+            "SELECT account_id, name, embed_key, origins, streams, stream_patterns, k, next_k, "
+            "next_k_from, retention_days, privacy, epsilon_per_day, delta, "
+            "toUInt32(toDateTime(privacy_from)) AS privacy_from, deleted, version "
+            "FROM accounts FINAL"
         )
         token_rows = await self._store.query_dicts(
             "SELECT account_id, token_id, prefix, token_hash, created_at, version "
@@ -329,13 +358,8 @@ class AccountStore:
         None (k mode) or ``{"mode": "k"|"dp", "epsilon_per_day": ..., "delta": ...}``
         (:func:`check_privacy`); dp applies from the next UTC day."""
         mode, epsilon, delta = check_privacy(privacy)
-        if not isinstance(name, str) or not name.strip() or len(name.strip()) > MAX_NAME_LENGTH:
-            raise BadRequest(f"name: must be 1 to {MAX_NAME_LENGTH} characters", key="name")
-        if isinstance(origins, str) or not isinstance(origins, Sequence):
-            raise BadRequest("origins: must be a list of origins", key="origins")
-        clean_origins = tuple(
-            dict.fromkeys(normalise_origin(origin, i) for i, origin in enumerate(origins))
-        )
+        clean_name = _check_name(name)
+        clean_origins = _check_origins(origins)
         k = _check_int(k, "k", MIN_K, MAX_K)
         retention_days = _check_int(retention_days, "retention_days", 1, MAX_RETENTION_DAYS)
         declared = _declared(streams, "streams", MAX_DECLARED_STREAMS, pattern=False)
@@ -343,7 +367,7 @@ class AccountStore:
 
         async with self._writing:
             return await self._create(
-                name.strip(),
+                clean_name,
                 clean_origins,
                 k,
                 retention_days,
@@ -396,6 +420,95 @@ class AccountStore:
         self._remember(account)
         self._tokens_by_prefix.setdefault(token.prefix, []).append(token)
         return account, plaintext
+
+    async def update(
+        self, account_id: str, *, today: date | None = None, **changes: Any
+    ) -> tuple[Account, dict[str, Any]]:
+        """Change a live account's name, origins, retention or declared streams now, and its k
+        from the UTC day after ``today`` (default: today), so that no window is released
+        under two k. Answers the account as changed and a summary for the audit log (which
+        fields changed, counts and k; never the name, origins or stream names)."""
+        today = utc_today() if today is None else today
+        unknown = sorted(set(changes) - set(CHANGEABLE))
+        if unknown:
+            raise BadRequest(
+                f"{unknown[0]}: not a field that can change (choose from {', '.join(CHANGEABLE)})",
+                key=unknown[0],
+            )
+        if not changes:
+            raise BadRequest(f"nothing to change: give one of {', '.join(CHANGEABLE)}", key="body")
+        clean: dict[str, Any] = {}
+        if "name" in changes:
+            clean["name"] = _check_name(changes["name"])
+        if "origins" in changes:
+            clean["origins"] = _check_origins(changes["origins"])
+        if "k" in changes:
+            clean["k"] = _check_int(changes["k"], "k", MIN_K, MAX_K)
+        if "retention_days" in changes:
+            clean["retention_days"] = _check_int(
+                changes["retention_days"], "retention_days", 1, MAX_RETENTION_DAYS
+            )
+        if "streams" in changes:
+            clean["streams"] = _declared(
+                changes["streams"], "streams", MAX_DECLARED_STREAMS, pattern=False
+            )
+        if "stream_patterns" in changes:
+            clean["stream_patterns"] = _declared(
+                changes["stream_patterns"], "stream_patterns", MAX_STREAM_PATTERNS, pattern=True
+            )
+        async with self._writing:
+            account = self._by_id.get(account_id)
+            if account is None:
+                await self._load()  # perhaps created by another process
+            account = self._live(account_id)
+            return await self._update(account, clean, today)
+
+    async def _update(
+        self, account: Account, clean: dict[str, Any], today: date
+    ) -> tuple[Account, dict[str, Any]]:
+        # The k in force today stays today's k; a pending k whose day has come is k now.
+        k_today = account.k_on(today)
+        k_fields: dict[str, Any] = {"k": k_today, "next_k": 0, "next_k_from": None}
+        if account.next_k and account.next_k_from is not None and account.next_k_from > today:
+            k_fields = {"k": k_today, "next_k": account.next_k, "next_k_from": account.next_k_from}
+        summary: dict[str, Any] = {"changed": sorted(clean)}
+        if "k" in clean:
+            wanted = clean.pop("k")
+            if wanted == k_today:
+                k_fields = {"k": k_today, "next_k": 0, "next_k_from": None}
+            else:
+                k_fields = {"k": k_today, "next_k": wanted, "next_k_from": today + timedelta(1)}
+            summary["k"] = {
+                "now": k_today,
+                "next": k_fields["next_k"] or k_today,
+                "from": (k_fields["next_k_from"] or today).isoformat(),
+            }
+        for key in ("origins", "streams", "stream_patterns"):
+            if key in clean:
+                summary[key] = len(clean[key])
+        if "retention_days" in clean:
+            summary["retention_days"] = clean["retention_days"]
+        changed = dataclasses.replace(account, **clean, **k_fields)
+        await self._write_account(changed, created_at=await self._created_at(account.account_id))
+        self._remember(changed)
+        return changed, summary
+
+    async def restore(self, account: Account) -> None:
+        """Write an earlier state of a live account back (a change that could not be put on
+        record in the audit log is undone)."""
+        async with self._writing:
+            if self._live(account.account_id) == account:
+                return
+            created_at = await self._created_at(account.account_id)
+            await self._write_account(account, created_at=created_at)
+            self._remember(account)
+
+    async def _created_at(self, account_id: str) -> datetime:
+        created = await self._store.query_rows(
+            "SELECT min(created_at) FROM accounts WHERE account_id = {id:String}",
+            {"id": account_id},
+        )
+        return _utc(created[0][0]) if created and created[0][0] else datetime.now(UTC)
 
     async def mark_deleted(self, account_id: str) -> None:
         """Flag the account deleted (reports then get 410) and revoke all its tokens."""
@@ -460,6 +573,8 @@ class AccountStore:
                 origins=(),
                 streams=(),
                 stream_patterns=(),
+                next_k=0,
+                next_k_from=None,
                 embed_key=hash_embed_key(account.embed_key),
                 privacy="k",  # a tombstone keeps no settings
                 epsilon_per_day=0.0,
@@ -584,6 +699,8 @@ class AccountStore:
             list(account.streams),
             list(account.stream_patterns),
             account.k,
+            account.next_k,
+            account.next_k_from or NO_DAY,
             account.retention_days,
             account.privacy,
             account.epsilon_per_day,
@@ -623,7 +740,13 @@ def _account_from_row(row: dict[str, Any]) -> Account:
         delta=float(row.get("delta") or 0.0),
         privacy_from=int(row.get("privacy_from") or 0),
         deleted=bool(row["deleted"]),
+        next_k=int(row["next_k"]),
+        next_k_from=_day(row["next_k_from"]) if int(row["next_k"]) else None,
     )
+
+
+def _day(value: date | datetime) -> date:
+    return value.date() if isinstance(value, datetime) else value
 
 
 def _is_tombstone(account: Account) -> bool:

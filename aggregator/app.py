@@ -34,9 +34,9 @@ from aggregator.migrate import migrate
 from aggregator.opmetrics import OPERATOR_LISTENER, OperatorListener
 from aggregator.service import SERVICE, Service
 from aggregator.store import Store
+from collector import preflight
 from collector.app import PrivateAccessLogger, problem_middleware, setup_collector
 from collector.config import CollectorConfig
-from collector.errors import ConfigError
 from collector.settings import parse_listen
 
 log = logging.getLogger("streamtally")
@@ -60,11 +60,7 @@ async def create_app(
     """The whole service. ``clock``: the wall clock for arrival times, windows and viewer-key
     days; only tests pass another one (a test clock, so that hours and days pass in seconds)."""
     metrics_address = parse_listen(collector_config.metrics_listen)
-    if metrics_address is not None and metrics_address == (
-        collector_config.host,
-        collector_config.port,
-    ):
-        raise ConfigError("metrics_listen", "must not be the public host and port")
+    preflight.distinct_listeners(collector_config.host, collector_config.port, metrics_address)
     data_dir = collector_config.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     if admin_token is None:

@@ -49,6 +49,7 @@ ACTIONS = frozenset(
         "audit.read",
         "export",
         "account.create",
+        "account.update",
         "account.delete",
         "token.create",
         "token.rotate",
@@ -61,6 +62,7 @@ ACCOUNTABLE = frozenset(
     {
         "export",
         "account.create",
+        "account.update",
         "account.delete",
         "token.create",
         "token.rotate",

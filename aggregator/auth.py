@@ -22,8 +22,14 @@ def bearer(request: web.Request) -> str | None:
 
 
 def require_admin(request: web.Request) -> None:
-    if not request.app[ADMIN_TOKEN].verify(bearer(request)):
+    token = bearer(request)
+    if token is None:
         raise Unauthorized("an admin token is required: Authorization: Bearer <admin token>")
+    if not request.app[ADMIN_TOKEN].verify(token):
+        raise Unauthorized(
+            "the admin token was not accepted: it is not the server's admin token (the one "
+            "given with --admin-token / STREAMTALLY_ADMIN_TOKEN, or printed at first start)"
+        )
 
 
 async def require_account(request: web.Request) -> Account:
@@ -32,5 +38,7 @@ async def require_account(request: web.Request) -> Account:
         raise Unauthorized("an API token is required: Authorization: Bearer <api token>")
     account = await request.app[ACCOUNT_STORE].verify_token(token)
     if account is None or account.deleted:
-        raise Unauthorized("the API token is not valid")
+        raise Unauthorized(
+            "the API token was not accepted: unknown, revoked, or of a deleted account"
+        )
     return account

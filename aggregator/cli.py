@@ -1,5 +1,8 @@
 """``streamtally``: run the service, migrate, manage accounts and keys.
 
+Every failure to start is one line on stderr, ``streamtally: <setting>: <cause>``, and exit
+status 2; other failures (a server's refusal, an unreachable server) exit with status 1.
+
 streamtally serve [--port 8080 --data-dir ./streamtally-data ...]
 streamtally migrate
 streamtally accounts create --name NAME --origin https://example.com [--k 10]
@@ -27,9 +30,9 @@ import orjson
 
 from aggregator import account_api, benchcmd, export
 from aggregator.config import AggregatorConfig
-from collector import settings
+from collector import preflight, settings
 from collector.config import CollectorConfig
-from collector.errors import ConfigError, StreamTallyError
+from collector.errors import ConfigError, StorageError, StreamTallyError
 
 if TYPE_CHECKING:
     from aggregator.hot_restart import Inherited
@@ -40,6 +43,10 @@ LISTEN_BACKLOG = 1024  # connections that wait while a hot restart runs
 HANDOVER_GRACE_SECONDS = 0.05  # after the last accept, for its request to arrive
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
+DESCRIPTION = "StreamTally: run the service, migrate its schema, manage accounts, tokens and keys."
+# The settings each command reads (serve reads them all); its --help lists only these.
+MIGRATE_SETTINGS = ("data_dir", "clickhouse_url", "database")
+KEYS_SETTINGS = ("data_dir", "key_overlap_seconds")
 
 
 def _configs(args: argparse.Namespace) -> tuple[CollectorConfig, AggregatorConfig]:
@@ -51,9 +58,30 @@ def _configs(args: argparse.Namespace) -> tuple[CollectorConfig, AggregatorConfi
     )
 
 
-def _add_service_flags(parser: argparse.ArgumentParser) -> None:
+def _add_service_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
     parser.add_argument("--config", help="a TOML file of settings (env STREAMTALLY_CONFIG)")
-    settings.add_arguments(parser, CollectorConfig, AggregatorConfig)
+    settings.add_arguments(parser, CollectorConfig, AggregatorConfig, only=only)
+
+
+def _check_machine(collector_config: CollectorConfig) -> None:
+    """Before anything starts: the data dir and both listen addresses (one-line errors)."""
+    preflight.data_dir(collector_config.data_dir.resolve())
+    preflight.listen_address(
+        collector_config.host, collector_config.port, host_setting="host", port_setting="port"
+    )
+    metrics = settings.parse_listen(collector_config.metrics_listen)
+    preflight.distinct_listeners(collector_config.host, collector_config.port, metrics)
+    if metrics is not None:
+        preflight.listen_address(
+            *metrics, host_setting="metrics_listen", port_setting="metrics_listen"
+        )
+
+
+def _storage_setting(aggregator_config: AggregatorConfig, exc: StorageError) -> ConfigError:
+    """A store that cannot be opened at start-up, as the setting that chose it."""
+    if aggregator_config.clickhouse_url:
+        return ConfigError("clickhouse_url", f"ClickHouse cannot be used: {exc}")
+    return ConfigError("data_dir", f"the embedded ClickHouse cannot start there: {exc}")
 
 
 def _setup_logging(level: str) -> None:
@@ -93,21 +121,35 @@ async def _serve(
     token, generated = AdminToken.setup(data_dir, aggregator_config.admin_token)
     if generated:
         print(f"Generated admin token (shown once, stored only as a hash): {generated}", flush=True)
-    app = await create_app(collector_config, aggregator_config, token)
+    try:
+        app = await create_app(collector_config, aggregator_config, token)
+    except StorageError as exc:
+        raise _storage_setting(aggregator_config, exc) from None
     if inherit is not None:
         hot_restart.take_over(app, inherit)
         sock = socket.socket(fileno=inherit.listen_fd)
         sock.set_inheritable(False)
     else:
-        sock = socket.create_server(
-            (collector_config.host, collector_config.port), backlog=LISTEN_BACKLOG
-        )
+        try:
+            sock = socket.create_server(
+                (collector_config.host, collector_config.port), backlog=LISTEN_BACKLOG
+            )
+        except OSError as exc:  # taken since the check at start
+            raise preflight.bind_error(
+                exc, collector_config.host, collector_config.port, "host", "port"
+            ) from None
     # Everything loaded so far (modules, ClickHouse client, parsers) lives as long as the
     # process: keep it out of the cyclic GC's scans, which otherwise stall requests.
     gc.collect()
     gc.freeze()
     runner = web.AppRunner(app, **RUNNER_OPTIONS)
-    await runner.setup()  # starts the operator metrics listener too (a cleanup_ctx)
+    metrics = settings.parse_listen(collector_config.metrics_listen)
+    try:
+        await runner.setup()  # starts the operator metrics listener too (a cleanup_ctx)
+    except OSError as exc:
+        if metrics is None:
+            raise
+        raise preflight.bind_error(exc, *metrics, "metrics_listen", "metrics_listen") from None
     operator_url = app[OPERATOR_LISTENER].url
     print(
         f"operator metrics on {operator_url}/metrics" if operator_url else "no metrics listener",
@@ -154,6 +196,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvloop
 
     collector_config, aggregator_config = _configs(args)
+    _check_machine(collector_config)
     _setup_logging(aggregator_config.log_level)
     signal.signal(signal.SIGHUP, _note_hangup)  # until the server installs its own
     handover = uvloop.run(_serve(collector_config, aggregator_config))
@@ -169,6 +212,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from aggregator.store import Store
 
     collector_config, aggregator_config = _configs(args)
+    preflight.data_dir(collector_config.data_dir.resolve())
 
     async def run() -> list[str]:
         store = await Store.connect(
@@ -181,7 +225,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    applied = asyncio.run(run())
+    try:
+        applied = asyncio.run(run())
+    except StorageError as exc:
+        raise _storage_setting(aggregator_config, exc) from None
     print("applied: " + (", ".join(applied) if applied else "nothing (schema is current)"))
     return 0
 
@@ -252,6 +299,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from collector.keys import KeyStore
 
     collector_config, _ = _configs(args)
+    preflight.data_dir(collector_config.data_dir.resolve())
     keys = KeyStore.open(
         collector_config.data_dir.resolve() / "keys", collector_config.key_overlap_seconds
     )
@@ -276,7 +324,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamtally", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="streamtally", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run collector and aggregator in one process")
@@ -284,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     mig = sub.add_parser("migrate", help="apply the ClickHouse schema migrations")
-    _add_service_flags(mig)
+    _add_service_flags(mig, MIGRATE_SETTINGS)
     mig.set_defaults(func=cmd_migrate)
 
     accounts = sub.add_parser("accounts", help="manage accounts on a running server")
@@ -326,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     for name, text in (("rotate", "add a new current key"), ("list", "list usable keys")):
         p = keys_sub.add_parser(name, help=text)
-        _add_service_flags(p)
+        _add_service_flags(p, KEYS_SETTINGS)
         p.set_defaults(func=cmd_keys)
     return parser
 
@@ -336,8 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except ConfigError as exc:
-        print(f"streamtally: configuration error: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # "<setting>: <cause>", one line
+        print(f"streamtally: {exc}", file=sys.stderr)
         return 2
     except StreamTallyError as exc:
         print(f"streamtally: {exc}", file=sys.stderr)

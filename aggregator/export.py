@@ -31,12 +31,13 @@ import orjson
 from aiohttp import web
 
 from aggregator import audit
+from aggregator.accounts_store import utc_today
 from aggregator.auth import require_account
 from aggregator.cells import PARTS_ADDED_UP
 from aggregator.params import iso
 from aggregator.service import SERVICE
 from collector.accounts import Account
-from collector.errors import BadRequest, StreamTallyError
+from collector.errors import BadRequest, ConfigError, StreamTallyError
 
 routes = web.RouteTableDef()
 log = logging.getLogger("streamtally")
@@ -135,7 +136,7 @@ async def build_manifest(
         "account_id": account.account_id,
         "exported_at": iso(exported_at, "seconds"),
         "format": fmt,
-        "k": account.k,
+        "k": account.k_on(utc_today()),
         "retention_days": account.retention_days,
         "rows": int(counted[0][0]) if counted else 0,
         "rows_note": "counted when the export started; cells written meanwhile may differ",
@@ -327,6 +328,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not token:
         raise StreamTallyError("an API token is needed: --token or STREAMTALLY_API_TOKEN")
     output = Path(args.output)
+    if not output.parent.is_dir():
+        raise ConfigError(
+            "output",
+            f"the folder {output.parent.resolve()} does not exist; create it or write elsewhere",
+        )
+    if output.is_dir():
+        raise ConfigError("output", f"{output.resolve()} is a folder; give a file name in it")
     manifest = download(args.server, token, args.format, output)
     print(
         f"wrote {manifest.get('rows', '?')} rows of account {manifest.get('account_id')} "

@@ -334,7 +334,16 @@ def _schemas() -> dict[str, Schema]:
                 "description": "declared stream names as globs (* and ? match letters, "
                 "digits, _ and -)",
             },
-            k={"type": "integer"},
+            k={"type": "integer", "description": "the k in force today"},
+            k_pending={
+                **nullable("object"),
+                "description": "a changed k and the UTC day it takes effect (the day after "
+                "the change, so that no window mixes two k); null when none is pending",
+                "properties": {
+                    "k": {"type": "integer"},
+                    "from": {"type": "string", "format": "date"},
+                },
+            },
             retention_days={"type": "integer"},
             deleted=BOOL,
             created_at=TIME,
@@ -773,6 +782,20 @@ def _admin_paths() -> dict[str, Any]:
             delta={"type": "number", "exclusiveMinimum": 0, "maximum": 0.001},
         ),
     )
+    account_change = {
+        **account_in["properties"],
+        "k": {
+            "type": "integer",
+            "minimum": 2,
+            "description": "takes effect from the next UTC day (no window mixes two k)",
+        },
+    }
+    account_patch = {
+        "type": "object",
+        "properties": account_change,
+        "additionalProperties": False,
+        "minProperties": 1,
+    }
     live = {"404": problem("no such account"), "410": problem("the account is deleted")}
     return {
         "/v1/admin/accounts": {
@@ -813,6 +836,23 @@ def _admin_paths() -> dict[str, Any]:
                     "200": json_body(ref("Receipt"), "the purge receipt"),
                     "401": NO_TOKEN,
                     "404": problem("no such account"),
+                },
+            },
+            "patch": {
+                "tags": ["admin"],
+                "summary": "Change an account's name, origins, retention or declared streams "
+                "(now) and its k (from the next UTC day); audited",
+                "operationId": "updateAccount",
+                "security": ADMIN,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": account_patch}},
+                },
+                "responses": {
+                    "200": json_body(ref("Account"), "the account as changed"),
+                    "400": BAD_REQUEST,
+                    "401": NO_TOKEN,
+                    **live,
                 },
             },
         },

@@ -94,8 +94,9 @@ def categories(
             ("request:remote", "header:X-Forwarded-For", "report:ip"),
             "process memory of the collector",
             REQUEST_ONLY,
-            "country of the viewer (in-memory lookup, no network); input of the viewer key and "
-            "of the rate limiter's client handle (keyed hashes)",
+            "country of the viewer (in-memory lookup, no network); input of the viewer key, "
+            "of the per-address rate-limit handle and, for reports without a sid, of the "
+            "rate limiter's client handle (keyed hashes)",
             "nothing: never logged, written, put in a metric, an error or ClickHouse",
         ),
         Category(
@@ -105,7 +106,8 @@ def categories(
             "process memory of the collector",
             REQUEST_ONLY,
             "device class, OS family and browser family (small fixed sets); bot filtering; "
-            "input of the viewer key and of the rate limiter's client handle",
+            "input of the viewer key and, for reports without a sid, of the rate limiter's "
+            "client handle",
             "nothing: only the derived classes go on",
         ),
         Category(
@@ -191,13 +193,14 @@ def categories(
         Category(
             "Session id (sid)",
             "CMCD's per-playback session id chosen by the player.",
-            ("cmcd:sid", "report:sessions"),
+            ("cmcd:sid", "report:sessions", "report:handles"),
             "process memory: turned into a 60-bit keyed hash of (account, sid) under a "
             "per-process random secret (session handle) right after parsing",
             f"the sid: {REQUEST_ONLY}; the session handle and its state: until the session "
-            f"is idle for {_days(c.session_idle_seconds)} (setting session_idle_seconds)",
+            f"is idle for {_days(c.session_idle_seconds)} (setting session_idle_seconds); "
+            "its rate-limit bucket: until full again (burst / rate seconds)",
             "counting each event once (sn de-duplication) and sessions: views, startup "
-            "time, rebuffering, playing time",
+            "time, rebuffering, playing time; the per-session rate limit (429)",
             "nothing",
         ),
         Category(
@@ -226,7 +229,7 @@ def categories(
             "that day's unique viewers",
             "the day's secret: until the day ends plus the grace period, then zeroed; the "
             "per-process secret: the process's lifetime, hot restarts included",
-            "keyed hashing (viewer keys, session handles, rate-limit client handles)",
+            "keyed hashing (viewer keys, session handles, rate-limit address and client handles)",
             "nothing",
         ),
         Category(
@@ -502,7 +505,9 @@ _TABLES: dict[str, tuple[str, str, dict[str, str]]] = {
             "origins": "allowed page origins (empty in a tombstone)",
             "streams": "declared stream names, kept as sent (empty in a tombstone)",
             "stream_patterns": "declared stream name globs, e.g. match-* (empty in a tombstone)",
-            "k": "k-anonymity threshold",
+            "k": "k-anonymity threshold (of the days before next_k_from, if a change is pending)",
+            "next_k": "a changed k, in force from next_k_from on (0: no change pending)",
+            "next_k_from": "the UTC day a changed k takes effect (the day after the change)",
             "retention_days": "retention of the account's aggregates",
             "privacy": "privacy mode: k (k-anonymity) or dp (differential privacy)",
             "epsilon_per_day": "dp: epsilon per viewer key and UTC day",

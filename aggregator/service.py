@@ -22,7 +22,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,8 @@ class Service:
         self._version = max(int(state["version"]), self._version)
         self._last_provisional = float(state["last_provisional"])
         self.generation = generation
+        self._release_day: date | None = None  # the day of the windows being released
+        self._advanced_to = 0.0  # every window ending at or before this is closed
 
     # -- Sink ------------------------------------------------------------------------------
 
@@ -161,8 +163,14 @@ class Service:
         return self._version
 
     def _k_of(self, account_id: str) -> int:
+        """The account's k on the UTC day whose windows are being released (the current
+        day outside a flush). A changed k takes effect from the next UTC day; windows of
+        the day before that close after midnight are still released under that day's k."""
         account = self.accounts.by_id(account_id)
-        return max(2, account.k) if account is not None else self.config.default_k
+        if account is None:
+            return self.config.default_k
+        day = self._release_day or _utc_day(self.clock())
+        return max(2, account.k_on(day))
 
     def _dp_of(self, account_id: str, day_start: int) -> DpPolicy | None:
         """The account's dp policy for the UTC day starting at ``day_start``, or None (k)."""
@@ -196,13 +204,21 @@ class Service:
             for _ in self.aggregator.tick_steps(now):
                 await asyncio.sleep(0)  # a big minute closes in slices: requests go on
         for raw in self.aggregator.take_closed():
+            self._release_day = _utc_day(raw.window_start.timestamp())
             self.ledger.add_minute(raw)
+            self._release_day = None
             await asyncio.sleep(0)
-        self.ledger.advance(self.aggregator.open_minute * 60)
+        boundary = self.aggregator.open_minute * 60
+        self._advance(boundary)
         provisional = everything or now - self._last_provisional >= self.config.provisional_seconds
         if provisional:
             self._last_provisional = now
-        groups = self.ledger.groups(changed_only=not everything, settle_open=provisional)
+        # Windows still open after the advance all hold the boundary: they are of its day.
+        self._release_day = _utc_day(boundary)
+        try:
+            groups = self.ledger.groups(changed_only=not everything, settle_open=provisional)
+        finally:
+            self._release_day = None
         due = [
             g
             for g in groups
@@ -253,6 +269,19 @@ class Service:
                 return
             budget.written(days)
         budget.forget_before(self.aggregator.open_minute * 60)
+
+    def _advance(self, boundary: float) -> None:
+        """Close the hours and days ending by ``boundary`` one UTC day at a time, each day's
+        under that day's k (after a long pause several days may close at once)."""
+        midnight = (max(self._advanced_to, boundary - 7 * DAY) // DAY + 1) * DAY
+        edges = [*_frange(midnight, boundary, DAY), boundary]
+        try:
+            for edge in edges:
+                self._release_day = _utc_day(edge - 1)  # what ends at midnight is of the day before
+                self.ledger.advance(edge)
+        finally:
+            self._release_day = None
+        self._advanced_to = max(self._advanced_to, boundary)
 
     @staticmethod
     def _group_id(group: Group) -> tuple[str, str, float]:
@@ -347,3 +376,16 @@ def _write_stop_mark(path: Path, now: float) -> None:
 
 
 SERVICE = web.AppKey("service", Service)
+DAY = 86400
+
+
+def _utc_day(at: float) -> date:
+    return datetime.fromtimestamp(at, UTC).date()
+
+
+def _frange(start: float, stop: float, step: float) -> list[float]:
+    out: list[float] = []
+    while start < stop:
+        out.append(start)
+        start += step
+    return out

@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from aggregator import audit
+from aggregator.accounts_store import utc_today
 from aggregator.auth import require_account
 from aggregator.cells import OTHER, added_up
 from aggregator.config import BREAKDOWN_DIMENSIONS
@@ -499,7 +500,7 @@ async def get_stats(request: web.Request) -> web.Response:
             content_type="text/csv",
             charset="utf-8",
             headers={
-                "StreamTally-K": str(account.k),
+                "StreamTally-K": str(account.k_on(utc_today())),
                 "StreamTally-Granularity": query.granularity,
                 "StreamTally-Viewers-Not-In-Breakdown": str(hidden["viewers_not_in_breakdown"]),
             },
@@ -514,7 +515,7 @@ async def get_stats(request: web.Request) -> web.Response:
             "stream": query.stream,
             "by": list(query.by),
             "metrics": list(query.metrics),
-            "k": account.k,
+            "k": account.k_on(utc_today()),
             "rows": rows,
             "hidden": hidden,
             "note": RESTART_NOTE,
@@ -557,7 +558,7 @@ async def get_streams(request: web.Request) -> web.Response:
             "from": iso(start),
             "to": iso(end),
             "granularity": "day",
-            "k": account.k,
+            "k": account.k_on(utc_today()),
             "note": STREAMS_NOTE,
             "streams": streams,
         }
@@ -607,7 +608,7 @@ async def get_realtime(request: web.Request) -> web.Response:
             "to": iso(end),
             "minutes": minutes,
             "stream": stream,
-            "k": account.k,
+            "k": account.k_on(utc_today()),
             "note": REALTIME_NOTE,
             "latest_window_start": iso(result[-1]["window_start"]) if result else None,
             "series": series,

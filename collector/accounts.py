@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Protocol
 
 # In a declared stream pattern, ``*`` stands for any run and ``?`` for one character of
@@ -50,6 +51,10 @@ class Account:
     epsilon_per_day: float = 0.0
     delta: float = 0.0
     privacy_from: int = 0
+    # A change of k waits for the next UTC day, so that no window is released under two k:
+    # ``next_k`` (0: none) is the k from ``next_k_from`` on; ``k`` is the k before that day.
+    next_k: int = 0
+    next_k_from: date | None = None
 
     # The origins as compared: lowercased, no trailing slash. Made once, not per report.
     _allowed: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
@@ -60,6 +65,12 @@ class Account:
         object.__setattr__(self, "_allowed", frozenset(o.rstrip("/").lower() for o in self.origins))
         object.__setattr__(self, "_streams", frozenset(self.streams))
         object.__setattr__(self, "_patterns", _pattern_regex(self.stream_patterns))
+
+    def k_on(self, day: date) -> int:
+        """The k in force on a UTC day: every window of that day is released under it."""
+        if self.next_k and self.next_k_from is not None and day >= self.next_k_from:
+            return self.next_k
+        return self.k
 
     def declares_stream(self, name: str) -> bool:
         """Whether the publisher declared this stream name (exactly, or by a pattern)."""

@@ -81,6 +81,9 @@ def build_pipeline(
         viewers=viewers,
         replay=ReplayGuard(config.replay_window_seconds, config.replay_max_entries),
         limiter=RateLimiter(config.rate_limit_per_second, config.rate_limit_burst),
+        address_limiter=RateLimiter(
+            config.address_rate_limit_per_second, config.address_rate_limit_burst
+        ),
         deduper=Deduper(idle_seconds=config.session_idle_seconds),
         max_body_bytes=config.max_body_bytes,
         clock=clock,

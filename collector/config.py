@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.settings import at_least, cidrs, listen_address, register, setting
+from collector.settings import at_least, between, cidrs, listen_address, register, setting
 
 
 @register
 @dataclass(frozen=True, slots=True)
 class CollectorConfig:
     host: str = setting("127.0.0.1", "address to listen on")
-    port: int = setting(8080, "TCP port to listen on", check=at_least(0))
+    port: int = setting(8080, "TCP port to listen on (0: any free port)", check=between(0, 65535))
     metrics_listen: str = setting(
         "127.0.0.1:9464",
         "HOST:PORT of the operator-only listener serving GET /metrics (never the public "
@@ -47,10 +47,22 @@ class CollectorConfig:
         2_000_000, "most encs remembered; the window shortens past it", check=at_least(1000)
     )
     rate_limit_per_second: float = setting(
-        20.0, "reports per second per client (IP, user agent) before 429", check=at_least(0.1)
+        20.0,
+        "reports per second per playback session (CMCD sid; per IP and user agent for reports "
+        "without one) before 429",
+        check=at_least(0.1),
     )
     rate_limit_burst: int = setting(
-        200, "burst allowance of the per-client limit", check=at_least(1)
+        200, "burst allowance of the per-session limit", check=at_least(1)
+    )
+    address_rate_limit_per_second: float = setting(
+        2000.0,
+        "reports per second per client address before 429, whatever the sessions: viewers "
+        "behind one NAT share it, so keep it far above rate_limit_per_second",
+        check=at_least(0.1),
+    )
+    address_rate_limit_burst: int = setting(
+        20_000, "burst allowance of the per-address limit", check=at_least(1)
     )
     viewer_key_grace_seconds: int = setting(
         3600,

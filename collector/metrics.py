@@ -30,7 +30,7 @@ VALUES_SCREENED = Counter(
     ["field", "reason"],
 )
 
-STEPS = ("receive", "admit", "open", "parse", "dedupe", "strip", "key", "handover")
+STEPS = ("receive", "admit", "open", "parse", "limit", "dedupe", "strip", "key", "handover")
 
 
 class StepTimes(Collector):

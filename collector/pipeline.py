@@ -1,8 +1,13 @@
 """The report pipeline: small named steps, each timed and counted; a stop is a value.
 
-    receive → admit → open → parse → dedupe → strip → key → handover
+    receive → admit → open → parse → limit → dedupe → strip → key → handover
 
-Cheap refusals (type, size, account, origin, bot, rate) run before the expensive HPKE open.
+Cheap refusals (type, size, account, origin, bot, address rate) run before the expensive
+HPKE open. Two rate limits answer 429: a high one per client address in ``admit`` (it
+guards the HPKE open; viewers behind one NAT share it), and one per playback session in
+``limit`` (the session is in the report, so it is known only once the report is open and
+parsed; reports without a sid are limited per IP and user agent instead). Both key their
+buckets by keyed hashes (``ViewerKeys``), never by an address or a session id.
 A step returns None to go on, or a :class:`Stop`: either a :class:`Reject` (answered with a
 problem document and counted in ``streamtally_reports_rejected_total{reason}``) or a
 :class:`Drop` (answered 204, counted in ``streamtally_events_dropped_total{reason}``: the
@@ -94,6 +99,7 @@ class Report:
     parsed: cmcd.Parsed | None = None
     fresh: list[cmcd.CmcdEvent] = field(default_factory=list)
     sessions: list[int] = field(default_factory=list)
+    handles: list[int] = field(default_factory=list)  # each event's session handle
     dims: Dimensions | None = None
     viewer: int | None = None
 
@@ -111,6 +117,7 @@ class Pipeline:
         replay: ReplayGuard,
         limiter: RateLimiter,
         deduper: Deduper,
+        address_limiter: RateLimiter | None = None,
         max_body_bytes: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -122,6 +129,7 @@ class Pipeline:
         self.viewers = viewers
         self.replay = replay
         self.limiter = limiter
+        self.address_limiter = address_limiter
         self.deduper = deduper
         self.max_body_bytes = max_body_bytes
         self.clock = clock
@@ -135,6 +143,7 @@ class Pipeline:
             ("admit", self.admit),
             ("open", self.open),
             ("parse", self.parse),
+            ("limit", self.limit),
             ("dedupe", self.dedupe),
             ("strip", self.strip),
             ("key", self.key),
@@ -215,10 +224,17 @@ class Pipeline:
         ua = classify_ua(r.user_agent)
         if ua.bot is not None:
             return Drop(ua.bot)
-        wait = self.limiter.check(self.viewers.client_handle(r.ip, r.user_agent))
-        if wait > 0:
-            retry = max(1, int(wait + 0.999))
-            return Reject(RateLimited(f"too many reports; retry in {retry} s", retry))
+        if self.address_limiter is not None:
+            wait = self.address_limiter.check(self.viewers.address_handle(r.ip))
+            if wait > 0:
+                retry = max(1, int(wait + 0.999))
+                return Reject(
+                    RateLimited(
+                        f"too many reports from this address; retry in {retry} s",
+                        retry,
+                        limit="address",
+                    )
+                )
         return None
 
     def open(self, r: Report) -> Stop | None:
@@ -262,18 +278,39 @@ class Pipeline:
             return Reject(BadRequest("report holds no event line", key="body"))
         return None
 
-    def dedupe(self, r: Report) -> Stop | None:
+    def limit(self, r: Report) -> Stop | None:
+        """The per-session rate limit: one token per session the report speaks for (before
+        dedupe, so that a refused report's events count when the player sends them again)."""
         assert r.parsed is not None
         assert r.account is not None
         account_id = r.account.account_id
         handle = self.viewers.session_handle
+        handles = r.handles
+        buckets: set[int] = set()
+        for ev in r.parsed.events:
+            # Without a sid, the (viewer, stream) pair stands in for the session.
+            handles.append(handle(account_id, ev.sid if ev.sid is not None else f"\x00{ev.cid}"))
+            if ev.sid is not None:
+                buckets.add(handles[-1])
+            else:  # no session to tell viewers apart: the client (IP, user agent) is limited
+                buckets.add(self.viewers.client_handle(r.ip, r.user_agent))
+        wait = max(self.limiter.check(bucket) for bucket in buckets)
+        if wait > 0:
+            retry = max(1, int(wait + 0.999))
+            return Reject(
+                RateLimited(
+                    f"too many reports for this session; retry in {retry} s", retry, limit="session"
+                )
+            )
+        return None
+
+    def dedupe(self, r: Report) -> Stop | None:
+        assert r.parsed is not None
         first_time = self.deduper.first_time
         fresh = r.fresh
         sessions = r.sessions
         duplicates = 0
-        for ev in r.parsed.events:
-            # Without a sid, the (viewer, stream) pair stands in for the session.
-            session = handle(account_id, ev.sid if ev.sid is not None else f"\x00{ev.cid}")
+        for ev, session in zip(r.parsed.events, r.handles, strict=True):
             if first_time(session, ev.sn, ev.ts, ev.e):
                 fresh.append(ev)
                 sessions.append(session)

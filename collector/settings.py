@@ -48,6 +48,15 @@ def at_least(minimum: float) -> Check:
     return check
 
 
+def between(low: float, high: float) -> Check:
+    def check(value: Any) -> str | None:
+        if value is None or low <= value <= high:
+            return None
+        return f"must be from {low} to {high}, not {value}"
+
+    return check
+
+
 def one_of(*choices: str) -> Check:
     def check(value: Any) -> str | None:
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -148,10 +157,15 @@ def fields_of(cls: type[Any]) -> list[tuple[dataclasses.Field[Any], Any]]:
     return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
 
 
-def add_arguments(parser: argparse.ArgumentParser, *classes: type[Any]) -> None:
-    """Add one ``--flag`` per declared setting of each config class to ``parser``."""
+def add_arguments(
+    parser: argparse.ArgumentParser, *classes: type[Any], only: Sequence[str] | None = None
+) -> None:
+    """Add one ``--flag`` per declared setting of each config class to ``parser`` (``only``:
+    just these settings, for a command that reads no others)."""
     for cls in classes:
         for f, _tp in fields_of(cls):
+            if only is not None and f.name not in only:
+                continue
             parser.add_argument(
                 flag(f.name),
                 dest=f.name,

@@ -52,6 +52,7 @@ class ViewerKeys:
     """Daily viewer keys and per-process handles, all from secrets held only in memory."""
 
     __slots__ = (
+        "_address",
         "_client",
         "_clock",
         "_dead_through",
@@ -77,6 +78,7 @@ class ViewerKeys:
         self._dead_through = self._last_dead_day(clock())
         self._process = bytearray(secrets.token_bytes(32))  # kept for a hot restart only
         self._client = _keyed(self._process, b"st-client")
+        self._address = _keyed(self._process, b"st-address")
         self._session = _keyed(self._process, b"st-session")
 
     def key(self, account_id: str, ip: str, ua: str, at: float) -> int | None:
@@ -97,6 +99,12 @@ class ViewerKeys:
         """60-bit keyed hash of (IP, user agent) for the rate limiter; per-process secret."""
         h = self._client.copy()
         h.update(_message(ip, ua, ""))
+        return int.from_bytes(h.digest(), "big") & _HANDLE_MASK
+
+    def address_handle(self, ip: str) -> int:
+        """60-bit keyed hash of the client address for the per-address cap; per-process secret."""
+        h = self._address.copy()
+        h.update(_message(ip, "", ""))
         return int.from_bytes(h.digest(), "big") & _HANDLE_MASK
 
     def session_handle(self, account_id: str, sid: str) -> int:
@@ -130,6 +138,7 @@ class ViewerKeys:
             secret[:] = bytes(len(secret))
         self._process = bytearray(process)
         self._client = _keyed(self._process, b"st-client")
+        self._address = _keyed(self._process, b"st-address")
         self._session = _keyed(self._process, b"st-session")
         self._secrets = {day: bytearray(secret) for day, secret in days.items()}
         self._hashers = {day: _keyed(secret, b"st-viewer") for day, secret in self._secrets.items()}

@@ -7,7 +7,7 @@ Run as its own process (the engine can be started once per process)::
 or drive it from a test with :class:`ClickHouseProcess` (start/stop/restart on one port and
 data dir, for fault tests); ``tests/conftest.py`` builds its fixtures on that class.
 
-It follows ../shared/clickhouse.md: write ``config.xml`` into an empty temporary folder and
+It follows docs/clickhouse.md: write ``config.xml`` into an empty temporary folder and
 ``chdir`` there (the engine reads ``./config.xml`` at start), keep ``SYSTEM START LISTEN HTTP``
 alive inside one long ``chdb._chdb.query`` call on a daemon thread, and let the main thread
 wait for SIGTERM/SIGINT, then leave with ``os._exit(0)`` (the engine has no clean shutdown).

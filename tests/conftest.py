@@ -3,7 +3,7 @@
 ClickHouse
 ----------
 Tests talk to a real ClickHouse: chdb-core's engine serving the HTTP interface from a child
-process (``tests/chserver.py``, recipe in ``shared/clickhouse.md``).
+process (``tests/chserver.py``, recipe in ``docs/clickhouse.md``).
 
 - ``clickhouse_server`` (session): one server for the whole run (starting one takes ~0.5 s).
   Never stop it in a test; use ``clickhouse_process_factory`` for that.

@@ -233,7 +233,7 @@ async def test_aggregates_expire_after_the_accounts_retention(running: Running) 
         resp = await running.admin(
             "POST",
             "/v1/admin/accounts",
-            {"name": name, "origins": [], "k": 2, "retention_days": days},
+            {"name": name, "origins": ["*"], "k": 2, "retention_days": days},
         )
         assert resp.status == 201
         accounts.append(await resp.json())

@@ -197,10 +197,38 @@ async def test_cli_creates_lists_rotates_and_revokes(
     assert await status(running, rotated["api_token"]) == 401
     listing = await run("accounts", "list")
     assert acc in [a["account_id"] for a in listing["accounts"]]
-    receipt = await run("accounts", "delete", "--account-id", acc)
+    receipt = await run("accounts", "delete", "--account-id", acc, "--yes")
     assert receipt["verified_zero"] is True
     assert (await running.post(account["embed_key"], "x")).status == 410
 
     args = cli("tokens", "list", "--account-id", "acc_0000000000000000", *common)
     assert await asyncio.to_thread(args.func, args) == 1  # 404 -> exit code 1
     capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("header", "needle"),
+    [
+        (None, "required"),
+        ("Bearer not-the-admin-token", "not accepted"),
+        ("Basic abc", "required"),
+    ],
+    ids=["missing", "wrong", "not-bearer"],
+)
+async def test_an_admin_token_refusal_says_what_is_wrong(
+    running: Running, header: str | None, needle: str
+) -> None:
+    headers = {"Authorization": header} if header else {}
+    resp = await running.http.get(running.url + "/v1/admin/accounts", headers=headers)
+    body = await resp.json()
+    assert resp.status == 401
+    assert needle in body["detail"]
+    assert ("required" in body["detail"]) == (needle == "required")
+
+
+async def test_a_wrong_api_token_is_not_accepted(running: Running) -> None:
+    resp = await running.http.get(
+        running.url + "/v1/stats", headers={"Authorization": "Bearer st_" + "x" * 32}
+    )
+    assert resp.status == 401
+    assert "not accepted" in (await resp.json())["detail"]
