@@ -187,13 +187,14 @@ def test_noise_on_many_released_cells_is_the_configured_discrete_laplace() -> No
 
 def test_rows_are_sums_of_noisy_parts_drawn_once() -> None:
     """Reading the rows again gives the same numbers (noise is stored, not redrawn); the
-    day equals its hours plus its own increments: here 2 hours of 600 viewers (released
-    at the hour) and an hour of 300 (held to the day)."""
-    big = [(v, 1, 20_000, v % 50 == 0) for v in range(600)]
+    day equals its hours plus its own increments: here 2 hours of 1,000 viewers (released
+    at the hour) and an hour of 300 (held to the day). 1,000 viewers pass the hour's noisy
+    threshold (about 500) with overwhelming probability; 600 failed it about once in 15."""
+    big = [(v, 1, 20_000, v % 50 == 0) for v in range(1000)]
     small = [(10_000 + v, 1, 20_000, 0) for v in range(300)]
     ms = [
         minute({"news": [(v, a, b, int(c)) for v, a, b, c in big]}, T0),
-        minute({"news": [(v + 1000, a, b, int(c)) for v, a, b, c in big]}, T0 + 3600),
+        minute({"news": [(v + 20_000, a, b, int(c)) for v, a, b, c in big]}, T0 + 3600),
         minute({"news": small}, T0 + 7200),
     ]
     ledger, rows = run_day(ms)
