@@ -109,6 +109,8 @@ class Service:
         self.aggregator.resumed_from = min(started, _read_stop_mark(self._stop_mark, started))
         self.generation = 0  # hot restarts of this process so far
         self.handing_over = False  # set by a hot restart: no final flush, the state lives on
+        self._release_day: date | None = None  # the day of the windows being released
+        self._advanced_to = 0.0  # every window ending at or before this is closed
 
     # -- hot restart -----------------------------------------------------------------------
 
@@ -128,8 +130,6 @@ class Service:
         self._version = max(int(state["version"]), self._version)
         self._last_provisional = float(state["last_provisional"])
         self.generation = generation
-        self._release_day: date | None = None  # the day of the windows being released
-        self._advanced_to = 0.0  # every window ending at or before this is closed
 
     # -- Sink ------------------------------------------------------------------------------
 
