@@ -64,11 +64,16 @@ def _add_service_flags(parser: argparse.ArgumentParser, only: Sequence[str] | No
 
 
 def _check_machine(collector_config: CollectorConfig) -> None:
-    """Before anything starts: the data dir and both listen addresses (one-line errors)."""
+    """Before anything starts: the data dir and both listen addresses (one-line errors).
+    After a hot restart the public port is this process's own inherited socket: not
+    checked (a test bind would find it taken)."""
+    from aggregator import hot_restart
+
     preflight.data_dir(collector_config.data_dir.resolve())
-    preflight.listen_address(
-        collector_config.host, collector_config.port, host_setting="host", port_setting="port"
-    )
+    if hot_restart.ENV not in os.environ:
+        preflight.listen_address(
+            collector_config.host, collector_config.port, host_setting="host", port_setting="port"
+        )
     metrics = settings.parse_listen(collector_config.metrics_listen)
     preflight.distinct_listeners(collector_config.host, collector_config.port, metrics)
     if metrics is not None:
