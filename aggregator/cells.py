@@ -30,6 +30,7 @@ __all__ = [
     "MAX_ERROR_CODES",
     "OTHER",
     "PARTS_ADDED_UP",
+    "SUMS",
     "CellKey",
     "CellRow",
     "Group",
@@ -182,19 +183,51 @@ class Held:
 
 
 class Sample:
-    """A sum of samples (latency in ms, or bitrate-weighted time), its weight and viewers."""
+    """Samples of one kind (latency in ms, or bitrate-weighted time) per viewer.
 
-    __slots__ = ("total", "viewers", "weight")
+    ``per[viewer] = [total, weight]``: latency: sum of ms and number of samples; bitrate:
+    sum of kbps * ms played and ms played at a known bitrate. An average is shown with every
+    viewer weighing the same (:meth:`mean_sum`): one viewer who sends 2,000 samples, or
+    watches for an hour, cannot make a cell's average their own."""
+
+    __slots__ = ("per",)
 
     def __init__(self) -> None:
-        self.total = 0  # latency: sum of ms; bitrate: sum of kbps * ms played
-        self.weight = 0  # latency: number of samples; bitrate: ms played at a known bitrate
-        self.viewers: set[int] = set()
+        self.per: dict[int, list[int]] = {}
+
+    def add_one(self, viewer: int, total: int, weight: int) -> None:
+        mine = self.per.get(viewer)
+        if mine is None:
+            self.per[viewer] = [total, weight]
+        else:
+            mine[0] += total
+            mine[1] += weight
 
     def add(self, other: Sample) -> None:
-        self.total += other.total
-        self.weight += other.weight
-        self.viewers |= other.viewers
+        for viewer, (total, weight) in other.per.items():
+            self.add_one(viewer, total, weight)
+
+    @property
+    def viewers(self) -> set[int]:
+        return {v for v, (_, w) in self.per.items() if w}
+
+    @property
+    def total(self) -> int:
+        return sum(t for t, _ in self.per.values())
+
+    @property
+    def weight(self) -> int:
+        return sum(w for _, w in self.per.values())
+
+    def mean_sum(self) -> float:
+        """The sum over viewers of each viewer's own average (divide by their number)."""
+        return sum(t / w for t, w in self.per.values() if w)
+
+
+# Whole-cell sums and the viewers behind each (``RawCell.holders``): a sum is shown only
+# where >= k distinct viewers contributed to it (aggregator/sums.py). ``concurrent``: the
+# viewers playing in the minute (the concurrency count and so the peak).
+SUMS: Final = ("views", "playing", "rebuffer", "failures", "exits", "bitrate_changes", "concurrent")
 
 
 def _merge_held(into: dict[Any, Held] | None, other: dict[Any, Held] | None) -> dict[Any, Held]:
@@ -212,9 +245,11 @@ def _merge_held(into: dict[Any, Held] | None, other: dict[Any, Held] | None) -> 
 class RawCell:
     """One cell in memory: viewers, sums (durations in ms), values inside with their holders.
 
-    Counts that describe the cell as a whole (views, playing time, rebuffers, failures, exits,
-    bitrate changes, concurrency) are published with the cell; values inside it (``codes``,
-    ``startups``, ``latency``, ``bitrate``) only where k distinct viewers share them.
+    Sums that describe the cell as a whole (views, playing time, rebuffers, failures, exits,
+    bitrate changes, concurrency) carry the viewers behind them (``holders``, by ``SUMS``
+    name) and are shown only where k of them contributed (:mod:`aggregator.sums`); values
+    inside (``codes``, ``startups``, ``latency``, ``bitrate``) only where k distinct viewers
+    share them (:mod:`aggregator.values`).
     """
 
     __slots__ = (
@@ -224,6 +259,7 @@ class RawCell:
         "concurrent_peak",
         "exits_before_start",
         "failures",
+        "holders",
         "latency",
         "playing_ms",
         "rebuffer_count",
@@ -235,6 +271,7 @@ class RawCell:
 
     def __init__(self) -> None:
         self.viewers: set[int] = set()
+        self.holders: dict[str, set[int]] = {}  # SUMS name -> viewers behind that sum
         self.views = 0
         self.playing_ms = 0
         self.rebuffer_count = 0
@@ -282,8 +319,22 @@ class RawCell:
     def has_values_inside(self) -> bool:
         return bool(self.codes or self.startups or self.latency or self.bitrate)
 
-    def _add_sums(self, other: RawCell) -> None:
+    def is_empty(self) -> bool:
+        """Nothing held: no viewers, no sums and no values inside."""
+        return not (self.viewers or self.holders or self.has_values_inside())
+
+    def hold(self, name: str, viewers: set[int] | list[int]) -> None:
+        mine = self.holders.get(name)
+        if mine is None:
+            self.holders[name] = set(viewers)
+        else:
+            mine.update(viewers)
+
+    def add_sums(self, other: RawCell) -> None:
+        """Add another cell's viewers, sums with their holders, and values inside."""
         self.viewers |= other.viewers
+        for name, viewers in other.holders.items():
+            self.hold(name, viewers)
         self.views += other.views
         self.playing_ms += other.playing_ms
         self.rebuffer_count += other.rebuffer_count
@@ -306,12 +357,12 @@ class RawCell:
     def merge(self, other: RawCell) -> None:
         """Add a cell of the same window (generalising into (other)): sessions are disjoint,
         so concurrency adds up (an upper bound where one viewer plays two streams)."""
-        self._add_sums(other)
+        self.add_sums(other)
         self.concurrent_peak += other.concurrent_peak
 
     def roll_up(self, minute: RawCell) -> None:
         """Add a minute cell into a longer window's cell: the peak is the busiest minute."""
-        self._add_sums(minute)
+        self.add_sums(minute)
         if minute.concurrent_peak > self.concurrent_peak:
             self.concurrent_peak = minute.concurrent_peak
 
@@ -418,7 +469,12 @@ class RowCell:
         self.bitrate_kbps_ms += part.bitrate_kbps_ms
         self.bitrate_ms += part.bitrate_ms
 
-    def to_row(self, key: CellKey) -> CellRow:
+    def to_row(self, key: CellKey, unique_step: int = 1) -> CellRow:
+        """The stored row. ``unique_step``: the distinct viewer count is rounded down to a
+        multiple of it (the account's k). Distinct counts do not add up: the hour's count
+        minus its first minute's is how many viewers were new after it, a total's minus the
+        sum of its values' is how many used two of them, and each can be one person. Counts
+        in steps of k make every such difference 0 or >= k."""
         codes = self.codes
         if len(codes) > MAX_ERROR_CODES:
             ranked = sorted(codes.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -428,7 +484,11 @@ class RowCell:
         return CellRow(
             key=key,
             views=self.views,
-            unique_viewers=self.dp_viewers if self.dp_viewers >= 0 else len(self.viewers),
+            unique_viewers=(
+                self.dp_viewers
+                if self.dp_viewers >= 0
+                else len(self.viewers) // unique_step * unique_step
+            ),
             playing_seconds=self.playing_ms / 1000.0,
             startup_hist=list(self.startup_hist),
             rebuffer_count=self.rebuffer_count,
@@ -458,6 +518,7 @@ class Group:
         "closed",
         "granularity",
         "rows",
+        "unique_step",
         "window_end",
         "window_start",
     )
@@ -473,6 +534,9 @@ class Group:
         self.changed = True
         self.cells: dict[Key3, RawCell] = {}
         self.rows: dict[Key3, RowCell] = {}
+        # published distinct counts are rounded down to a multiple of this (the account's k):
+        # see RowCell.to_row
+        self.unique_step = 1
 
     def cell(self, stream: str, breakdown: str, value: str) -> RawCell:
         key = (stream, breakdown, value)
@@ -490,7 +554,10 @@ class Group:
     def to_rows(self) -> list[CellRow]:
         """The published rows, sorted by (stream, breakdown, value)."""
         return [
-            row.to_row(CellKey(self.account_id, s, self.granularity, self.window_start, b, v))
+            row.to_row(
+                CellKey(self.account_id, s, self.granularity, self.window_start, b, v),
+                self.unique_step,
+            )
             for (s, b, v), row in sorted(self.rows.items())
         ]
 

@@ -72,7 +72,7 @@ COLUMNS: Final[dict[str, str]] = {
     "breakdown": "'' for the stream total, else country, device, os, browser or player",
     "value": "the breakdown's value ('' for the total), or '(other)' for values merged below k",
     "views": "playbacks started",
-    "unique_viewers": "distinct viewers in the window (>= k)",
+    "unique_viewers": "distinct viewers in the window, in steps of k (rounded down; >= k)",
     "playing_seconds": "time spent playing",
     "startup_hist": "video startup times: counts in 40 log-spaced buckets (50 ms .. 60 s)",
     "rebuffer_count": "stalls after startup",
@@ -80,11 +80,13 @@ COLUMNS: Final[dict[str, str]] = {
     "failures": "playback failures",
     "failures_by_code": "failures by error code (top codes, the rest under '(other)')",
     "exits_before_start": "playbacks abandoned before the video started",
-    "bitrate_kbps_seconds": "bitrate (kbit/s) times seconds played at it",
+    "bitrate_kbps_seconds": (
+        "average bitrate (each viewer's own average, weighing the same) times bitrate_seconds"
+    ),
     "bitrate_seconds": "seconds with a known bitrate (avg = bitrate_kbps_seconds / this)",
     "bitrate_changes": "rendition switches",
-    "latency_ms_sum": "sum of live latency samples, ms",
-    "latency_count": "live latency samples (avg = latency_ms_sum / this)",
+    "latency_ms_sum": "sum of each viewer's average live latency, ms",
+    "latency_count": "viewers who sent live latency (avg = latency_ms_sum / this)",
     "concurrent_peak": "most viewers playing at once in the window (largest of the runs')",
     "retention_days": "days after window_start the row expires",
 }

@@ -7,8 +7,9 @@ the account's ``k`` (never below 2). It holds three kinds of raw cells:
   has been published yet: a closed minute's cells, or streams an earlier step held back;
 - ``loose``: breakdown values held back inside a stream whose total *was* published,
   keyed under the published stream's name (which may be ``(other)``);
-- ``values``: values inside published cells (error codes, startup buckets, latency,
-  bitrate) that fewer than k viewers shared (:mod:`aggregator.values`).
+- ``values``: what published cells held back inside them: sums that fewer than k viewers
+  contributed to (:mod:`aggregator.sums`) and values (error codes, startup buckets, latency,
+  bitrate) that fewer than k viewers shared (:mod:`aggregator.values`), with their holders.
 
 :func:`release` applies the rules, deterministically, and returns the cells published now
 and the pool of what is held back, to be pooled again in the coarser window:
@@ -87,7 +88,7 @@ class Pool:
         if mine is None:
             self.values[key] = cell
         else:
-            mine.add_values_inside(cell)
+            mine.add_sums(cell)
 
     def merge(self, other: Pool) -> None:
         for stream, block in other.blocks.items():

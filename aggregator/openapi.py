@@ -134,7 +134,10 @@ PRIVACY: Final[Schema] = {
 def _stats_row() -> Schema:
     metrics: dict[str, Schema] = {
         "views": INT,
-        "unique_viewers": {**INT, "description": "distinct viewers in the window"},
+        "unique_viewers": {
+            **INT,
+            "description": "distinct viewers in the window (k mode: rounded down to steps of k)",
+        },
         "playing_seconds": NUMBER,
         "startup_ms_p50": nullable("number", description="median video startup time, ms"),
         "startup_ms_p95": nullable("number", description="95th percentile startup time, ms"),

@@ -31,10 +31,11 @@ from datetime import UTC, datetime
 from typing import Final
 
 from aggregator.budget import Budget
-from aggregator.cells import GRANULARITIES, Group, RowCell
+from aggregator.cells import GRANULARITIES, Group, RawCell, RowCell
 from aggregator.kanon import MIN_K, SUPPRESSED, Pool, release
 from aggregator.noise import DpPolicy, mechanism
-from aggregator.values import counts_part, screen
+from aggregator.sums import counts_part, shown_sums, split
+from aggregator.values import screen
 
 __all__ = ["DpOf", "Ledger"]
 
@@ -82,11 +83,7 @@ class Ledger:
         minute.closed = minute.changed = True
         hour = self._window("hour", raw.account_id, start)
         day = self._window("day", raw.account_id, start)
-        for key, cell in sorted(published.items()):
-            part = counts_part(cell)
-            rest = screen(cell, part, k) if not key[1] else None  # values: totals only
-            if rest is not None:
-                held.add_values(key, rest)
+        for key, part in _parts(published, held, k):
             minute.row(key).add(part)
             hour.row(key).add(part)
             day.row(key).add(part)
@@ -168,7 +165,7 @@ class Ledger:
         k = self.k(g.account_id)
         published, held = release(pool, k)
         parts: dict[Key3, RowCell] = {}
-        if dp is not None:  # values inside cells are not released in dp mode
+        if dp is not None:  # values inside and held-back sums are not released in dp mode
             held.values = {}
             for key, cell in sorted(published.items()):
                 noisy = self._noisy(dp, g, k, counts_part(cell))
@@ -176,24 +173,18 @@ class Ledger:
                     held.add_loose(key, cell)  # to the day's pool (or never, on the day)
                 else:
                     parts[key] = noisy
-        for key, cell in published.items() if dp is None else ():
-            part = counts_part(cell)
-            rest = screen(cell, part, k) if not key[1] else None  # values: totals only
-            if rest is not None:
-                held.add_values(key, rest)
-            parts[key] = part
-        values, held.values = held.values, {}
-        last = final and g.granularity == "day"
-        for key, cell in values.items():
-            if key not in g.rows and key not in parts:
-                held.add_values(key, cell)  # cannot happen: values come from shown rows
-                continue
-            into = parts.get(key)
-            if into is None:
-                into = parts[key] = RowCell()
-            rest = screen(cell, into, k, final=last)
-            if rest is not None:
-                held.add_values(key, rest)
+        else:
+            # what published rows held back (sums and values inside) is decided again,
+            # together with this increment's cells of the same rows
+            for key, rest in held.values.items():
+                mine = published.get(key)
+                if mine is None:
+                    published[key] = rest
+                else:
+                    mine.add_sums(rest)
+            held.values = {}
+            last = final and g.granularity == "day"
+            parts = dict(_parts(published, held, k, final=last))
         day = None
         if g.granularity == "hour":
             day = self._window("day", g.account_id, int(g.window_start.timestamp()))
@@ -234,6 +225,7 @@ class Ledger:
                 datetime.fromtimestamp(start, UTC),
                 start + _SECONDS[granularity],
             )
+            g.unique_step = self.k(account_id)
         return g
 
     def _window(self, granularity: str, account_id: str, start: int) -> Group:
@@ -249,6 +241,28 @@ class Ledger:
     @staticmethod
     def _key(g: Group) -> _WindowKey:
         return (g.granularity, g.account_id, int(g.window_start.timestamp()))
+
+
+def _parts(
+    published: dict[Key3, RawCell], held: Pool, k: int, *, final: bool = False
+) -> list[tuple[Key3, RowCell]]:
+    """The parts of released cells, each with the sums (:mod:`aggregator.sums`) and, on
+    stream totals, the values inside (:mod:`aggregator.values`) that k viewers are behind;
+    what they hold back goes to ``held.values`` under the row's key."""
+    shown = shown_sums(published, held.loose, k)
+    out: list[tuple[Key3, RowCell]] = []
+    for key, cell in sorted(published.items()):
+        part, rest = split(cell, shown[key])
+        inside = screen(cell, part, k, final=final) if not key[1] else None  # totals only
+        if inside is not None:
+            if rest is None:
+                rest = inside
+            else:
+                rest.add_sums(inside)
+        if rest is not None:
+            held.add_values(key, rest)
+        out.append((key, part))
+    return out
 
 
 def _empty(part: RowCell) -> bool:

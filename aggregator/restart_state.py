@@ -126,8 +126,8 @@ def _held_out(held: dict[Any, Held] | None) -> dict[Any, tuple[int, set[int]]] |
     return {name: (h.count, h.viewers) for name, h in held.items()}
 
 
-def _sample_out(sample: Sample | None) -> tuple[int, int, set[int]] | None:
-    return None if sample is None else (sample.total, sample.weight, sample.viewers)
+def _sample_out(sample: Sample | None) -> dict[int, list[int]] | None:
+    return None if sample is None else sample.per
 
 
 def _raw_out(cell: RawCell) -> tuple[Any, ...]:
@@ -236,11 +236,11 @@ def _held_in(packed: dict[Any, tuple[int, set[int]]] | None) -> dict[Any, Held] 
     return {name: Held(count, viewers) for name, (count, viewers) in packed.items()}
 
 
-def _sample_in(packed: tuple[int, int, set[int]] | None) -> Sample | None:
+def _sample_in(packed: dict[int, list[int]] | None) -> Sample | None:
     if packed is None:
         return None
     sample = Sample()
-    sample.total, sample.weight, sample.viewers = packed
+    sample.per = packed
     return sample
 
 

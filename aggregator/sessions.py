@@ -77,21 +77,24 @@ _END_STATES: Final = frozenset("efq")
 
 
 class Leaf:
-    """Sums of one (account, stream, dimensions) in one minute. Durations in ms."""
+    """Sums of one (account, stream, dimensions) in one minute. Durations in ms.
+
+    Each sum keeps the viewers behind it (``holders``, by :data:`aggregator.cells.SUMS`
+    name; ``playing`` in its own set, being on the hot path): a cell shows a sum only where
+    k of them contributed. Latency and bitrate are kept per viewer, so that a shown average
+    weighs every viewer the same."""
 
     __slots__ = (
+        "bitrate",
         "bitrate_changes",
-        "bitrate_kbps_ms",
-        "bitrate_ms",
-        "bitrate_viewers",
         "codes",
         "concurrent",
         "exits_before_start",
         "failures",
-        "latency_count",
-        "latency_ms_sum",
-        "latency_viewers",
+        "holders",
+        "latency",
         "playing_ms",
+        "playing_viewers",
         "rare",
         "rebuffer_count",
         "rebuffer_ms",
@@ -104,10 +107,11 @@ class Leaf:
         self.viewers: list[int] = []  # one entry per session-minute; deduplicated in cells
         self.views = 0
         self.playing_ms = 0
-        self.bitrate_kbps_ms = 0
-        self.bitrate_ms = 0
-        self.bitrate_viewers: set[int] = set()  # who played at a known bitrate
+        self.playing_viewers: set[int] = set()  # who played (> 0 ms) in it
+        self.bitrate: dict[int, list[int]] = {}  # viewer -> [kbps * ms, ms at that bitrate]
         self.startups: list[tuple[int, int]] | None = None  # (viewer, ms)
+        self.concurrent = 0  # sessions playing in this minute
+        self.holders: dict[str, set[int]] = {}  # the other sums' viewers (views, concurrent…)
         # rarely not zero: counted under `rare`
         self.rebuffer_count = 0
         self.rebuffer_ms = 0
@@ -115,11 +119,15 @@ class Leaf:
         self.codes: dict[str, list[int]] | None = None  # code -> viewer of each failure
         self.exits_before_start = 0
         self.bitrate_changes = 0
-        self.latency_ms_sum = 0
-        self.latency_count = 0
-        self.latency_viewers: set[int] | None = None
-        self.concurrent = 0  # sessions playing in this minute
+        self.latency: dict[int, list[int]] | None = None  # viewer -> [sum of ms, samples]
         self.rare = False  # set when a field other than the ones above is not zero
+
+    def hold(self, name: str, viewer: int) -> None:
+        held = self.holders.get(name)
+        if held is None:
+            self.holders[name] = {viewer}
+        else:
+            held.add(viewer)
 
     def add_code(self, code: str, viewer: int) -> None:
         codes = self.codes
@@ -134,21 +142,34 @@ class Leaf:
         self.rare = True
 
     def add_latency(self, ms: int, viewer: int) -> None:
-        self.latency_ms_sum += ms
-        self.latency_count += 1
-        if self.latency_viewers is None:
-            self.latency_viewers = {viewer}
+        latency = self.latency
+        if latency is None:
+            latency = self.latency = {}
+        mine = latency.get(viewer)
+        if mine is None:
+            latency[viewer] = [ms, 1]
         else:
-            self.latency_viewers.add(viewer)
+            mine[0] += ms
+            mine[1] += 1
         self.rare = True
+
+    def add_bitrate(self, kbps: int, ms: int, viewer: int) -> None:
+        mine = self.bitrate.get(viewer)
+        if mine is None:
+            self.bitrate[viewer] = [kbps * ms, ms]
+        else:
+            mine[0] += kbps * ms
+            mine[1] += ms
 
     def clear(self) -> None:
         """Drop the contents once rolled up (a session may still point at it)."""
         self.viewers.clear()
-        self.bitrate_viewers.clear()
+        self.playing_viewers.clear()
+        self.bitrate.clear()
+        self.holders.clear()
         self.startups = None
         self.codes = None
-        self.latency_viewers = None
+        self.latency = None
 
 
 def mid_play(ev: Event) -> bool:
@@ -305,21 +326,23 @@ class Session:
                         if dt > budget:
                             dt = max(int(budget), 0)
                         self.budget_ms = budget - dt
-                        leaf.playing_ms += dt
-                        kbps = self.bitrate
-                        if kbps:
-                            leaf.bitrate_kbps_ms += kbps * dt
-                            leaf.bitrate_ms += dt
-                            leaf.bitrate_viewers.add(self.viewer)
+                        if dt:
+                            leaf.playing_ms += dt
+                            leaf.playing_viewers.add(self.viewer)
+                            kbps = self.bitrate
+                            if kbps:
+                                leaf.add_bitrate(kbps, dt, self.viewer)
                         if self.conc_minute != m:
                             self.conc_minute = m
                             leaf.concurrent += 1
+                            leaf.hold("concurrent", self.viewer)
                     elif st == "r" and self.rebuffering:
                         self._credit(leaf, ts - last, False, m)
             br = ev.bitrate_kbps
             if br is not None and 0 < br <= MAX_BITRATE_KBPS and br != self.bitrate:
                 if self.bitrate and leaf is not None:
                     leaf.bitrate_changes += 1
+                    leaf.hold("bitrate_changes", self.viewer)
                     leaf.rare = True
                 self.bitrate = br
             if sta is not None and sta != self.state:
@@ -327,6 +350,7 @@ class Session:
             elif sta == "p" and leaf is not None and self.conc_minute != m:
                 self.conc_minute = m
                 leaf.concurrent += 1
+                leaf.hold("concurrent", self.viewer)
         elif sta is not None:
             leaf = self._late_facts(sta, ts, ev, m, enter, leaf)
         if leaf is not None:
@@ -342,16 +366,18 @@ class Session:
             dt = max(int(self.budget_ms), 0)
         self.budget_ms -= dt
         if playing:
-            leaf.playing_ms += dt
-            if self.bitrate:
-                leaf.bitrate_kbps_ms += self.bitrate * dt
-                leaf.bitrate_ms += dt
-                leaf.bitrate_viewers.add(self.viewer)
+            if dt:
+                leaf.playing_ms += dt
+                leaf.playing_viewers.add(self.viewer)
+                if self.bitrate:
+                    leaf.add_bitrate(self.bitrate, dt, self.viewer)
             if self.conc_minute != m:
                 self.conc_minute = m
                 leaf.concurrent += 1
-        else:
+                leaf.hold("concurrent", self.viewer)
+        elif dt:
             leaf.rebuffer_ms += dt
+            leaf.hold("rebuffer", self.viewer)
             leaf.rare = True
 
     def _leaf(self, m: int, enter: Enter) -> Leaf:
@@ -365,6 +391,7 @@ class Session:
         self.start_ts = -1 if ts is None else ts
         leaf = self._leaf(m, enter)
         leaf.views += 1
+        leaf.hold("views", self.viewer)
         return leaf
 
     def _transition(
@@ -384,10 +411,12 @@ class Session:
             if self.conc_minute != m:
                 self.conc_minute = m
                 leaf.concurrent += 1
+                leaf.hold("concurrent", self.viewer)
         elif sta == "r":
             if self.played and not self.seeking and old != "k" and not self.rebuffering:
                 self.rebuffering = True
                 leaf.rebuffer_count += 1
+                leaf.hold("rebuffer", self.viewer)
                 leaf.rare = True
         else:
             self.rebuffering = False
@@ -469,6 +498,7 @@ class Session:
             return
         self.failed = True
         leaf.failures += 1
+        leaf.hold("failures", self.viewer)
         leaf.rare = True
         if code is not None:
             self.code_done = True
@@ -477,6 +507,7 @@ class Session:
     def _end(self, leaf: Leaf) -> None:
         if not self.played:
             leaf.exits_before_start += 1
+            leaf.hold("exits", self.viewer)
             leaf.rare = True
         self.startup_done = True
         self.ended = True
@@ -538,6 +569,7 @@ class Session:
             if br is not None and 0 < br <= MAX_BITRATE_KBPS and br != self.bitrate:
                 if self.bitrate:
                     leaf.bitrate_changes += 1
+                    leaf.hold("bitrate_changes", self.viewer)
                     leaf.rare = True
                 self.bitrate = br
         if not self.played and msd is not None and msd >= 0:

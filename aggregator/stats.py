@@ -82,6 +82,10 @@ RELEASE_SENTENCE: Final = (
 )
 HIDDEN_NOTE: Final = (
     RELEASE_SENTENCE + " "
+    "Each number in a cell needs k viewers behind it: a sum (views, playing time, "
+    "rebuffering, failures, exits, bitrate changes, concurrency) that fewer than k viewers "
+    "contributed to reads 0 until it is pooled with others in a longer window, averages "
+    "weigh every viewer the same, and unique_viewers is rounded down to a multiple of k. "
     "Cells with fewer than k distinct viewers are never stored. Within a breakdown such "
     "values are merged into the value '(other)' when that reaches k, else left out; "
     "viewers_not_in_breakdown counts, per window and stream, the viewers of the stream total "

@@ -1,7 +1,8 @@
 """Values inside a cell: shown only where at least k distinct viewers share them.
 
-A published cell's counts (views, playing time, rebuffers, failures, exits, bitrate changes,
-concurrency) describe all its >= k viewers together. The values inside it are finer: which
+A published cell's sums (views, playing time, rebuffers, failures, exits, bitrate changes,
+concurrency) are shown where >= k viewers contributed to each (:mod:`aggregator.sums`).
+The values inside it are finer: which
 error code a failure had, which startup bucket a view fell in, the average latency or
 bitrate. One viewer's failure code in a cell of twenty still names what happened to that
 viewer. So, for every part released (:mod:`aggregator.release`), :func:`screen` shows:
@@ -13,8 +14,11 @@ viewer. So, for every part released (:mod:`aggregator.release`), :func:`screen` 
   then coarsened: buckets are grouped left to right into runs that each hold >= k distinct
   viewers (a short last run joins the one before), and each run's count is shown in the
   bucket holding the run's median startup. Every shown bucket count covers >= k viewers;
-- **latency** (sum and count) and **bitrate** (weighted sums) only if >= k distinct viewers
-  sent samples.
+- **latency** and **bitrate** only if >= k distinct viewers sent samples, and then as the
+  average of each viewer's own average: every viewer weighs the same, so one who sends
+  2,000 latency samples or watches for an hour cannot make the average their own
+  (``latency_count`` counts viewers; ``bitrate_kbps_seconds`` is the time played at that
+  average).
 
 Values inside are shown on a stream's total rows only, never on its breakdown rows
 (country, device, …): a breakdown's values, screened each on its own, would let the total
@@ -35,24 +39,9 @@ from typing import Final
 
 from aggregator.cells import OTHER, Held, RawCell, RowCell
 
-__all__ = ["coarsen_startups", "counts_part", "screen"]
+__all__ = ["coarsen_startups", "screen"]
 
 _NO_VIEWERS: Final[frozenset[int]] = frozenset()
-
-
-def counts_part(cell: RawCell) -> RowCell:
-    """The cell's whole-cell counts as a part (no values inside yet)."""
-    part = RowCell()
-    part.viewers = set(cell.viewers)
-    part.views = cell.views
-    part.playing_ms = cell.playing_ms
-    part.rebuffer_count = cell.rebuffer_count
-    part.rebuffer_ms = cell.rebuffer_ms
-    part.failures = cell.failures
-    part.exits_before_start = cell.exits_before_start
-    part.bitrate_changes = cell.bitrate_changes
-    part.concurrent_peak = cell.concurrent_peak
-    return part
 
 
 def screen(cell: RawCell, part: RowCell, k: int, *, final: bool = False) -> RawCell | None:
@@ -69,16 +58,19 @@ def screen(cell: RawCell, part: RowCell, k: int, *, final: bool = False) -> RawC
             held.startups = cell.startups
     lat = cell.latency
     if lat is not None and lat.weight:
-        if len(lat.viewers) >= k:
-            part.latency_ms_sum += lat.total
-            part.latency_count += lat.weight
+        viewers = len(lat.viewers)
+        if viewers >= k:  # each viewer's own average, weighing the same
+            part.latency_ms_sum += round(lat.mean_sum())
+            part.latency_count += viewers
         else:
             held.latency = lat
     br = cell.bitrate
     if br is not None and br.weight:
-        if len(br.viewers) >= k:
-            part.bitrate_kbps_ms += br.total
-            part.bitrate_ms += br.weight
+        viewers = len(br.viewers)
+        if viewers >= k:  # the time played, at the average of the viewers' own averages
+            weight = br.weight
+            part.bitrate_kbps_ms += round(br.mean_sum() / viewers * weight)
+            part.bitrate_ms += weight
         else:
             held.bitrate = br
     return held if held.has_values_inside() else None

@@ -269,11 +269,14 @@ def _add_leaf(cell: RawCell, leaf: Leaf, startup_buckets: list[tuple[int, int]] 
     cell.viewers.update(leaf.viewers)
     cell.views += leaf.views
     cell.playing_ms += leaf.playing_ms
-    if leaf.bitrate_ms:
+    if leaf.playing_viewers:
+        cell.hold("playing", leaf.playing_viewers)
+    for name, viewers in leaf.holders.items():
+        cell.hold(name, viewers)
+    if leaf.bitrate:
         br = cell.sample("bitrate")
-        br.total += leaf.bitrate_kbps_ms
-        br.weight += leaf.bitrate_ms
-        br.viewers |= leaf.bitrate_viewers
+        for viewer, (total, weight) in leaf.bitrate.items():
+            br.add_one(viewer, total, weight)
     cell.concurrent_peak += leaf.concurrent
     if startup_buckets is not None:
         for viewer, bucket in startup_buckets:
@@ -288,8 +291,7 @@ def _add_leaf(cell: RawCell, leaf: Leaf, startup_buckets: list[tuple[int, int]] 
                     cell.add_code(code, viewer)
         cell.exits_before_start += leaf.exits_before_start
         cell.bitrate_changes += leaf.bitrate_changes
-        if leaf.latency_count and leaf.latency_viewers:
+        if leaf.latency:
             lat = cell.sample("latency")
-            lat.total += leaf.latency_ms_sum
-            lat.weight += leaf.latency_count
-            lat.viewers |= leaf.latency_viewers
+            for viewer, (total, weight) in leaf.latency.items():
+                lat.add_one(viewer, total, weight)

@@ -136,7 +136,7 @@ def test_total_minus_breakdown_gives_back_a_lone_failure_code() -> None:
         rows[minute_key(1, "country", "DE")],
         rows[minute_key(1, "country", "FR")],
     )
-    assert fr.failures == 1  # a count of the whole cell
+    assert fr.failures == 0  # one failing viewer behind it: not shown (aggregator/sums.py)
     assert "3016" not in fr.failures_by_code  # the rule, row by row: one holder
     recovered = total.failures_by_code.get("3016", 0) - de.failures_by_code.get("3016", 0)
     assert recovered != fr.failures, (
@@ -246,7 +246,7 @@ def test_days_final_other_code_minus_a_breakdowns_gives_back_a_lone_rare_code() 
         rows[(*day, "country", "DE")],
         rows[(*day, "country", "FR")],
     )
-    assert fr.failures == 1
+    assert fr.failures == 0  # one failing viewer behind it: not shown (aggregator/sums.py)
     assert not fr.failures_by_code  # the rule, row by row: one holder
     recovered = total.failures_by_code.get("(other)", 0) - de.failures_by_code.get("(other)", 0)
     assert not 0 < recovered < k, (
@@ -478,7 +478,7 @@ async def test_service_export_total_minus_country_gives_back_a_lone_code_and_lat
     total = rows[minute]
     gb = rows[(*minute[:3], "country", "GB")]
     nl = rows[(*minute[:3], "country", "NL")]
-    assert nl.failures == 1
+    assert nl.failures == 0  # one failing viewer behind it: not shown
     assert not nl.codes  # the rule, row by row
     assert nl.latency_count == 0
     recovered = (
@@ -545,7 +545,7 @@ def test_one_heavy_sender_dominates_a_shown_latency_average() -> None:
     viewers with one sample each. k = 5: the minute's latency is shown (5 senders), and its
     average is the heavy viewer's latency to within a few milliseconds."""
     k = 5
-    heavy_ms = 12_345
+    heavy_ms = 60_000
     crowd = [sess(i, i, 1, DE) for i in range(4)]
     base = sess(9, 9, 1, DE, latency=False)
     steps = (
@@ -599,7 +599,6 @@ def test_marginals_of_a_lone_failure_pin_it_to_one_viewer() -> None:
     ]
     rows = run_full(sessions, k)[-1]
     total = rows[minute_key(1)]
-    assert total.failures == 1
     profile: dict[str, str] = {}
     for breakdown in ("country", "device", "player"):
         hits = [
@@ -650,7 +649,7 @@ def test_one_long_watcher_dominates_a_shown_bitrate_average() -> None:
     events += [ev(200, 200, 56.1, "e", 8000)]
     rows = run_full([sess(0, 0, 1, DE)], k, events)[-1]  # plus one ordinary viewer
     total = rows[minute_key(1)]
-    assert total.unique_viewers == k + 1
+    assert total.unique_viewers >= k  # six viewers, shown in steps of k
     assert total.bitrate_seconds > 0  # shown: >= k viewers played at a known bitrate
     average = total.bitrate_kbps_seconds / total.bitrate_seconds
     assert abs(average - 8000) > 80, (
