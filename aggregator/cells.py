@@ -18,6 +18,7 @@ A cell is (account, stream, granularity, window_start, breakdown, value).
 from __future__ import annotations
 
 import operator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -271,7 +272,10 @@ class RawCell:
 
     def __init__(self) -> None:
         self.viewers: set[int] = set()
-        self.holders: dict[str, set[int]] = {}  # SUMS name -> viewers behind that sum
+        # SUMS name -> viewer -> what that viewer added to the sum (ms for playing, else a
+        # count): who is behind a sum (k of them to show it) and, in dp mode, the per-viewer
+        # amounts that are clamped to the mechanism's bounds
+        self.holders: dict[str, dict[int, int]] = {}
         self.views = 0
         self.playing_ms = 0
         self.rebuffer_count = 0
@@ -323,12 +327,13 @@ class RawCell:
         """Nothing held: no viewers, no sums and no values inside."""
         return not (self.viewers or self.holders or self.has_values_inside())
 
-    def hold(self, name: str, viewers: set[int] | list[int]) -> None:
+    def hold(self, name: str, amounts: Mapping[int, int]) -> None:
         mine = self.holders.get(name)
         if mine is None:
-            self.holders[name] = set(viewers)
+            self.holders[name] = dict(amounts)
         else:
-            mine.update(viewers)
+            for viewer, amount in amounts.items():
+                mine[viewer] = mine.get(viewer, 0) + amount
 
     def add_sums(self, other: RawCell) -> None:
         """Add another cell's viewers, sums with their holders, and values inside."""

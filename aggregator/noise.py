@@ -12,8 +12,9 @@ Per part (one row key of one release step), with ``n`` its distinct viewers:
   if ``n - (k - 1) + DLap(scale_viewers) >= threshold``. The k floor comes first (a part
   below k is never a candidate); the noisy count is the part's ``unique_viewers``.
 - **Counts and sums** (OpenDP ``make_laplace`` on integers: the discrete Laplace):
-  views, playing time (ms) and failures, each clamped to ``n x`` its per-viewer bound
-  (:data:`BOUNDS`), then noised with scale = bound / epsilon share.
+  views, playing time (ms) and failures, each viewer's amount clamped to its per-viewer
+  bound (:data:`BOUNDS`: 2 views, 2 minutes of playing, 1 failure per part), then noised
+  with scale = bound / epsilon share.
 - **Not released in dp mode (this version)**: rebuffers, exits before start, bitrate
   changes, concurrency, and the values inside a cell (error codes, startup histogram,
   latency, bitrate): they are zero in dp rows.
@@ -27,6 +28,7 @@ per viewer and stops releasing once a day is spent.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
@@ -35,6 +37,7 @@ from aggregator.cells import RowCell
 
 __all__ = [
     "BOUNDS",
+    "CLAMPED",
     "DEFAULT_DELTA",
     "DEFAULT_EPSILON_PER_DAY",
     "METRIC_SHARES",
@@ -65,7 +68,12 @@ METRIC_SHARES: Final[dict[str, float]] = {
     "playing_ms": 0.2,
     "failures": 0.2,
 }
-# Per-viewer bound on each metric within one part: the sensitivity of that metric.
+# The sums released in dp mode and the holders (RawCell.holders) that say what each viewer
+# added to them.
+CLAMPED: Final[dict[str, str]] = {"views": "views", "playing_ms": "playing", "failures": "failures"}
+# Per-viewer bound on each metric within one part: the sensitivity of that metric. A
+# viewer's amount is clamped to it before noise (more views, or longer playing, of one
+# viewer in one part are not counted).
 BOUNDS: Final[dict[str, int]] = {
     "viewers": 1,
     "views": 2,
@@ -143,8 +151,12 @@ class PartMechanism:
         """The part's measurements (for checking the ledger against OpenDP's composition)."""
         return [self.select, *self.sums.values()]
 
-    def noise(self, part: RowCell) -> RowCell | None:
-        """The noisy part, or None if the threshold holds it back. Draws once."""
+    def noise(self, part: RowCell, amounts: Mapping[str, Mapping[int, int]]) -> RowCell | None:
+        """The noisy part, or None if the threshold holds it back. Draws once.
+
+        ``amounts``: per sum, what each viewer added to it (``RawCell.holders``); each
+        viewer's amount is clamped to its bound before the sum is noised, so that no viewer
+        moves a sum by more than the sensitivity the noise is scaled to."""
         n = len(part.viewers)
         if n < self.k:
             return None
@@ -154,13 +166,10 @@ class PartMechanism:
         noisy = RowCell()
         noisy.viewers = set(part.viewers)  # the budget ledger's input; never stored
         noisy.dp_viewers = max(0, int(out["n"]) + self.k - 1)
-        noisy.views = max(0, int(self.sums["views"](min(part.views, BOUNDS["views"] * n))))
-        noisy.playing_ms = max(
-            0, int(self.sums["playing_ms"](min(part.playing_ms, BOUNDS["playing_ms"] * n)))
-        )
-        noisy.failures = max(
-            0, int(self.sums["failures"](min(part.failures, BOUNDS["failures"] * n)))
-        )
+        for metric, holder in CLAMPED.items():
+            bound = BOUNDS[metric]
+            clamped = sum(min(a, bound) for a in amounts.get(holder, {}).values())
+            setattr(noisy, metric, max(0, int(self.sums[metric](clamped))))
         noisy.dp_parts = 1
         return noisy
 

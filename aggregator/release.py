@@ -26,7 +26,7 @@ minute (increments carry none: a peak taken from hidden minutes would show them)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
@@ -168,7 +168,7 @@ class Ledger:
         if dp is not None:  # values inside and held-back sums are not released in dp mode
             held.values = {}
             for key, cell in sorted(published.items()):
-                noisy = self._noisy(dp, g, k, counts_part(cell))
+                noisy = self._noisy(dp, g, k, counts_part(cell), cell.holders)
                 if noisy is None:
                     held.add_loose(key, cell)  # to the day's pool (or never, on the day)
                 else:
@@ -203,7 +203,14 @@ class Ledger:
             return None
         return self._dp_of(account_id, start - start % 86_400)
 
-    def _noisy(self, dp: DpPolicy, g: Group, k: int, part: RowCell) -> RowCell | None:
+    def _noisy(
+        self,
+        dp: DpPolicy,
+        g: Group,
+        k: int,
+        part: RowCell,
+        amounts: Mapping[str, Mapping[int, int]],
+    ) -> RowCell | None:
         """The part with noise, drawn once, if the viewer-day budget allows and the noisy
         threshold lets it out; None: held back (never released)."""
         mech = mechanism(dp, g.granularity, k)
@@ -212,7 +219,7 @@ class Ledger:
             g.account_id, start, g.granularity, part.viewers, mech.cost(), dp
         ):
             return None
-        return mech.noise(part)
+        return mech.noise(part, amounts)
 
     def _group(self, granularity: str, account_id: str, start: int) -> Group:
         start -= start % _SECONDS[granularity]

@@ -107,11 +107,12 @@ class Leaf:
         self.viewers: list[int] = []  # one entry per session-minute; deduplicated in cells
         self.views = 0
         self.playing_ms = 0
-        self.playing_viewers: set[int] = set()  # who played (> 0 ms) in it
+        self.playing_viewers: dict[int, int] = {}  # who played (> 0 ms) in it, and how long
         self.bitrate: dict[int, list[int]] = {}  # viewer -> [kbps * ms, ms at that bitrate]
         self.startups: list[tuple[int, int]] | None = None  # (viewer, ms)
         self.concurrent = 0  # sessions playing in this minute
-        self.holders: dict[str, set[int]] = {}  # the other sums' viewers (views, concurrent…)
+        # the other sums' viewers (views, concurrent, …) and what each added
+        self.holders: dict[str, dict[int, int]] = {}
         # rarely not zero: counted under `rare`
         self.rebuffer_count = 0
         self.rebuffer_ms = 0
@@ -122,12 +123,12 @@ class Leaf:
         self.latency: dict[int, list[int]] | None = None  # viewer -> [sum of ms, samples]
         self.rare = False  # set when a field other than the ones above is not zero
 
-    def hold(self, name: str, viewer: int) -> None:
+    def hold(self, name: str, viewer: int, amount: int = 1) -> None:
         held = self.holders.get(name)
         if held is None:
-            self.holders[name] = {viewer}
+            self.holders[name] = {viewer: amount}
         else:
-            held.add(viewer)
+            held[viewer] = held.get(viewer, 0) + amount
 
     def add_code(self, code: str, viewer: int) -> None:
         codes = self.codes
@@ -328,7 +329,8 @@ class Session:
                         self.budget_ms = budget - dt
                         if dt:
                             leaf.playing_ms += dt
-                            leaf.playing_viewers.add(self.viewer)
+                            pv = leaf.playing_viewers
+                            pv[self.viewer] = pv.get(self.viewer, 0) + dt
                             kbps = self.bitrate
                             if kbps:
                                 leaf.add_bitrate(kbps, dt, self.viewer)
@@ -368,7 +370,8 @@ class Session:
         if playing:
             if dt:
                 leaf.playing_ms += dt
-                leaf.playing_viewers.add(self.viewer)
+                pv = leaf.playing_viewers
+                pv[self.viewer] = pv.get(self.viewer, 0) + dt
                 if self.bitrate:
                     leaf.add_bitrate(self.bitrate, dt, self.viewer)
             if self.conc_minute != m:
@@ -377,7 +380,7 @@ class Session:
                 leaf.hold("concurrent", self.viewer)
         elif dt:
             leaf.rebuffer_ms += dt
-            leaf.hold("rebuffer", self.viewer)
+            leaf.hold("rebuffer", self.viewer, 0)  # a viewer behind the stall time
             leaf.rare = True
 
     def _leaf(self, m: int, enter: Enter) -> Leaf:

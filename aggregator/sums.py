@@ -80,20 +80,20 @@ def _complementary(items: dict[str, list[RawCell | None]], name: str, k: int) ->
     held: set[int] = set()
     for value, (cand, whole) in sorted(items.items()):
         if whole is not None:
-            held |= whole.holders.get(name, set())
+            held.update(whole.holders.get(name, ()))
         holders = cand.holders.get(name) if cand is not None else None
         if not holders:
             continue
         if len(holders) >= k:
             big.append((len(holders), value))
         else:
-            held |= holders
+            held.update(holders)
     big.sort()
     while 0 < len(held) < k and big:
         _, value = big.pop(0)
         cand = items[value][0]
         assert cand is not None
-        held |= cand.holders[name]
+        held.update(cand.holders[name])
     return [value for _, value in big]
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from aggregator.cells import Group
+from aggregator.cells import Group, RowCell
 from aggregator.noise import BOUNDS, DpPolicy, mechanism
 from aggregator.release import Ledger
 
@@ -39,7 +39,7 @@ def minute(streams: dict[str, list[tuple[int, int, int, int]]], at: int = T0) ->
             cell.failures += failures
             for name, n in (("views", views), ("playing", playing_ms), ("failures", failures)):
                 if n:
-                    cell.hold(name, [viewer])
+                    cell.hold(name, {viewer: n})
     return g
 
 
@@ -141,6 +141,34 @@ def test_k_minus_1_attack_in_dp_mode_does_no_better_than_epsilon_allows(n_attack
         assert published == 0
     else:
         assert published > trials * 0.9  # the day row is there to attack
+
+
+def test_one_viewers_hour_moves_the_noisy_playing_time_by_no_more_than_the_bound() -> None:
+    """The sensitivity the noise is scaled to holds per viewer: 300 viewers of a day part
+    play 0 ms each, and the victim plays 0 ms (world A) or a whole hour (world B). 400
+    noisy releases of each: the mean difference must stay within the per-viewer bound
+    (2 minutes) plus 4 standard errors of the difference of two means (2 x scale / 20). A
+    clamp on the part's sum (n x bound) instead of on each viewer would let the hour through
+    (3,600,000 ms against a bound of 1,200,000 ms with the errors)."""
+    mech = mechanism(POLICY, "day", K)
+    viewers = set(range(300))
+    draws = 400
+
+    def mean_playing(victim_ms: int) -> float:
+        part = RowCell()
+        part.viewers = viewers
+        part.views = len(viewers)
+        part.playing_ms = victim_ms
+        amounts = {"views": dict.fromkeys(viewers, 1), "playing": {0: victim_ms}}
+        got = [mech.noise(part, amounts) for _ in range(draws)]
+        shown = [p.playing_ms for p in got if p is not None]
+        assert len(shown) == draws  # 300 viewers pass the noisy threshold
+        return sum(shown) / draws
+
+    scale = mech.scales["playing_ms"]
+    limit = BOUNDS["playing_ms"] + 4 * 2 * scale / math.sqrt(draws)
+    moved = mean_playing(3_600_000) - mean_playing(0)
+    assert moved < limit, f"one viewer's hour moved the mean by {moved:.0f} ms (limit {limit:.0f})"
 
 
 # ---- noise --------------------------------------------------------------------------------------
