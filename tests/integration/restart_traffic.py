@@ -39,11 +39,11 @@ def http_call(
         return err.code, err.read()
 
 
-def serve(data_dir: Any, db: ChDatabase) -> ServeProcess:
+def serve(data_dir: Any, db: ChDatabase, *extra: str) -> ServeProcess:
     proc = ServeProcess(
         data_dir, "--clickhouse-url", db.url, "--database", db.database,
         "--admin-token", ADMIN_TOKEN, "--trusted-proxies", "127.0.0.1/32",
-        "--flush-seconds", "3600", "--provisional-seconds", "3600",
+        "--flush-seconds", "3600", "--provisional-seconds", "3600", *extra,
     )  # fmt: skip
     proc.start()
     return proc

@@ -23,6 +23,7 @@ from tests.chserver import ClickHouseProcess
 from tests.conftest import ChDatabase
 from tests.integration.restart_traffic import (
     PLAYBACKS,
+    UAS,
     Target,
     make_db,
     phases,
@@ -258,6 +259,14 @@ def test_hot_restart_leaves_no_state_key_or_secret_on_disk_in_fds_or_logs(
         viewers = {values[viewer_at] for _, values in state["aggregator"]["sessions"]}
         assert len(viewers) == PLAYBACKS
         assert len(secrets) == 2  # process + today
+        # the memfd itself holds no raw identifier: the rate limiters' buckets, the deduper
+        # and the sessions are keyed by opaque handles, never an address, a sid or a UA
+        assert len(state["limiters"]) == 2
+        assert state["limiters"][0][0], "no bucket handed over"
+        raw = [f"203.0.113.{i + 1}".encode() for i in range(PLAYBACKS)]
+        raw += [f'"pb-{i}"'.encode() for i in range(PLAYBACKS)] + [ua.encode() for ua in UAS]
+        raw += [b"Mozilla/5.0", b"203.0.113."]
+        assert [n for n in raw if n in thief.taken] == []
         needles = [hot_restart.MAGIC]
         for secret in secrets.values():
             needles += [bytes(secret), secret.hex().encode()]
@@ -334,6 +343,50 @@ def test_hot_restart_under_load_loses_no_report_and_refuses_no_connection(
         target.flush()
         [day] = target.stats("day")
         assert day["views"] == len(statuses) == 1600  # each accepted event counted once
+    finally:
+        target.proc.stop()
+
+
+# -- abuse: a SIGHUP is no way around the rate limit -----------------------------------------------
+
+
+BURST = 5
+RATE = 0.1  # per second: one token back every 10 s
+
+
+def test_a_sighup_does_not_refill_a_sessions_rate_limit(
+    tmp_path: Path, ch_database: ChDatabase
+) -> None:
+    """The attack: a player spends its session's whole burst, then times a SIGHUP (a deploy)
+    and spends it again on fresh buckets. Over the whole run a session may have no more
+    than its burst plus what the rate gave back in the time that passed."""
+    target = Target(
+        serve(tmp_path / "data", ch_database, "--rate-limit-per-second", str(RATE),
+              "--rate-limit-burst", str(BURST)),
+        ch_database,
+    )  # fmt: skip
+    target.setup()
+    ua = UAS[0]
+
+    def report(sid: str, sn: int) -> int:
+        body = f'cid="live-1",e=ps,sid="{sid}",sn={sn},sta=p,ts={1795480000000 + sn},v=2\n'
+        return post_report(target.proc.url, target.embed_key, body.encode(), "203.0.113.50", ua)
+
+    try:
+        started = time.monotonic()
+        before = [report("greedy", sn) for sn in range(BURST + 2)]
+        assert before[:BURST] == [204] * BURST
+        assert before[BURST:] == [429, 429]
+        sighup_and_wait(target, 1)
+        assert target.health()["generation"] == 1
+        after = [report("greedy", sn) for sn in range(BURST + 2, 2 * BURST + 4)]
+        elapsed = time.monotonic() - started
+        budget = BURST + int(RATE * elapsed) + 1
+        accepted = before.count(204) + after.count(204)
+        assert accepted <= budget, (before, after, f"{elapsed:.1f} s")
+        assert set(after) <= {204, 429}
+        # the limiter still lets other sessions of the same address through
+        assert report("neighbour", 0) == 204
     finally:
         target.proc.stop()
 
