@@ -106,13 +106,15 @@ def test_cold_restart_mid_traffic_counts_no_playback_twice(
     alone, restarted = pair(tmp_path, clickhouse_server, ch_database)
     try:
         accepted = [0, 0]
+        late: list[list[float]] = []
         wait_early_in_minute()
         for n, phase in enumerate(phases()):
             if n == 3:  # SIGTERM (drains, flushes), then a new process on the same data
                 assert restarted.proc.stop() == 0
                 data_dir = restarted.proc.data_dir
                 restarted.proc = serve(data_dir, restarted.db)
-            send_phase(phase, [alone, restarted], accepted)
+            # the restarted server first: its reports arrive right after their ts
+            late.append(send_phase(phase, [restarted, alone], accepted)[0])
             time.sleep(1.0)
         for target in (alone, restarted):
             target.flush()
@@ -123,10 +125,16 @@ def test_cold_restart_mid_traffic_counts_no_playback_twice(
                            "startup_ms_p95", "failures_by_code", "concurrent_peak"):  # fmt: skip
                 assert got[metric] == expected[metric], (granularity, metric)
             # Playing time across the restart: the old run credits up to its stop, the new
-            # one from there, on the server's arrival clock; the gap it replaces was measured
-            # on the client's clock. They differ by how late each report arrives: at most
-            # 0.1 s per playing session here (15), on a loaded 2-core machine.
-            assert got["playing_seconds"] == pytest.approx(expected["playing_seconds"], abs=1.5)
+            # one from there, on the server's arrival clock; the gap this replaces is
+            # measured on the client's clock (ts) by the server left alone. Each report's
+            # arrival lies between its ts and its answer, so the two differ by at most how
+            # late the reports before the restart (less) or after it (more) were answered,
+            # plus a millisecond per credit cut off (two per playing session).
+            playing = expected["playing_seconds"]
+            cut = 0.002 * PLAYBACKS + 0.001
+            assert playing - late[2] - cut <= got["playing_seconds"] <= playing + late[3] + cut, (
+                granularity, late[2], late[3],
+            )  # fmt: skip
             # Unique viewers may count a viewer twice: the day's secret is gone, on purpose.
             assert expected["unique_viewers"] <= got["unique_viewers"] <= 2 * PLAYBACKS
         [minute] = alone.stats("minute")
