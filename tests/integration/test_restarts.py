@@ -6,12 +6,14 @@ so that both see the same minutes, and compares what each publishes."""
 
 from __future__ import annotations
 
+import asyncio
 import marshal
 import os
 import signal
 import socket
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +47,10 @@ def pair(tmp_path: Path, ch: ClickHouseProcess, ch_database: ChDatabase) -> tupl
     return alone, restarted
 
 
-def sighup_and_wait(target: Target, generation: int) -> None:
+def sighup_and_wait(target: Target, generation: int, send: bool = True) -> None:
     assert target.proc.proc is not None
-    os.kill(target.proc.proc.pid, signal.SIGHUP)
+    if send:
+        os.kill(target.proc.proc.pid, signal.SIGHUP)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if sum("hot restart" in line and "taken over" in line for line in target.proc.output) >= (
@@ -352,6 +355,99 @@ def test_hot_restart_under_load_loses_no_report_and_refuses_no_connection(
         [day] = target.stats("day")
         assert day["views"] == len(statuses) == 1600  # each accepted event counted once
     finally:
+        target.proc.stop()
+
+
+# -- keep-alive clients: a hot restart closes their connections without losing a report ---------
+
+
+@dataclass
+class KeepAliveClient:
+    """A player holding one keep-alive connection, as a browser does: a request that the
+    server closes the connection under before any byte of an answer (an idle connection
+    closed as the request went out) is sent again once on a new connection, as browsers do
+    (Chromium's ShouldResendRequest; RFC 9112 section 9.3.1). Dedupe counts it once."""
+
+    worker: int
+    pause: float
+    sent: int = 0
+    answered: list[int] = field(default_factory=list)
+    resent: int = 0
+    lost: int = 0
+    told_to_close: int = 0
+
+    async def run(self, url: str, embed_key: str, stop: asyncio.Event) -> None:
+        import aiohttp
+
+        headers = {"Content-Type": "application/cmcd", "X-Forwarded-For": f"10.9.{self.worker}.1",
+                   "User-Agent": UAS[0]}  # fmt: skip
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1, keepalive_timeout=60)
+        ) as session:
+            n = 0
+            while not stop.is_set():
+                sid = f"ka{self.worker}-{n}"
+                body = f'cid="ka",e=ps,sid="{sid}",sn=0,sta=p,ts={1795480000000 + n},v=2\n'
+                n += 1
+                self.sent += 1
+                for attempt in (0, 1):
+                    try:
+                        async with session.post(
+                            f"{url}/v1/r/{embed_key}?player=hls.js", data=body, headers=headers,
+                            timeout=aiohttp.ClientTimeout(total=60),
+                        ) as resp:  # fmt: skip
+                            await resp.read()
+                            self.answered.append(resp.status)
+                            self.told_to_close += resp.headers.get("Connection") == "close"
+                            break
+                    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                        if attempt == 1:
+                            self.lost += 1
+                        else:
+                            self.resent += 1
+                await asyncio.sleep(self.pause)
+
+
+async def test_a_hot_restart_loses_no_report_of_keep_alive_clients(
+    tmp_path: Path, ch_database: ChDatabase
+) -> None:
+    """Players on keep-alive connections across a SIGHUP: busy ones (the next report as soon
+    as one is answered) and idle ones (every 0.3 to 1.5 s, so their connection is idle when
+    the old code stops).
+    Every report is answered 204 (once resent at most, as browsers do), none is lost, and
+    each is counted once. Busy players are told ``Connection: close`` on the old code's last
+    answers, so none of them has a connection closed under a request."""
+    target = Target(serve(tmp_path / "data", ch_database), ch_database)
+    target.setup()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    busy = [KeepAliveClient(w, 0.0) for w in range(3)]
+    idle = [KeepAliveClient(w, p) for w, p in zip(range(3, 7), (0.3, 0.7, 1.1, 1.5), strict=True)]
+    clients = busy + idle
+    try:
+        assert target.proc.proc is not None
+        tasks = [
+            asyncio.create_task(c.run(target.proc.url, target.embed_key, stop)) for c in clients
+        ]
+        await asyncio.sleep(2.0)
+        os.kill(target.proc.proc.pid, signal.SIGHUP)
+        await loop.run_in_executor(None, sighup_and_wait, target, 1, False)
+        await asyncio.sleep(2.0)
+        stop.set()
+        await asyncio.gather(*tasks)
+        assert target.health()["generation"] == 1
+        statuses = [s for c in clients for s in c.answered]
+        assert set(statuses) == {204}, {s: statuses.count(s) for s in set(statuses)}
+        assert [c.lost for c in clients] == [0] * len(clients)
+        sent = sum(c.sent for c in clients)
+        assert len(statuses) == sent
+        assert [c.resent for c in busy] == [0] * len(busy)  # none met a closed connection
+        assert all(c.told_to_close >= 1 for c in busy)  # each was told to leave instead
+        target.flush()
+        [day] = await loop.run_in_executor(None, target.stats, "day")
+        assert day["views"] == sent  # each report counted once, resent or not
+    finally:
+        stop.set()
         target.proc.stop()
 
 
