@@ -3,11 +3,12 @@
 :func:`to_state` turns what a running process holds — playback sessions and their open
 minute leaves, closed minutes not yet released, the release ledger (open hour and day rows
 with their viewer sets, pools of held-back cells), what the writer last published, the
-deduper's and the replay guard's memories — into a dict of ints, floats, strings, bytes,
-tuples, lists, sets and dicts only; :func:`from_state` puts it back into freshly built
-objects. :mod:`aggregator.hot_restart` encodes that dict with :mod:`marshal` (plain data,
-no code or arbitrary objects: never pickle) into anonymous memory, with the viewer secrets
-beside it, never in it.
+deduper's and the replay guard's memories, the rate limiters' buckets (keyed by opaque
+handles under the process secret, never an address or a session id) — into a dict of
+ints, floats, strings, bytes, tuples, lists, sets and dicts only; :func:`from_state` puts
+it back into freshly built objects. :mod:`aggregator.hot_restart` encodes that dict with
+:mod:`marshal` (plain data, no code or arbitrary objects: never pickle) into anonymous
+memory, with the viewer secrets beside it, never in it.
 
 The state names the fields of each class it carries (``shapes``); a new version of the code
 whose classes differ takes nothing (:class:`StateError`) and starts empty rather than
