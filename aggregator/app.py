@@ -19,6 +19,7 @@ from aggregator import (
     account_api,
     admin,
     dashboard,
+    drain,
     export,
     openapi,
     privacy_api,
@@ -96,6 +97,7 @@ async def create_app(
     app[admin.DEFAULT_K] = aggregator_config.default_k
     app[admin.DEFAULT_RETENTION] = aggregator_config.retention_days
     setup_collector(app, collector_config, accounts, service, clock)
+    drain.install(app)
     for module in (
         admin,
         stats,

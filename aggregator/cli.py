@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamtally")
 
 LISTEN_BACKLOG = 1024  # connections that wait while a hot restart runs
-HANDOVER_GRACE_SECONDS = 0.05  # after the last accept, for its request to arrive
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 DESCRIPTION = "StreamTally: run the service, migrate its schema, manage accounts, tokens and keys."
@@ -115,7 +114,7 @@ async def _serve(
     code: aggregator/hot_restart.py)."""
     from aiohttp import web
 
-    from aggregator import hot_restart
+    from aggregator import drain, hot_restart
     from aggregator.admintoken import AdminToken
     from aggregator.app import RUNNER_OPTIONS, create_app
     from aggregator.opmetrics import OPERATOR_LISTENER
@@ -187,7 +186,9 @@ async def _serve(
     log.info("hot restart: draining requests, then handing the state over in memory")
     listen_fd = os.dup(sock.fileno())  # keeps the socket (and its backlog) past the site
     await site.stop()  # no more accepts: new connections wait in the backlog
-    await asyncio.sleep(HANDOVER_GRACE_SECONDS)  # accepted connections' requests come in
+    drain.start(app)  # each answer from here on: Connection: close (aggregator/drain.py)
+    # accepted connections' requests come in; busy keep-alive clients are told to leave
+    await drain.until_quiet(runner)
     service = app[SERVICE]
     service.handing_over = True
     await runner.cleanup()  # requests in flight finish; no final flush, no session ends

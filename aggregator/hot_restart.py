@@ -89,6 +89,7 @@ def write_state(app: web.Application) -> int:
         service=service.handover_state(),
         deduper=pipeline.deduper,
         replay=pipeline.replay,
+        limiters=(pipeline.limiter, pipeline.address_limiter),
     )
     payload = marshal.dumps(state)
     del state
@@ -151,6 +152,7 @@ def take_over(app: web.Application, inherit: Inherited) -> bool:
             ledger=service.ledger,
             deduper=pipeline.deduper,
             replay=pipeline.replay,
+            limiters=(pipeline.limiter, pipeline.address_limiter),
         )
         del state
         service.take_over(service_state, inherit.generation)

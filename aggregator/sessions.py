@@ -44,7 +44,8 @@ What counts (decided here, from what real players send, ``fixtures/cmcd/``):
   goes on
   without a new view, startup time or exit before video start. Its viewer counts from
   here; the playing time between the old run's stop and this event is credited if it is
-  playing (and the old run credited its side up to the stop).
+  playing, or if it is a change to paused or seeking (``ps`` with ``sta`` a or k: it played
+  up to it); the old run credited its side up to the stop.
 - **Out of order**: an event whose ``ts`` is older than one already seen moves no state and
   no duration, but its facts still count (view start, video start, failure, ``msd``,
   ``ltc``, ``ec``).
@@ -57,7 +58,7 @@ from typing import Final
 
 from collector.handover import Dimensions, Event
 
-__all__ = ["Leaf", "Session", "mid_play"]
+__all__ = ["LEFT_PLAYING_STATES", "Leaf", "Session", "mid_play"]
 
 MAX_GAP_MS: Final = 300_000  # a longer gap between two events is counted as this much
 BUDGET_SLACK_MS: Final = 300_000.0  # credited time may exceed the session's arrival age by this
@@ -69,6 +70,9 @@ MAX_CODE_LENGTH: Final = 64
 
 _VIEW_STATES: Final = frozenset("spr")
 _MID_PLAY_STATES: Final = frozenset("pak")  # only ever after video start
+# A play state change to these, as the first event after a cold restart: a pause or a seek
+# is entered from playing (the old run credited its side of the gap the same way).
+LEFT_PLAYING_STATES: Final = frozenset("ak")
 # Without sta: a first event with an sn this high is not the start of a playback. Real
 # players' first reports arrive out of order by a few places (fixtures/cmcd: up to 5), and
 # a stateless start-up (Shaka's build without sta) reaches msd by sn 7.
@@ -274,11 +278,14 @@ class Session:
             return False
         return self.state == "p" if self.stateful else True
 
-    def credit_gap(self, seconds: float, m: int, enter: Enter) -> None:
+    def credit_gap(
+        self, seconds: float, m: int, enter: Enter, *, played_until: bool = False
+    ) -> None:
         """Playing time across a cold restart (arrival clock): from the last event to the
         stop on the old run's side, from the stop to the first event on the new run's side.
-        Only while playing; capped like any gap between two events."""
-        if seconds <= 0 or not self.playing():
+        Only while playing (``played_until``: the first event is a change of state that a
+        playback leaves playing for, so it played up to it); capped like any gap."""
+        if seconds <= 0 or not (played_until or self.playing()):
             return
         ms = int(seconds * 1000)
         self.budget_ms += ms

@@ -31,7 +31,7 @@ from prometheus_client import Counter
 
 from aggregator.cells import Group, RawCell
 from aggregator.histogram import bucket_of
-from aggregator.sessions import Leaf, Session, mid_play
+from aggregator.sessions import LEFT_PLAYING_STATES, Leaf, Session, mid_play
 from collector.handover import Dimensions, Event
 
 __all__ = ["CLOSE_GRACE_SECONDS", "DEFAULT_BREAKDOWNS", "Aggregator", "Group"]
@@ -103,8 +103,10 @@ class Aggregator:
                 if ev.arrival < self.resume_until and mid_play(ev):
                     s.resume(ev)
                     s.observe(ev, m, enter)
-                    if ev.kind != "ps":  # a state change says it was not playing before
+                    if ev.kind != "ps":  # a heartbeat: it was in this state before
                         s.credit_gap(ev.arrival - self.resumed_from, m, enter)
+                    elif ev.state in LEFT_PLAYING_STATES:  # paused or seeking: it played
+                        s.credit_gap(ev.arrival - self.resumed_from, m, enter, played_until=True)
                     continue
             elif s.account_id != ev.account_id:
                 continue  # a handle of another account (cannot happen with keyed handles)

@@ -322,9 +322,10 @@ class Pipeline:
 
     def strip(self, r: Report) -> Stop | None:
         assert r.account is not None
-        r.dims = self.stripper.strip(r.ip, r.user_agent).dimensions(player_from_query(r.player))
+        player = player_from_query(r.player)
+        r.dims = self.stripper.strip(r.ip, r.user_agent).dimensions(player)
         r.player = None
-        screen_events(r.fresh, r.account)
+        screen_events(r.fresh, r.account, player)
         return None
 
     def key(self, r: Report) -> Stop | None:
