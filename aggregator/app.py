@@ -69,6 +69,7 @@ async def create_app(
         url=aggregator_config.clickhouse_url,
         data_dir=data_dir,
         database=aggregator_config.database,
+        cluster=aggregator_config.clickhouse_cluster,
     )
     applied = await migrate(store)
     if applied:

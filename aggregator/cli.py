@@ -224,6 +224,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             url=aggregator_config.clickhouse_url,
             data_dir=collector_config.data_dir.resolve(),
             database=aggregator_config.database,
+            cluster=aggregator_config.clickhouse_cluster,
         )
         try:
             return await migrate(store)

@@ -318,6 +318,14 @@ class Purger:
         )
         return [r[0] for r in rows]
 
+    async def _detached_parts(self, table: str) -> int:
+        rows = await self.store.query_rows(
+            "SELECT count() FROM system.detached_parts "
+            "WHERE database = {db:String} AND table = {t:String}",
+            {"db": self.store.database, "t": table},
+        )
+        return int(rows[0][0])
+
     async def wait_for_old_parts(
         self, account_id: str, tables: list[str], wait_seconds: float = PARTS_WAIT_SECONDS
     ) -> dict[str, dict[str, int]]:
@@ -328,17 +336,12 @@ class Purger:
         ``wait_seconds`` (a long query holding them, or a much longer old_parts_lifetime
         set on the table by hand), or if a table has detached parts.
         """
-        db = self.store.database
         checked: dict[str, dict[str, int]] = {}
         for table in tables:
-            detached = await self.store.query_rows(
-                "SELECT count() FROM system.detached_parts "
-                "WHERE database = {db:String} AND table = {t:String}",
-                {"db": db, "t": table},
-            )
-            if detached[0][0]:
+            detached = await self._detached_parts(table)
+            if detached:
                 raise PurgeNotVerified(
-                    f"{table} has {detached[0][0]} detached part(s), which may hold rows of the "
+                    f"{table} has {detached} detached part(s), which may hold rows of the "
                     "account: remove them (data dir, table's detached/ folder) and the purge "
                     "is resumed at the next start"
                 )
@@ -407,7 +410,12 @@ def install(app: web.Application) -> None:
 def purger_for(service: Service) -> Purger:
     found = _fallback.get(service)
     if found is None:
-        found = _fallback[service] = Purger(service)
+        if service.store.cluster is not None:
+            from aggregator.cluster_purge import ClusterPurger
+
+            found = _fallback[service] = ClusterPurger(service)
+        else:
+            found = _fallback[service] = Purger(service)
     return found
 
 

@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import OperationalError
 
+from aggregator.cluster_schema import ClusterSchema
 from collector.errors import StorageError
 
 _DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -103,24 +104,40 @@ class Store:
         self._sync = sync_client
         self._executor = executor
         self._closed = False
+        # The ClickHouse cluster the schema is spread over (setting clickhouse_cluster), or
+        # None: one server or the embedded engine. Read by migrate.py and purge.py.
+        self.cluster: ClusterSchema | None = None
 
     # ---- construction ---------------------------------------------------------------------
 
     @classmethod
     async def connect(
-        cls, *, url: str | None, data_dir: Path, database: str = "streamtally"
+        cls,
+        *,
+        url: str | None,
+        data_dir: Path,
+        database: str = "streamtally",
+        cluster: str = "",
     ) -> Store:
         """Connect to ``url`` (``http(s)://user:pass@host:port``) or the embedded engine.
 
-        The database is created if missing and used for every statement.
+        The database is created if missing and used for every statement. ``cluster``: the
+        name of a ClickHouse cluster (``<remote_servers>``) the schema is spread over, for
+        ``url`` only (see aggregator/cluster_schema.py).
         """
         if not _DATABASE_NAME.fullmatch(database):
             raise StorageError(
                 "database: a ClickHouse database name is letters, digits and '_' "
                 "(not starting with a digit), at most 63 characters"
             )
+        if cluster and not url:
+            raise StorageError(
+                "clickhouse_cluster needs clickhouse_url: the embedded engine is one node"
+            )
+        schema = ClusterSchema(cluster, database) if cluster else None
         store = await (cls._connect_http(url, database) if url else cls._connect_chdb(data_dir))
         store._database = database
+        store.cluster = schema
         try:
             await store._ensure_database(database)
         except BaseException:
