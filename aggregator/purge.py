@@ -61,6 +61,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from prometheus_client import Counter
 
 from aggregator.accounts_store import TOMBSTONE_SQL
 from aggregator.params import iso
@@ -90,6 +91,15 @@ PURGE_COLUMNS = (
     "version",
 )
 EXCLUDED_TABLES = frozenset({"purges"})
+
+PURGES = Counter(
+    "streamtally_purges_total",
+    "Account purges run: done (verified, receipt written) or failed (left pending, resumed "
+    "at the next start); the alert 'purge failed' watches the second",
+    ["outcome"],
+)
+for _outcome in ("done", "failed"):
+    PURGES.labels(_outcome)
 
 
 class PurgeNotVerified(StorageError):
@@ -166,6 +176,15 @@ class Purger:
         return started
 
     async def _run(self, account_id: str, actor: str, started: datetime) -> dict[str, Any]:
+        try:
+            receipt = await self._steps(account_id, actor, started)
+        except Exception:
+            PURGES.labels("failed").inc()
+            raise
+        PURGES.labels("done").inc()
+        return receipt
+
+    async def _steps(self, account_id: str, actor: str, started: datetime) -> dict[str, Any]:
         await self.stop_account(account_id)
         tables = await self.tables()
         for table in tables:
