@@ -45,7 +45,7 @@ HANDOVER_GRACE_SECONDS = 0.05  # after the last accept, for its request to arriv
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 DESCRIPTION = "StreamTally: run the service, migrate its schema, manage accounts, tokens and keys."
 # The settings each command reads (serve reads them all); its --help lists only these.
-MIGRATE_SETTINGS = ("data_dir", "clickhouse_url", "database")
+MIGRATE_SETTINGS = ("data_dir", "clickhouse_url", "database", "clickhouse_cluster")
 KEYS_SETTINGS = ("data_dir", "key_overlap_seconds")
 
 
