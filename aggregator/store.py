@@ -33,6 +33,12 @@ from collector.errors import StorageError
 _DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _FORMAT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,39}")
 _CHDB_CHUNK = 64 * 1024
+# On a cluster an insert goes through a Distributed table. ClickHouse's default queues a
+# block bound for a remote shard in that table's folder on the local disk and sends it
+# later: rows a purge could neither see nor delete, landing after its receipt (privacy
+# invariant 4). Written through instead: the insert returns once its shards have it, or
+# fails and the writer spools the batch.
+CLUSTER_INSERT_SETTINGS: dict[str, Any] = {"distributed_foreground_insert": 1}
 
 
 def _redact(url: str) -> str:
@@ -260,6 +266,8 @@ class Store:
         """Insert rows; ``settings`` may carry e.g. ``insert_deduplication_token``."""
         if not rows:
             return
+        if self.cluster is not None:
+            settings = {**CLUSTER_INSERT_SETTINGS, **(settings or {})}
         with self._errors(f"an insert into {table}"):
             await self._call(
                 "insert",

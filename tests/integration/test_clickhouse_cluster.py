@@ -13,10 +13,8 @@ tests/aggregator/test_cluster_schema.py.
 
 from __future__ import annotations
 
-import functools
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,52 +24,21 @@ import clickhouse_connect
 import pytest
 from aiohttp.test_utils import TestServer
 
-import aggregator.store
 from aggregator.app import RUNNER_OPTIONS, STORE, create_app
 from aggregator.cluster_purge import ClusterPurger
-from aggregator.cluster_schema import ClusterSchema
 from aggregator.migrate import load_migrations, migrate
 from aggregator.purge import get_purger
 from aggregator.store import Store
-from tests.chserver import ClickHouseProcess
+from tests.conftest import CLICKHOUSE_CLUSTER as CLUSTER
 from tests.conftest import ChDatabase
 from tests.integration.conftest import CHROME_UA, Running, make_configs
 
-CLUSTER = "streamtally_test"
 FIREFOX_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"
 
 
-@pytest.fixture(scope="module")
-def cluster_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseProcess]:
-    """A ClickHouse server that is also a one-node cluster named CLUSTER."""
-    server = ClickHouseProcess(tmp_path_factory.mktemp("ch-cluster") / "data", cluster=CLUSTER)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-def cluster_db(cluster_server: ClickHouseProcess) -> Iterator[ChDatabase]:
-    database = f"test_{uuid.uuid4().hex[:16]}"
-    client = clickhouse_connect.get_client(host=cluster_server.host, port=cluster_server.port)
-    try:
-        client.command(f"CREATE DATABASE {database}")
-        try:
-            yield ChDatabase(cluster_server.url, database)
-        finally:
-            client.command(f"DROP DATABASE IF EXISTS {database} SYNC")
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def without_keeper(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The store builds the Keeper-less form of the cluster schema (see the docstring)."""
-    monkeypatch.setattr(
-        aggregator.store, "ClusterSchema", functools.partial(ClusterSchema, replicated=False)
-    )
+def cluster_db(clickhouse_cluster_db: ChDatabase) -> ChDatabase:
+    return clickhouse_cluster_db
 
 
 def client_for(ch: ChDatabase) -> Any:
