@@ -7,8 +7,8 @@ a Replicated table "Can't create replicated table without ZooKeeper"), so the sc
 applied in its form without Keeper (``ClusterSchema(replicated=False)``): the same
 ``*_local`` tables, the same Distributed tables sharded by ``cityHash64(account_id)``, and
 every read and write of the real service going through them; the purge reads every replica
-through ``clusterAllReplicas``. The Keeper form is checked statically in
-tests/aggregator/test_cluster_schema.py.
+through ``clusterAllReplicas``. The Keeper form is read by the server's own parser
+(``formatQuery``) here and checked statically in tests/aggregator/test_cluster_schema.py.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from aiohttp.test_utils import TestServer
 
 from aggregator.app import RUNNER_OPTIONS, STORE, create_app
 from aggregator.cluster_purge import ClusterPurger
-from aggregator.migrate import load_migrations, migrate
+from aggregator.cluster_schema import ClusterSchema
+from aggregator.migrate import history_table_sql, load_migrations, migrate, statements_for
 from aggregator.purge import get_purger
 from aggregator.store import Store
 from tests.conftest import CLICKHOUSE_CLUSTER as CLUSTER
@@ -185,3 +186,25 @@ async def test_the_service_counts_and_purges_alike_on_one_server_and_on_the_clus
         finally:
             client.close()
         assert await readings(on, kept) == expected[1]
+
+
+async def test_the_keeper_form_parses_with_the_real_clickhouse_parser(
+    ch_database: ChDatabase, tmp_path: Path
+) -> None:
+    """The Keeper form cannot run here; ClickHouse's own parser (formatQuery) still reads
+    every statement of it, and keeps its ON CLUSTER, engine and Keeper path."""
+    schema = ClusterSchema(CLUSTER, ch_database.database)
+    statements = history_table_sql(schema) + [
+        sql for m in load_migrations() for sql in statements_for(m.statements, schema)
+    ]
+    store = await Store.connect(
+        url=ch_database.url, data_dir=tmp_path, database=ch_database.database
+    )
+    try:
+        for sql in statements:
+            [(formatted,)] = await store.query_rows("SELECT formatQuery({q:String})", {"q": sql})
+            assert f"ON CLUSTER {CLUSTER}" in formatted, formatted
+            if " ENGINE = Replicated" in sql:
+                assert "'/clickhouse/tables/{shard}/{database}/" in formatted
+    finally:
+        await store.close()
