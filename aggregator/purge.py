@@ -46,6 +46,9 @@ f. The receipt ``{"account_id", "tables", "rows_deleted", "verified_zero": true,
    ``detached_parts``, each 0.
 
 The audit rows of the account are purged with it; its purge row is its record.
+
+On a ClickHouse cluster (setting ``clickhouse_cluster``) :class:`aggregator.cluster_purge.
+ClusterPurger` runs the same steps on every replica of every shard.
 """
 
 from __future__ import annotations
@@ -430,6 +433,7 @@ def purger_for(service: Service) -> Purger:
     found = _fallback.get(service)
     if found is None:
         if service.store.cluster is not None:
+            # Imported here: cluster_purge builds on this module.
             from aggregator.cluster_purge import ClusterPurger
 
             found = _fallback[service] = ClusterPurger(service)
