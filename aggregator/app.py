@@ -70,6 +70,7 @@ async def create_app(
         url=aggregator_config.clickhouse_url,
         data_dir=data_dir,
         database=aggregator_config.database,
+        cluster=aggregator_config.clickhouse_cluster,
     )
     applied = await migrate(store)
     if applied:

@@ -44,7 +44,7 @@ LISTEN_BACKLOG = 1024  # connections that wait while a hot restart runs
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 DESCRIPTION = "StreamTally: run the service, migrate its schema, manage accounts, tokens and keys."
 # The settings each command reads (serve reads them all); its --help lists only these.
-MIGRATE_SETTINGS = ("data_dir", "clickhouse_url", "database")
+MIGRATE_SETTINGS = ("data_dir", "clickhouse_url", "database", "clickhouse_cluster")
 KEYS_SETTINGS = ("data_dir", "key_overlap_seconds")
 
 
@@ -225,6 +225,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             url=aggregator_config.clickhouse_url,
             data_dir=collector_config.data_dir.resolve(),
             database=aggregator_config.database,
+            cluster=aggregator_config.clickhouse_cluster,
         )
         try:
             return await migrate(store)

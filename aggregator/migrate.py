@@ -5,6 +5,10 @@ Each file holds one or more statements; a statement ends on a line whose text en
 name tables without a database, and must be idempotent (``CREATE TABLE IF NOT EXISTS``,
 ``ADD COLUMN IF NOT EXISTS``): a migration interrupted half way simply runs again.
 ``schema_migrations`` records what ran (version, name, applied_at).
+
+With a ClickHouse cluster (``store.cluster``, setting ``clickhouse_cluster``) each statement
+runs in its cluster form instead (aggregator/cluster_schema.py): replicated local tables and
+Distributed tables ``ON CLUSTER``. Without one, the statements run exactly as written.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+from aggregator.cluster_schema import ClusterSchema
 from aggregator.store import Store
 from collector.errors import StorageError
 
@@ -90,9 +95,22 @@ def load_migrations(directory: Traversable | Path | None = None) -> list[Migrati
     return [found[version] for version in sorted(found)]
 
 
+def statements_for(statements: Iterable[str], cluster: ClusterSchema | None) -> list[str]:
+    """What to run for ``statements``: themselves, or their cluster form."""
+    if cluster is None:
+        return list(statements)
+    return [sql for statement in statements for sql in cluster.cluster_statements(statement)]
+
+
+def history_table_sql(cluster: ClusterSchema | None = None) -> list[str]:
+    """The statement(s) creating ``schema_migrations``."""
+    return statements_for([_HISTORY_TABLE], cluster)
+
+
 async def applied_versions(store: Store) -> set[int]:
     """Versions recorded in ``schema_migrations`` (created if missing)."""
-    await store.command(_HISTORY_TABLE)
+    for statement in history_table_sql(store.cluster):
+        await store.command(statement)
     rows = await store.query_rows("SELECT DISTINCT version FROM schema_migrations")
     return {int(row[0]) for row in rows}
 
@@ -107,7 +125,7 @@ async def migrate(store: Store, migrations: Iterable[Migration] | None = None) -
     for migration in pending:
         if migration.version in done:
             continue
-        for statement in migration.statements:
+        for statement in statements_for(migration.statements, store.cluster):
             await store.command(statement)
         await store.insert(
             "schema_migrations",

@@ -98,6 +98,7 @@ EXPOSURE: Final[Mapping[str, Exposure]] = {
     "streamtally_spool_batches": _WRITTEN,
     "streamtally_spool_corrupt_records": _WRITTEN,
     "streamtally_audit_failures": Exposure("exact", "customer and admin actions, not viewers"),
+    "streamtally_purges": Exposure("exact", "customer and admin actions, not viewers"),
     # the Python process (prometheus_client's default collectors)
     "process_start_time_seconds": _CONSTANT,
     "process_max_fds": _CONSTANT,

@@ -46,6 +46,9 @@ f. The receipt ``{"account_id", "tables", "rows_deleted", "verified_zero": true,
    ``detached_parts``, each 0.
 
 The audit rows of the account are purged with it; its purge row is its record.
+
+On a ClickHouse cluster (setting ``clickhouse_cluster``) :class:`aggregator.cluster_purge.
+ClusterPurger` runs the same steps on every replica of every shard.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from prometheus_client import Counter
 
 from aggregator.accounts_store import TOMBSTONE_SQL
 from aggregator.params import iso
@@ -90,6 +94,15 @@ PURGE_COLUMNS = (
     "version",
 )
 EXCLUDED_TABLES = frozenset({"purges"})
+
+PURGES = Counter(
+    "streamtally_purges_total",
+    "Account purges run: done (verified, receipt written) or failed (left pending, resumed "
+    "at the next start); the alert 'purge failed' watches the second",
+    ["outcome"],
+)
+for _outcome in ("done", "failed"):
+    PURGES.labels(_outcome)
 
 
 class PurgeNotVerified(StorageError):
@@ -166,6 +179,15 @@ class Purger:
         return started
 
     async def _run(self, account_id: str, actor: str, started: datetime) -> dict[str, Any]:
+        try:
+            receipt = await self._steps(account_id, actor, started)
+        except Exception:
+            PURGES.labels("failed").inc()
+            raise
+        PURGES.labels("done").inc()
+        return receipt
+
+    async def _steps(self, account_id: str, actor: str, started: datetime) -> dict[str, Any]:
         await self.stop_account(account_id)
         tables = await self.tables()
         for table in tables:
@@ -318,6 +340,14 @@ class Purger:
         )
         return [r[0] for r in rows]
 
+    async def _detached_parts(self, table: str) -> int:
+        rows = await self.store.query_rows(
+            "SELECT count() FROM system.detached_parts "
+            "WHERE database = {db:String} AND table = {t:String}",
+            {"db": self.store.database, "t": table},
+        )
+        return int(rows[0][0])
+
     async def wait_for_old_parts(
         self, account_id: str, tables: list[str], wait_seconds: float = PARTS_WAIT_SECONDS
     ) -> dict[str, dict[str, int]]:
@@ -328,17 +358,12 @@ class Purger:
         ``wait_seconds`` (a long query holding them, or a much longer old_parts_lifetime
         set on the table by hand), or if a table has detached parts.
         """
-        db = self.store.database
         checked: dict[str, dict[str, int]] = {}
         for table in tables:
-            detached = await self.store.query_rows(
-                "SELECT count() FROM system.detached_parts "
-                "WHERE database = {db:String} AND table = {t:String}",
-                {"db": db, "t": table},
-            )
-            if detached[0][0]:
+            detached = await self._detached_parts(table)
+            if detached:
                 raise PurgeNotVerified(
-                    f"{table} has {detached[0][0]} detached part(s), which may hold rows of the "
+                    f"{table} has {detached} detached part(s), which may hold rows of the "
                     "account: remove them (data dir, table's detached/ folder) and the purge "
                     "is resumed at the next start"
                 )
@@ -407,7 +432,13 @@ def install(app: web.Application) -> None:
 def purger_for(service: Service) -> Purger:
     found = _fallback.get(service)
     if found is None:
-        found = _fallback[service] = Purger(service)
+        if service.store.cluster is not None:
+            # Imported here: cluster_purge builds on this module.
+            from aggregator.cluster_purge import ClusterPurger
+
+            found = _fallback[service] = ClusterPurger(service)
+        else:
+            found = _fallback[service] = Purger(service)
     return found
 
 

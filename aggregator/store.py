@@ -27,11 +27,18 @@ from urllib.parse import unquote, urlsplit
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import OperationalError
 
+from aggregator.cluster_schema import ClusterSchema
 from collector.errors import StorageError
 
 _DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _FORMAT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,39}")
 _CHDB_CHUNK = 64 * 1024
+# On a cluster an insert goes through a Distributed table. ClickHouse's default queues a
+# block bound for a remote shard in that table's folder on the local disk and sends it
+# later: rows a purge could neither see nor delete, landing after its receipt (privacy
+# invariant 4). Written through instead: the insert returns once its shards have it, or
+# fails and the writer spools the batch.
+CLUSTER_INSERT_SETTINGS: dict[str, Any] = {"distributed_foreground_insert": 1}
 
 
 def _redact(url: str) -> str:
@@ -103,24 +110,40 @@ class Store:
         self._sync = sync_client
         self._executor = executor
         self._closed = False
+        # The ClickHouse cluster the schema is spread over (setting clickhouse_cluster), or
+        # None: one server or the embedded engine. Read by migrate.py and purge.py.
+        self.cluster: ClusterSchema | None = None
 
     # ---- construction ---------------------------------------------------------------------
 
     @classmethod
     async def connect(
-        cls, *, url: str | None, data_dir: Path, database: str = "streamtally"
+        cls,
+        *,
+        url: str | None,
+        data_dir: Path,
+        database: str = "streamtally",
+        cluster: str = "",
     ) -> Store:
         """Connect to ``url`` (``http(s)://user:pass@host:port``) or the embedded engine.
 
-        The database is created if missing and used for every statement.
+        The database is created if missing and used for every statement. ``cluster``: the
+        name of a ClickHouse cluster (``<remote_servers>``) the schema is spread over, for
+        ``url`` only (see aggregator/cluster_schema.py).
         """
         if not _DATABASE_NAME.fullmatch(database):
             raise StorageError(
                 "database: a ClickHouse database name is letters, digits and '_' "
                 "(not starting with a digit), at most 63 characters"
             )
+        if cluster and not url:
+            raise StorageError(
+                "clickhouse_cluster needs clickhouse_url: the embedded engine is one node"
+            )
+        schema = ClusterSchema(cluster, database) if cluster else None
         store = await (cls._connect_http(url, database) if url else cls._connect_chdb(data_dir))
         store._database = database
+        store.cluster = schema
         try:
             await store._ensure_database(database)
         except BaseException:
@@ -243,6 +266,8 @@ class Store:
         """Insert rows; ``settings`` may carry e.g. ``insert_deduplication_token``."""
         if not rows:
             return
+        if self.cluster is not None:
+            settings = {**CLUSTER_INSERT_SETTINGS, **(settings or {})}
         with self._errors(f"an insert into {table}"):
             await self._call(
                 "insert",
