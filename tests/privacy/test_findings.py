@@ -12,17 +12,7 @@ import itertools
 
 from tests.privacy.auditor import Auditor, Row, RowKey
 from tests.privacy.inprocess import run
-from tests.privacy.traffic import T0, Session, make_session, spans
-
-M0 = T0 // 60
-DE = (
-    ("country", "DE"),
-    ("device", "desktop"),
-    ("os", "Linux"),
-    ("browser", "Chrome"),
-    ("player", "hls.js"),
-)
-FR = (("country", "FR"), *DE[1:])
+from tests.privacy.traffic import DE, FR, M0, T0, Session, make_session, spans
 
 
 def crowd(first: int, n: int, minute: int, stream: str = "news", dims=DE) -> list[Session]:

@@ -32,17 +32,7 @@ from tests.privacy.test_service_audit import (  # the real service, one for the 
     _viewers,
     audited,  # noqa: F401  (the fixture)
 )
-from tests.privacy.traffic import T0, Session, make_session, spans
-
-M0 = T0 // 60
-DE = (
-    ("country", "DE"),
-    ("device", "desktop"),
-    ("os", "Linux"),
-    ("browser", "Chrome"),
-    ("player", "hls.js"),
-)
-FR = (("country", "FR"), *DE[1:])
+from tests.privacy.traffic import DE, FR, M0, T0, Session, dims, make_session, spans
 
 FullKey = tuple[str, int, str, str, str]  # (granularity, window start, stream, breakdown, value)
 
@@ -572,15 +562,6 @@ def test_marginals_of_a_lone_failure_pin_it_to_one_viewer() -> None:
     of the minute is French, on mobile and on shaka. Whoever knows that viewer was watching
     (the doc's "knowledge from outside") learns that their playback failed."""
     k = 3
-
-    def dims(country: str, device: str, player: str) -> tuple[tuple[str, str], ...]:
-        return (
-            ("country", country),
-            ("device", device),
-            ("os", "Linux"),
-            ("browser", "Chrome"),
-            ("player", player),
-        )
 
     people = [
         ("FR", "mobile", "shaka"),  # viewer 0, the victim: fails
