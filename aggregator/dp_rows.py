@@ -17,6 +17,12 @@ from aggregator.noise import SHOWN, DpPolicy, row_noise
 from aggregator.store import Store
 from collector.accounts import Account
 
+# What the margins mean, in one sentence: shown by the dashboard above a dp account's numbers
+# (aggregator/static/index.html; tests/integration/test_dashboard.py checks they agree).
+DP_SENTENCE: Final = (
+    "Numbers are noisy on purpose: the true value lies within ± the shown margin 95 times in 100."
+)
+
 HOUR_PARTS = """
 SELECT toStartOfDay(window_start) AS day, stream, breakdown, value, count() AS parts
 FROM cells FINAL
