@@ -70,6 +70,9 @@ async function readPage(page) {
       codesEmpty: document.querySelector('#codes-card .empty-note')?.textContent.trim() ?? null,
       selectedStream: document.getElementById('stream').value,
       releaseSentence: text('release-sentence'),
+      dpNoteVisible: !document.getElementById('dp-note').hidden,
+      marginsVisible: [...document.querySelectorAll('.tile .margin')].filter((m) => !m.hidden).length,
+      chartMargins: [...document.querySelectorAll('.chart-box')].reduce((a, b) => a + Number(b.dataset.margins ?? 0), 0),
       realtime: {
         state: document.getElementById('realtime').dataset.state,
         loads: Number(document.getElementById('realtime').dataset.loads),

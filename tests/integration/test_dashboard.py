@@ -275,6 +275,10 @@ async def test_dashboard_shows_the_api_numbers_in_a_real_browser(running: Runnin
     assert not page["signInVisible"]
     assert page["accountId"] == account["account_id"]
     assert page["k"] == "2"
+    # k mode: no noise, so no sentence about it, no margins, no whiskers
+    assert not page["dpNoteVisible"]
+    assert page["marginsVisible"] == 0
+    assert page["chartMargins"] == 0
     tiles = page["tiles"]
     assert tiles["views"]["text"] == str(expected["views"])
     assert tiles["unique"]["text"] == str(expected["unique"])

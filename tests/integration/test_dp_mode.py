@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 
 from aggregator.accounts_store import AccountStore
@@ -223,6 +224,14 @@ async def test_every_noisy_number_carries_the_same_interval_in_json_csv_and_expo
                 assert row[f"{metric}_{column}"] == want, (key, metric, column)
                 assert float(line[f"{metric}_{column}"]) == want, (key, metric, column)
         assert row["views"] == int(line["views"])
+
+    # parquet: the same columns, nulls where there is no noise, the same numbers
+    status, _, raw = await get(running, "/v1/export", token, format="parquet")
+    assert status == 200
+    table = pq.read_table(io.BytesIO(raw)).to_pylist()
+    assert [list(r) for r in table[:1]] == [[*COLUMNS, *NOISE_COLUMNS]]
+    for row, again_row in zip(cells, table, strict=True):
+        assert {c: again_row[c] for c in NOISE_COLUMNS} == {c: row[c] for c in NOISE_COLUMNS}
 
     # read again: nothing moved
     again = (await running.stats(token, granularity="day", **span))["rows"]
