@@ -155,6 +155,14 @@ def expected_ci95(metric: str, scale: float, hour_scales: list[float]) -> float:
     return 1.96 * math.sqrt(var)
 
 
+def tail(scale: float, t: float) -> float:
+    """P[|X| > t] for X discrete Laplace of ``scale`` (P[X = x] ∝ e^{-|x|/scale}), summed
+    from the distribution itself, not from aggregator/noise.py."""
+    q = math.exp(-1 / scale)
+    first = math.floor(t) + 1  # the smallest integer above t
+    return 2 * q**first / (1 + q) if t >= 0 else 1.0
+
+
 async def test_every_noisy_number_carries_the_same_interval_in_json_csv_and_export(
     running: Running,
 ) -> None:
@@ -182,6 +190,13 @@ async def test_every_noisy_number_carries_the_same_interval_in_json_csv_and_expo
             inside = [h[metric]["scale"] for (_, _, s), h in hours.items() if s == stream]
             want = expected_ci95(metric, values["scale"], inside if granularity == "day" else [])
             assert values["ci95"] == pytest.approx(want, abs=2e-3), (granularity, stream, metric)
+
+    # an hour row's interval is the 95 % quantile of its noise: at most 5 % beyond it,
+    # more than 5 % beyond one step less
+    for noise in hours.values():
+        for metric, values in noise.items():
+            scale, ci = values["scale"] / UNIT[metric], round(values["ci95"] / UNIT[metric])
+            assert tail(scale, ci) <= 0.05 < tail(scale, ci - 1), metric
 
     # the stats CSV: the same numbers, flat, after the metrics
     for granularity in ("hour", "day"):
