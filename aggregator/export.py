@@ -114,7 +114,6 @@ _SETTINGS: Final = (
     " SETTINGS output_format_json_quote_64bit_integers = 0, date_time_output_format = 'iso',"
     " format_csv_null_representation = ''"
 )
-EXPORT_SQL: Final = EXPORT_SELECT + _ORDER + _SETTINGS
 
 
 def export_select(account: Account) -> tuple[str, dict[str, Any]]:
