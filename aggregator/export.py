@@ -8,7 +8,10 @@ JSON, no padding) and can be fetched on its own with ``format=manifest``.
 
 Rows are the stored cells of every granularity, with the rows of every process run
 (``part``) added up, read with FINAL so deleted cells are left out. They are all
-k-anonymous: nothing below k is ever stored.
+k-anonymous: nothing below k is ever stored. A dp account's export has, after the cells'
+columns, each noisy metric's noise scale and 95 % interval (``views_noise_scale``,
+``views_ci95``, ... :mod:`aggregator.dp_rows`), the numbers the stats API shows; null
+(ndjson, parquet) or empty (csv) in rows without noise (minutes, days before dp applied).
 
 ``streamtally export`` (see :func:`add_cli`) writes an export to a file with a progress bar.
 """
@@ -34,6 +37,7 @@ from aggregator import audit
 from aggregator.accounts_store import utc_today
 from aggregator.auth import require_account
 from aggregator.cells import PARTS_ADDED_UP
+from aggregator.dp_rows import export_noise, noise_descriptions
 from aggregator.params import iso
 from aggregator.service import SERVICE
 from collector.accounts import Account
@@ -94,19 +98,39 @@ COLUMNS: Final[dict[str, str]] = {
 _AGGREGATES: Final = {**PARTS_ADDED_UP, "retention_days": "max(retention_days)"}
 _KEYS: Final = ("stream", "granularity", "window_start", "breakdown", "value")
 
-EXPORT_SELECT: Final = (
+_SELECT_CELLS: Final = (
     "SELECT "
     + ", ".join(
         [*_KEYS, *(f"{_AGGREGATES[name]} AS {name}" for name in COLUMNS if name not in _KEYS)]
     )
-    + " FROM cells FINAL WHERE account_id = {account:String} GROUP BY "
+    + "{runs} FROM cells FINAL WHERE account_id = {account:String} GROUP BY "
     + ", ".join(_KEYS)
 )
-EXPORT_SQL: Final = (
-    EXPORT_SELECT + " ORDER BY granularity, window_start, stream, breakdown, value"
-    # integers as JSON numbers, not strings; times as ISO 8601 (2026-11-24T10:00:00Z)
-    " SETTINGS output_format_json_quote_64bit_integers = 0, date_time_output_format = 'iso'"
+EXPORT_SELECT: Final = _SELECT_CELLS.replace("{runs}", "")
+_ORDER: Final = " ORDER BY granularity, window_start, stream, breakdown, value"
+# integers as JSON numbers, not strings; times as ISO 8601 (2026-11-24T10:00:00Z); no
+# value (the noise columns of rows without noise) as an empty CSV field
+_SETTINGS: Final = (
+    " SETTINGS output_format_json_quote_64bit_integers = 0, date_time_output_format = 'iso',"
+    " format_csv_null_representation = ''"
 )
+
+
+def export_select(account: Account) -> tuple[str, dict[str, Any]]:
+    """The export's rows (without ORDER BY) and its parameters: for a dp account with the
+    noise columns of :func:`aggregator.dp_rows.export_noise` after the cells' columns."""
+    params: dict[str, Any] = {"account": account.account_id}
+    if account.privacy != "dp":
+        return EXPORT_SELECT, params
+    sql, noise = export_noise(account, _SELECT_CELLS.replace("{runs}", ", count() AS _runs"))
+    return sql, {**params, **noise}
+
+
+def column_descriptions(account: Account) -> dict[str, str]:
+    """What each exported column of ``account`` holds."""
+    if account.privacy != "dp":
+        return COLUMNS
+    return {**COLUMNS, **noise_descriptions()}
 
 
 def encode_header(manifest: dict[str, Any]) -> str:
@@ -126,11 +150,12 @@ async def build_manifest(
 ) -> dict[str, Any]:
     """Schema (from ClickHouse's DESCRIBE of the export query), k, retention, time, rows."""
     store = request.app[SERVICE].store
-    params = {"account": account.account_id}
-    described = await store.query_rows(f"DESCRIBE ({EXPORT_SELECT})", params)
-    counted = await store.query_rows(f"SELECT count() FROM ({EXPORT_SELECT})", params)
+    select, params = export_select(account)
+    described = await store.query_rows(f"DESCRIBE ({select})", params)
+    counted = await store.query_rows(f"SELECT count() FROM ({select})", params)
+    columns = column_descriptions(account)
     schema = [
-        {"name": str(row[0]), "type": str(row[1]), "description": COLUMNS.get(str(row[0]), "")}
+        {"name": str(row[0]), "type": str(row[1]), "description": columns.get(str(row[0]), "")}
         for row in described
     ]
     return {
@@ -174,7 +199,8 @@ async def get_export(request: web.Request) -> web.StreamResponse:
 
     fmt = FORMATS[name]
     store = request.app[SERVICE].store
-    chunks = store.raw_stream(EXPORT_SQL, fmt.clickhouse, {"account": account.account_id})
+    select, params = export_select(account)
+    chunks = store.raw_stream(select + _ORDER + _SETTINGS, fmt.clickhouse, params)
     try:
         return await _send(request, chunks, manifest, fmt, _filename(account, fmt, exported_at))
     finally:

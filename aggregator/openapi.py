@@ -579,7 +579,12 @@ def _customer_paths() -> dict[str, Any]:
                     "200": {
                         "description": (
                             "JSON, or CSV with a header row (window_start, stream, the `by` "
-                            "dimensions, the metrics; maps as JSON; empty for none)"
+                            "dimensions, the metrics; maps as JSON; empty for none). dp "
+                            "accounts' CSV adds, for each chosen noisy metric (views, "
+                            "unique_viewers, playing_seconds, failures), `<metric>_noise_scale` "
+                            "and `<metric>_ci95`: the row's `noise` of the JSON, flat; empty in "
+                            "rows without noise (minutes, days before dp applied). k accounts' "
+                            "CSV has no such columns"
                         ),
                         "headers": {
                             "StreamTally-Viewers-Not-In-Breakdown": {
@@ -653,7 +658,17 @@ def _customer_paths() -> dict[str, Any]:
                     "first line of an ndjson export; for csv and parquet it is in the "
                     f"`{MANIFEST_HEADER}` header (base64url of the JSON, no padding), and "
                     "`format=manifest` answers it alone. A transfer that breaks part way "
-                    "ends without its final chunk. Each export is audited."
+                    "ends without its final chunk. Each export is audited. A dp account's "
+                    "export has 8 more columns after the cells' ones: `views_noise_scale`, "
+                    "`views_ci95`, `unique_viewers_noise_scale`, `unique_viewers_ci95`, "
+                    "`playing_seconds_noise_scale`, `playing_seconds_ci95`, "
+                    "`failures_noise_scale`, `failures_ci95` (Nullable(Float64)): the scale of "
+                    "the discrete Laplace noise on that metric and the half-width of its 95 % "
+                    "interval (the true value lies within value ± ci95 in 95 % of rows), the "
+                    "numbers the stats API gives the same row; null (ndjson, parquet) or empty "
+                    "(csv) in rows without noise (minute rows, days before dp applied). The "
+                    "manifest's schema describes every column. k accounts' exports have no "
+                    "such columns."
                 ),
                 "operationId": "export",
                 "security": API,

@@ -28,7 +28,7 @@ from aggregator.accounts_store import utc_today
 from aggregator.auth import require_account
 from aggregator.cells import OTHER, added_up
 from aggregator.config import BREAKDOWN_DIMENSIONS
-from aggregator.dp_rows import add_noise
+from aggregator.dp_rows import add_noise, flatten, noise_columns
 from aggregator.histogram import startup_quantile
 from aggregator.params import EARLIEST, iso, parse_time
 from aggregator.service import SERVICE
@@ -492,13 +492,15 @@ async def get_stats(request: web.Request) -> web.Response:
     else:
         rows = [shape(r, "", query.metrics) for r in result if r["breakdown"] == ""]
     hidden = hidden_summary(result, query.by)
-    if query.fmt != "csv":
-        await add_noise(
-            store, account, query.granularity, rows, query.by, query.first_window, query.end
-        )
+    await add_noise(
+        store, account, query.granularity, rows, query.by, query.first_window, query.end
+    )
 
     if query.fmt == "csv":
         columns = ["window_start", "stream", *query.by, *query.metrics]
+        if account.privacy == "dp":  # the noise of the chosen noisy metrics, flat
+            columns += noise_columns(query.metrics)
+            rows = [{**row, **flatten(row)} for row in rows]
         return web.Response(
             body=to_csv(rows, columns),
             content_type="text/csv",

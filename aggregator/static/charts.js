@@ -20,7 +20,10 @@ function textWidth(text) {
 /**
  * Draw (or redraw) a chart into `box`.
  * options: { from, to, step (ms), kind: 'bar' | 'line', format(v), label, integer (whole ticks),
- *            series: [{ name, color: '--css-var', values: Map<ms, number|null> }] }
+ *            series: [{ name, color: '--css-var', values: Map<ms, number|null>,
+ *                       margins?: Map<ms, number|null> }] }
+ * `margins` (dp accounts): each window's 95 % margin, drawn as a whisker from value − margin
+ * to value + margin over the bar or point.
  */
 export function timeChart(box, options) {
   const { from, to, step, kind, format, label, series, integer = false } = options;
@@ -31,16 +34,20 @@ export function timeChart(box, options) {
     const v = s.values.get(t);
     return Number.isFinite(v) ? v : null;
   }));
+  const ms = series.map((s) => (s.margins ? slots.map((t) => {
+    const m = s.margins.get(t);
+    return Number.isFinite(m) ? m : null;
+  }) : null));
   let top = 0;
   let drawn = 0;
-  for (const column of ys) {
-    for (const v of column) {
-      if (v !== null) {
-        drawn += 1;
-        top = Math.max(top, v);
-      }
-    }
-  }
+  let whiskers = 0;
+  ys.forEach((column, i) => column.forEach((v, j) => {
+    if (v === null) return;
+    drawn += 1;
+    const m = ms[i]?.[j] ?? null;
+    if (m !== null) whiskers += 1;
+    top = Math.max(top, v + (m ?? 0));
+  }));
   const yMax = top > 0 ? top * 1.15 : 1;
   const axisFont = '11px system-ui, "DejaVu Sans", sans-serif';
   const axisColor = cssVar('--muted');
@@ -89,6 +96,7 @@ export function timeChart(box, options) {
       })),
     ],
   };
+  if (whiskers > 0) opts.hooks = { draw: [(u) => drawWhiskers(u, ys, ms, kind, series.length)] };
   charts.get(box)?.destroy();
   box.replaceChildren();
   const chart = new uPlot(opts, [xs, ...ys], box);
@@ -98,8 +106,43 @@ export function timeChart(box, options) {
   box.dataset.slots = String(slots.length);
   const summary = drawn === 0 ? 'no published windows'
     : `${drawn} published value${drawn === 1 ? '' : 's'} in ${slots.length} windows, highest ${format(top)}`;
-  box.setAttribute('aria-label', `${label}: ${summary}`);
+  box.dataset.margins = String(whiskers);
+  const noise = whiskers > 0 ? ', each shown with its 95 % margin' : '';
+  box.setAttribute('aria-label', `${label}: ${summary}${noise}`);
   return chart;
+}
+
+/** The 95 % margins as whiskers with caps, in the text colour, over each bar or point. */
+function drawWhiskers(u, ys, ms, kind, count) {
+  const { ctx } = u;
+  const ratio = devicePixelRatio || 1;
+  const xs = u.data[0];
+  const slotPx = xs.length > 1 ? Math.abs(u.valToPos(xs[1], 'x', true) - u.valToPos(xs[0], 'x', true)) : 0;
+  ctx.save();
+  ctx.strokeStyle = cssVar('--text');
+  ctx.lineWidth = 1.5 * ratio;
+  ys.forEach((column, i) => {
+    if (!ms[i]) return;
+    // side-by-side bars (bars of several series) stand left and right of their slot
+    const shift = kind === 'bar' && count > 1 ? (i === 0 ? -0.175 : 0.175) * slotPx : 0;
+    column.forEach((v, j) => {
+      const m = ms[i][j];
+      if (v === null || m === null) return;
+      const x = u.valToPos(xs[j], 'x', true) + shift;
+      const lo = u.valToPos(Math.max(0, v - m), 'y', true);
+      const hi = u.valToPos(v + m, 'y', true);
+      const cap = 4 * ratio;
+      ctx.beginPath();
+      ctx.moveTo(x, lo);
+      ctx.lineTo(x, hi);
+      ctx.moveTo(x - cap, lo);
+      ctx.lineTo(x + cap, lo);
+      ctx.moveTo(x - cap, hi);
+      ctx.lineTo(x + cap, hi);
+      ctx.stroke();
+    });
+  });
+  ctx.restore();
 }
 
 /** Fit every chart to its box again (after a resize). */

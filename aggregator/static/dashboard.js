@@ -170,8 +170,11 @@ function summarise(rows) {
       s[`${key}Approx`] = n > 1;
     }
   }
+  s.margins = margins(rows);
   for (const windowRows of windowsOf(rows).values()) {
-    s.unique = Math.max(s.unique, windowRows.reduce((a, r) => a + (r.unique_viewers ?? 0), 0));
+    const unique = windowRows.reduce((a, r) => a + (r.unique_viewers ?? 0), 0);
+    if (unique >= s.unique && s.margins) s.margins.unique = margins(windowRows).unique;
+    s.unique = Math.max(s.unique, unique);
     s.concurrent = Math.max(s.concurrent, windowRows.reduce((a, r) => a + (r.concurrent_peak ?? 0), 0));
   }
   s.rebufferRatio = s.playing + s.stalled > 0 ? s.stalled / (s.playing + s.stalled) : NaN;
@@ -181,6 +184,27 @@ function summarise(rows) {
   s.startupFailurePct = s.views > 0 ? Math.min(s.failures, s.exits) / s.views : NaN;
   s.scores = scoresOf(s);
   return s;
+}
+
+// dp accounts (docs/privacy.md): the noisy metrics, their field in a row's `noise`, and the
+// figure of summarise() they belong to.
+const NOISY = [['views', 'views'], ['unique', 'unique_viewers'], ['playing', 'playing_seconds'], ['failures', 'failures']];
+
+/**
+ * The 95 % margins (± half-width) of the noisy figures of some rows, or null when no row
+ * carries noise (k mode). One row: its own ci95, as the API gives it. Several: the noise of
+ * each row is drawn on its own, so the margins of a sum add up as the square root of the
+ * sum of their squares (the normal approximation the API uses for a day of hours too).
+ */
+function margins(rows) {
+  const noisy = rows.filter((r) => r.noise);
+  if (noisy.length === 0) return null;
+  const out = {};
+  for (const [key, field] of NOISY) {
+    const cis = noisy.map((r) => r.noise[field]?.ci95 ?? 0);
+    out[key] = cis.length === 1 ? cis[0] : Math.sqrt(cis.reduce((a, c) => a + c * c, 0));
+  }
+  return out;
 }
 
 // ---- state -----------------------------------------------------------------------------
@@ -271,6 +295,14 @@ function renderTiles(total, granularity, previous) {
     delta.textContent = `${arrow} ${size} vs ${format(before)}`;
     if (change !== 0) delta.classList.add((change > 0) === better ? 'good' : 'bad');
   }
+  for (const [key, , format] of [['views', 0, fmtInt], ['unique', 0, fmtInt], ['playing', 0, fmtDuration], ['failures', 0, fmtInt]]) {
+    const node = $(`margin-${key}`);
+    const margin = total.margins?.[key];
+    node.hidden = margin === undefined;
+    node.textContent = margin === undefined ? '' : `± ${format(margin)}`;
+    node.dataset.value = margin === undefined ? '' : String(margin);
+  }
+  $('dp-note').hidden = !total.margins;
   setText('unique-note', `most in one ${granularity}`);
   const approx = total.approximate ? '≈ ' : '';
   setText('total-startup', Number.isFinite(total.p50) ? `${approx}${fmtMs(total.p50)}` : '–', total.p50);
@@ -316,6 +348,10 @@ function renderCharts(rows, range, granularity) {
   const step = STEPS[granularity] ?? HOUR;
   const perWindow = new Map([...windowsOf(rows)].map(([t, windowRows]) => [t, summarise(windowRows)]));
   const values = (pick) => new Map([...perWindow].map(([t, s]) => [t, pick(s)]));
+  // dp: each window's 95 % margin, drawn as whiskers on views, unique viewers, playing time, failures
+  const marginsOf = (key) => (perWindow.size && [...perWindow.values()].some((s) => s.margins)
+    ? new Map([...perWindow].map(([t, s]) => [t, s.margins?.[key] ?? null])) : undefined);
+  const noisy = { Views: 'views', 'Unique viewers': 'unique', 'Playing time': 'playing', Failures: 'failures' };
   // From the start of the first window to the end of the last, so every window has a slot.
   const common = { from: Math.floor(range.from / step) * step, to: Math.ceil(range.to / step) * step, step };
   const charts = [
@@ -338,7 +374,9 @@ function renderCharts(rows, range, granularity) {
   for (const [id, label, kind, format, series] of charts) {
     timeChart($(id), {
       ...common, kind, format, integer: counts.has(id), label: `${label} per ${granularity}`,
-      series: series.map(([name, color, pick]) => ({ name, color, values: values(pick) })),
+      series: series.map(([name, color, pick]) => ({
+        name, color, values: values(pick), margins: noisy[name] ? marginsOf(noisy[name]) : undefined,
+      })),
     });
   }
   $('charts-subtitle').textContent = `per ${granularity}, times in your time zone`;

@@ -15,7 +15,7 @@ import re
 import shutil
 import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,8 +23,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from aggregator.dashboard import CSP, assets
+from aggregator.dp_rows import DP_SENTENCE
 from aggregator.stats import METRICS, RELEASE_SENTENCE
 from tests.integration.conftest import Running
+from tests.integration.test_dp_mode import dp_day
 
 ROOT = Path(__file__).resolve().parents[2]
 BROWSER_DIR = ROOT / "tests" / "browser"
@@ -198,17 +200,25 @@ def node_with_playwright() -> str:
 
 
 async def drive(
-    running: Running, token: str, empty_token: str, screenshot: Path, stream: str = ""
+    running: Running,
+    token: str,
+    empty_token: str,
+    screenshot: Path,
+    stream: str = "",
+    dp: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run tests/browser/dashboard.mjs without blocking the server's event loop."""
+    """Run tests/browser/dashboard.mjs without blocking the server's event loop. ``dp``
+    ({from, to} for the range inputs): only read a dp account's noise margins."""
     node = node_with_playwright()
-    options = {
+    options: dict[str, Any] = {
         "url": running.url,
         "token": token,
         "emptyToken": empty_token,
         "screenshot": str(screenshot),
         "stream": stream,
     }
+    if dp is not None:
+        options["dp"] = dp
     proc = await asyncio.create_subprocess_exec(
         node,
         str(BROWSER_DIR / "dashboard.mjs"),
@@ -265,6 +275,10 @@ async def test_dashboard_shows_the_api_numbers_in_a_real_browser(running: Runnin
     assert not page["signInVisible"]
     assert page["accountId"] == account["account_id"]
     assert page["k"] == "2"
+    # k mode: no noise, so no sentence about it, no margins, no whiskers
+    assert not page["dpNoteVisible"]
+    assert page["marginsVisible"] == 0
+    assert page["chartMargins"] == 0
     tiles = page["tiles"]
     assert tiles["views"]["text"] == str(expected["views"])
     assert tiles["unique"]["text"] == str(expected["unique"])
@@ -644,3 +658,51 @@ async def test_the_page_and_the_api_explain_longer_windows_in_the_same_sentence(
     account = await running.create_account()
     stats = await running.stats(account["api_token"])
     assert RELEASE_SENTENCE in stats["hidden"]["note"]
+
+
+@pytest.mark.browser
+async def test_a_dp_account_sees_each_noisy_number_with_its_margin(running: Running) -> None:
+    """A dp account's first dp day in the real browser: the sentence saying what the margins
+    mean, "± n" under views, unique viewers, playing time and failures equal to the API's
+    ci95 of the one hour row shown, whiskers on those four charts only, and no serious
+    axe-core finding. The k account's page shows neither (the main test above)."""
+    account, day = await dp_day(running)
+    token = account["api_token"]
+    span = {
+        "from": datetime.fromtimestamp(day, UTC).isoformat(),
+        "to": datetime.fromtimestamp(day + 86_400, UTC).isoformat(),
+    }
+    [row] = (await running.stats(token, granularity="hour", **span))["rows"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    shown = {
+        "from": datetime.fromtimestamp(day, UTC).strftime("%Y-%m-%dT%H:%M"),
+        "to": datetime.fromtimestamp(day + 86_400, UTC).strftime("%Y-%m-%dT%H:%M"),
+    }
+    report = await drive(running, token, "", ARTIFACTS / "dashboard-dp.png", dp=shown)
+    assert report["pageErrors"] == []
+    assert report["consoleErrors"] == []
+    dp = report["dp"]
+    assert dp["sentence"] == DP_SENTENCE
+    assert dp["sentenceVisible"]
+    assert "hour" in dp["subtitle"]
+    fields = {
+        "views": "views",
+        "unique": "unique_viewers",
+        "playing": "playing_seconds",
+        "failures": "failures",
+    }
+    for key, field in fields.items():
+        margin = dp["margins"][key]
+        assert margin["visible"], key
+        assert float(margin["value"]) == row["noise"][field]["ci95"], key
+        assert margin["text"].startswith("± "), key
+        assert float(dp["tiles"][key]) == pytest.approx(row[field]), key
+    assert dp["margins"]["views"]["text"] == f"± {row['noise']['views']['ci95']:,.0f}"
+    assert dp["otherMargins"] == 4
+    whiskered = {box for box, chart in dp["charts"].items() if chart["margins"]}
+    assert whiskered == {"chart-views", "chart-unique", "chart-playing", "chart-failures"}
+    for box in whiskered:
+        assert dp["charts"][box]["margins"] == 1
+        assert "95 % margin" in dp["charts"][box]["label"]
+    serious = [v for v in report["axeDp"] if v["impact"] in ("serious", "critical")]
+    assert serious == []
