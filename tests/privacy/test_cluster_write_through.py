@@ -44,8 +44,26 @@ async def test_a_flushed_row_is_in_the_shards_table_at_once_never_queued_on_disk
         account, canary = f"acc_{uuid.uuid4().hex}", f"canary-{uuid.uuid4().hex}"
         await store.insert(
             "cells",
-            [[account, canary, "minute", datetime.now(UTC).replace(second=0, microsecond=0), 1]],
-            column_names=["account_id", "stream", "granularity", "window_start", "version"],
+            [
+                [
+                    account,
+                    canary,
+                    "minute",
+                    datetime.now(UTC).replace(second=0, microsecond=0),
+                    1,
+                    30,
+                ]
+            ],
+            # retention_days: with the column's default of 0 the row is past its TTL at once,
+            # and a TTL merge may remove it before the attacker looks
+            column_names=[
+                "account_id",
+                "stream",
+                "granularity",
+                "window_start",
+                "version",
+                "retention_days",
+            ],
         )
 
         # Where the purge deletes and counts: every replica's cells_local.
