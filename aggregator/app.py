@@ -15,26 +15,25 @@ from typing import Any
 
 from aiohttp import web
 
-from aggregator import (
+from aggregator import drain, purge
+from aggregator.api import (
     account_api,
     admin,
     dashboard,
-    drain,
     export,
     openapi,
     privacy_api,
-    purge,
     register,
     stats,
 )
-from aggregator.accounts_store import AccountStore
-from aggregator.admintoken import AdminToken
-from aggregator.auth import ACCOUNT_STORE, ADMIN_TOKEN
+from aggregator.api.admintoken import AdminToken
+from aggregator.api.auth import ACCOUNT_STORE, ADMIN_TOKEN
 from aggregator.config import AggregatorConfig
-from aggregator.migrate import migrate
 from aggregator.opmetrics import OPERATOR_LISTENER, OperatorListener
 from aggregator.service import SERVICE, Service
-from aggregator.store import Store
+from aggregator.storage.accounts_store import AccountStore
+from aggregator.storage.migrate import migrate
+from aggregator.storage.store import Store
 from collector import preflight
 from collector.app import PrivateAccessLogger, problem_middleware, setup_collector
 from collector.config import CollectorConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aggregator.cluster_schema import check_cluster_name
+from aggregator.storage.cluster_schema import check_cluster_name
 from collector.settings import at_least, one_of, register, setting
 
 BREAKDOWN_DIMENSIONS = ("country", "device", "os", "browser", "player")

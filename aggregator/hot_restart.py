@@ -33,10 +33,10 @@ from typing import Final, NoReturn
 
 from aiohttp import web
 
-from aggregator.release import Ledger
+from aggregator.counting.windows import Aggregator
+from aggregator.release.ledger import Ledger
 from aggregator.restart_state import FORMAT, StateError, from_state, to_state
 from aggregator.service import SERVICE
-from aggregator.windows import Aggregator
 from collector.app import PIPELINE, VIEWERS
 
 __all__ = ["ENV", "Inherited", "inherited", "reexec", "take_over", "write_state"]

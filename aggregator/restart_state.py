@@ -22,11 +22,11 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from aggregator.cells import Group, Held, RawCell, RowCell, Sample
-from aggregator.kanon import Pool
-from aggregator.release import Ledger
-from aggregator.sessions import Leaf, Session
-from aggregator.windows import Aggregator
+from aggregator.counting.cells import Group, Held, RawCell, RowCell, Sample
+from aggregator.counting.sessions import Leaf, Session
+from aggregator.counting.windows import Aggregator
+from aggregator.release.kanon import Pool
+from aggregator.release.ledger import Ledger
 from collector.dedupe import Deduper
 from collector.handover import Dimensions
 from collector.ratelimit import RateLimiter

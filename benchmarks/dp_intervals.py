@@ -5,7 +5,7 @@
 For a stream total row with 20, 200 and 2,000 viewers, at the account's epsilon per
 viewer-day: the probability that the row is published at all (the noisy threshold), and
 the half-width of the 95 % interval of each metric, from the mechanism's own scales
-(aggregator/noise.py). An hour row is one part; a day row here is one day part (viewers
+(aggregator/release/noise.py). An hour row is one part; a day row here is one day part (viewers
 the hours did not let out). Then the interval of a day row that holds released hour parts
 too. Prints Markdown tables (docs/privacy.md).
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from aggregator.noise import (
+from aggregator.release.noise import (
     DEFAULT_DELTA,
     DEFAULT_EPSILON_PER_DAY,
     DpPolicy,
@@ -60,7 +60,7 @@ def table(epsilon: float, delta: float, k: int) -> str:
 
 def day_with_hours(epsilon: float, delta: float, k: int) -> str:
     """The interval a day row shows when hours of it were released too (their noisy parts
-    are in the day row): :func:`aggregator.noise.row_noise`, what the API and the dashboard
+    are in the day row): :func:`aggregator.release.noise.row_noise`, what the API and the dashboard
     show. A stream needs about the hour threshold (503 viewers at the defaults) in one hour."""
     policy = DpPolicy(epsilon, delta)
     lines = [

@@ -22,11 +22,11 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from aggregator.accounts_store import AccountStore
 from aggregator.config import AggregatorConfig
-from aggregator.migrate import migrate
 from aggregator.service import Service
-from aggregator.store import Store
+from aggregator.storage.accounts_store import AccountStore
+from aggregator.storage.migrate import migrate
+from aggregator.storage.store import Store
 from collector.config import CollectorConfig
 from collector.handover import Dimensions, Event
 
@@ -100,7 +100,8 @@ async def run(
         report = await service.flush(start + minutes * 60 + 62, everything=True)
         written += report.rows + report.tombstones
         # The UTC day closes: its day rows are final (in dp mode: the day's parts get their
-        # noise and are released only now, with 60 % of the budget; see aggregator/noise.py).
+        # noise and are released only now, with 60 % of the budget; see
+        # aggregator/release/noise.py).
         day_end = start - start % 86_400 + 86_400
         started = time.perf_counter()
         report = await service.flush(max(day_end, start + minutes * 60) + 62)

@@ -9,7 +9,8 @@ process (``tests/chserver.py``, recipe in ``docs/clickhouse.md``).
   Never stop it in a test; use ``clickhouse_process_factory`` for that.
 - ``ch_database`` (function): a fresh, uniquely named database on that server, dropped
   afterwards. Yields ``ChDatabase(url, database)``, which unpacks as ``url, database``.
-- ``store`` (function, parametrised ``http``/``chdb``): a connected ``aggregator.store.Store``
+- ``store`` (function, parametrised ``http``/``chdb``): a connected
+  ``aggregator.storage.store.Store``
   on each backend (a fresh database on the shared server; a fresh embedded data dir), closed
   after the test. Request it to run a test against both backends.
 - ``clickhouse_cluster_server`` (session): a second server that is also a one-node ClickHouse
@@ -42,9 +43,9 @@ from typing import NamedTuple
 import clickhouse_connect
 import pytest
 
-import aggregator.store
-from aggregator.cluster_schema import ClusterSchema
-from aggregator.store import Store
+import aggregator.storage.store
+from aggregator.storage.cluster_schema import ClusterSchema
+from aggregator.storage.store import Store
 from tests.chserver import ClickHouseProcess
 
 __all__ = ["CLICKHOUSE_CLUSTER", "ChDatabase", "ClickHouseProcess"]
@@ -160,5 +161,7 @@ def clickhouse_cluster_db(clickhouse_cluster_server: ClickHouseProcess) -> Itera
 def without_keeper(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stores connected with ``cluster=`` build ``ClusterSchema(replicated=False)``."""
     monkeypatch.setattr(
-        aggregator.store, "ClusterSchema", functools.partial(ClusterSchema, replicated=False)
+        aggregator.storage.store,
+        "ClusterSchema",
+        functools.partial(ClusterSchema, replicated=False),
     )

@@ -30,9 +30,9 @@ python3 -m venv .venv
 
 echo "== player snippet, dashboard chart library and browser-test driver (npm)"
 (cd player-snippet && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm test)
-# uPlot from npm into aggregator/static/vendor/ (committed too, so pip installs need no npm;
+# uPlot from npm into aggregator/api/static/vendor/ (committed too, so pip installs need no npm;
 # tests/integration/test_dashboard.py checks the committed copy is this build).
-(cd aggregator/static-vendor && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+(cd aggregator/api/static-vendor && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== lint and types"

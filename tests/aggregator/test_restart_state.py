@@ -8,10 +8,10 @@ import marshal
 
 import pytest
 
-from aggregator.kanon import MIN_K
-from aggregator.release import Ledger
+from aggregator.counting.windows import Aggregator
+from aggregator.release.kanon import MIN_K
+from aggregator.release.ledger import Ledger
 from aggregator.restart_state import StateError, from_state, to_state
-from aggregator.windows import Aggregator
 from collector.dedupe import Deduper
 from collector.handover import Dimensions, Event
 from collector.replay import ReplayGuard

@@ -36,9 +36,9 @@ import aggregator.app  # registers the aggregator's metrics
 import aggregator.purge  # noqa: F401
 import collector.app  # noqa: F401  (registers the collector's metrics)
 from aggregator.cli import build_parser
-from aggregator.cluster_schema import check_cluster_name
 from aggregator.config import AggregatorConfig
 from aggregator.opmetrics import EXPOSURE
+from aggregator.storage.cluster_schema import check_cluster_name
 from collector import errors, settings
 from collector.config import CollectorConfig
 

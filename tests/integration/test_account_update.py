@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from aggregator import account_api, cli
-from aggregator.accounts_store import CHANGEABLE
-from aggregator.auth import ACCOUNT_STORE
+from aggregator import cli
+from aggregator.api import account_api
+from aggregator.api.auth import ACCOUNT_STORE
 from aggregator.service import SERVICE
+from aggregator.storage.accounts_store import CHANGEABLE
 from collector.handover import Dimensions, Event
 from tests.integration.conftest import ADMIN_TOKEN, Running
 from tests.integration.test_audit import audit_log

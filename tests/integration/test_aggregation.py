@@ -12,7 +12,7 @@ from typing import Any
 import clickhouse_connect
 import pytest
 
-from aggregator.histogram import EDGES_MS, bucket_of
+from aggregator.counting.histogram import EDGES_MS, bucket_of
 from aggregator.service import SERVICE
 from collector.handover import Dimensions, Event
 from tests.integration.conftest import Running
@@ -42,7 +42,7 @@ def ev(sid: str, sn: int, ms: int, e: str = "ps", **keys: Any) -> str:
 
 
 # Every viewer's script runs twice, from two addresses of the same country: each metric
-# then has two viewers behind it (k = 2), as a sum needs to be shown (aggregator/sums.py).
+# then has two viewers behind it (k = 2), as a sum needs to be shown (aggregator/release/sums.py).
 
 
 def a_events(sid: str) -> list[str]:
@@ -153,7 +153,7 @@ async def test_scripted_sessions_give_exactly_the_expected_numbers(
         assert row["bitrate_kbps_avg"] == pytest.approx(2125, rel=0.01)
         # startups 800, 1000 (msd), 1500 ms, two viewers each, k = 2: a bucket is shown
         # only where 2 viewers share it, so the buckets are coarsened into runs of >= 2
-        # viewers counted at the run's median (aggregator/values.py); the 1500 ms of one
+        # viewers counted at the run's median (aggregator/release/values.py); the 1500 ms of one
         # viewer alone cannot be the p95 any more, the quantiles stay inside the range
         assert row["startup_ms_p50"] == pytest.approx(1000, rel=0.2)
         # two viewers at 1500 ms: their bucket is shown, p95 lies inside it

@@ -1,5 +1,6 @@
 """The real players' captures through the real server into the real ClickHouse: the numbers
-a person counts by reading each file (worked out in tests/aggregator/test_fixture_replay.py),
+a person counts by reading each file (worked out in
+tests/aggregator/counting/test_fixture_replay.py),
 read back from GET /v1/stats. Each capture is played by two viewers (two client IPs, the
 second with its own sid) so that its cells reach k = 2 and are written."""
 

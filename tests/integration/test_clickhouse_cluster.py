@@ -8,7 +8,7 @@ applied in its form without Keeper (``ClusterSchema(replicated=False)``): the sa
 ``*_local`` tables, the same Distributed tables sharded by ``cityHash64(account_id)``, and
 every read and write of the real service going through them; the purge reads every replica
 through ``clusterAllReplicas``. The Keeper form is read by the server's own parser
-(``formatQuery``) here and checked statically in tests/aggregator/test_cluster_schema.py.
+(``formatQuery``) here and checked statically in tests/aggregator/storage/test_cluster_schema.py.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from aggregator.app import RUNNER_OPTIONS, STORE, create_app
-from aggregator.cluster_purge import ClusterPurger
-from aggregator.cluster_schema import ClusterSchema
-from aggregator.migrate import history_table_sql, load_migrations, migrate, statements_for
 from aggregator.purge import get_purger
-from aggregator.store import Store
+from aggregator.purge.cluster import ClusterPurger
+from aggregator.storage.cluster_schema import ClusterSchema
+from aggregator.storage.migrate import history_table_sql, load_migrations, migrate, statements_for
+from aggregator.storage.store import Store
 from tests.conftest import CLICKHOUSE_CLUSTER as CLUSTER
 from tests.conftest import ChDatabase
 from tests.integration.conftest import CHROME_UA, Running, make_configs

@@ -22,9 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from aggregator.dashboard import CSP, assets
-from aggregator.dp_rows import DP_SENTENCE
-from aggregator.stats import METRICS, RELEASE_SENTENCE
+from aggregator.api.dashboard import CSP, assets
+from aggregator.api.dp_rows import DP_SENTENCE
+from aggregator.api.stats import METRICS, RELEASE_SENTENCE
 from tests.integration.conftest import Running
 from tests.integration.test_dp_mode import dp_day
 
@@ -622,14 +622,16 @@ def test_every_file_the_page_needs_is_packaged() -> None:
 
 
 def test_the_bundled_uplot_is_the_pinned_npm_release() -> None:
-    """aggregator/static/vendor/ holds uPlot exactly as the version pinned in
-    aggregator/static-vendor/package.json pins it (its build.mjs copies it; tests/run.sh
+    """aggregator/api/static/vendor/ holds uPlot exactly as the version pinned in
+    aggregator/api/static-vendor/package.json pins it (its build.mjs copies it; tests/run.sh
     rebuilds)."""
-    pinned = json.loads((ROOT / "aggregator" / "static-vendor" / "package.json").read_text())[
-        "devDependencies"
-    ]
+    pinned = json.loads(
+        (ROOT / "aggregator" / "api" / "static-vendor" / "package.json").read_text()
+    )["devDependencies"]
     assert set(pinned) == {"uplot"}
-    lock = json.loads((ROOT / "aggregator" / "static-vendor" / "package-lock.json").read_text())
+    lock = json.loads(
+        (ROOT / "aggregator" / "api" / "static-vendor" / "package-lock.json").read_text()
+    )
     assert lock["packages"]["node_modules/uplot"]["version"] == pinned["uplot"]
     vendor = assets()["vendor/uPlot.iife.min.js"].body
     built = (
@@ -642,7 +644,7 @@ def test_the_bundled_uplot_is_the_pinned_npm_release() -> None:
         / "uPlot.iife.min.js"
     )
     assert built.is_file(), (
-        "run `npm ci && npm run build` in aggregator/static-vendor/ (tests/run.sh does)"
+        "run `npm ci && npm run build` in aggregator/api/static-vendor/ (tests/run.sh does)"
     )
     assert vendor == built.read_bytes()
     assert len(vendor) < 60_000  # the minified build, not the 145 kB one

@@ -1,5 +1,5 @@
 """dp mode through the real service: account settings round-trip through ClickHouse, the
-next UTC day rule, the budget route and the noise on stats rows (aggregator/noise.py), and
+next UTC day rule, the budget route and the noise on stats rows (aggregator/release/noise.py), and
 the same noise (scale and 95 % interval) in the stats CSV and the export (ndjson, csv)."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 
-from aggregator.accounts_store import AccountStore
-from aggregator.auth import ACCOUNT_STORE
-from aggregator.cells import Group
-from aggregator.export import COLUMNS
-from aggregator.noise import interval95
+from aggregator.api.auth import ACCOUNT_STORE
+from aggregator.api.export import COLUMNS
+from aggregator.counting.cells import Group
+from aggregator.release.noise import interval95
 from aggregator.service import SERVICE
+from aggregator.storage.accounts_store import AccountStore
 from tests.integration.conftest import ORIGIN, Running
 from tests.integration.test_stats_api import HOUR, cell, get, put_cells
 
@@ -157,7 +157,7 @@ def expected_ci95(metric: str, scale: float, hour_scales: list[float]) -> float:
 
 def tail(scale: float, t: float) -> float:
     """P[|X| > t] for X discrete Laplace of ``scale`` (P[X = x] ∝ e^{-|x|/scale}), summed
-    from the distribution itself, not from aggregator/noise.py."""
+    from the distribution itself, not from aggregator/release/noise.py."""
     q = math.exp(-1 / scale)
     first = math.floor(t) + 1  # the smallest integer above t
     return 2 * q**first / (1 + q) if t >= 0 else 1.0

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from aggregator.auth import ACCOUNT_STORE
+from aggregator.api.auth import ACCOUNT_STORE
 from collector import app as collector_app
 from collector.app import KEYSTORE
 from tests.captures import CMCD_CAPTURES

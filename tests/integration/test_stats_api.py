@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from aggregator import audit
-from aggregator.cells import COLUMNS
-from aggregator.histogram import BUCKETS, bucket_of
+from aggregator.api import audit
+from aggregator.counting.cells import COLUMNS
+from aggregator.counting.histogram import BUCKETS, bucket_of
 from aggregator.service import SERVICE
 from tests.integration.conftest import Running
 

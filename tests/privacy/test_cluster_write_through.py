@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.migrate import migrate
-from aggregator.store import Store
+from aggregator.storage.migrate import migrate
+from aggregator.storage.store import Store
 from tests.chserver import ClickHouseProcess
 from tests.conftest import CLICKHOUSE_CLUSTER, ChDatabase
 from tests.diskscan import scan

@@ -1,4 +1,5 @@
-"""dp mode (aggregator/noise.py, aggregator/budget.py): noise, re-reads, budget, and the
+"""dp mode (aggregator/release/noise.py, aggregator/release/budget.py): noise, re-reads,
+budget, and the
 attack k-anonymity cannot stop — someone who controls k-1 (or many more) viewers.
 
 OpenDP draws from the operating system's CSPRNG and cannot be seeded, so the noise is
@@ -14,9 +15,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from aggregator.cells import Group, RowCell
-from aggregator.noise import BOUNDS, DpPolicy, mechanism
-from aggregator.release import Ledger
+from aggregator.counting.cells import Group, RowCell
+from aggregator.release.ledger import Ledger
+from aggregator.release.noise import BOUNDS, DpPolicy, mechanism
 
 T0 = 1_795_478_400  # 2026-11-24 00:00 UTC
 ACCOUNT = "acc-dp"

@@ -1,4 +1,4 @@
-"""Red-team attacks on the rebuilt release (aggregator/release.py, kanon.py, values.py).
+"""Red-team attacks on the rebuilt release (aggregator/release/ledger.py, kanon.py, values.py).
 
 Each test builds traffic by hand, runs the counting and release code the way the service
 does (as tests/privacy/inprocess.py does, but keeping every stored column, histogram
@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from aggregator.cells import CellRow
-from aggregator.histogram import bucket_of
-from aggregator.release import Ledger
+from aggregator.counting.cells import CellRow
+from aggregator.counting.histogram import bucket_of
+from aggregator.counting.windows import Aggregator
+from aggregator.release.ledger import Ledger
 from aggregator.service import SERVICE
-from aggregator.windows import Aggregator
 from collector.handover import Dimensions, Event
 from tests.privacy.auditor import Atom, Auditor, Row, RowKey
 from tests.privacy.inprocess import ACCOUNT, GRACE, _minutes, run
@@ -126,7 +126,7 @@ def test_total_minus_breakdown_gives_back_a_lone_failure_code() -> None:
         rows[minute_key(1, "country", "DE")],
         rows[minute_key(1, "country", "FR")],
     )
-    assert fr.failures == 0  # one failing viewer behind it: not shown (aggregator/sums.py)
+    assert fr.failures == 0  # one failing viewer behind it: not shown (aggregator/release/sums.py)
     assert "3016" not in fr.failures_by_code  # the rule, row by row: one holder
     recovered = total.failures_by_code.get("3016", 0) - de.failures_by_code.get("3016", 0)
     assert recovered != fr.failures, (
@@ -236,7 +236,7 @@ def test_days_final_other_code_minus_a_breakdowns_gives_back_a_lone_rare_code() 
         rows[(*day, "country", "DE")],
         rows[(*day, "country", "FR")],
     )
-    assert fr.failures == 0  # one failing viewer behind it: not shown (aggregator/sums.py)
+    assert fr.failures == 0  # one failing viewer behind it: not shown (aggregator/release/sums.py)
     assert not fr.failures_by_code  # the rule, row by row: one holder
     recovered = total.failures_by_code.get("(other)", 0) - de.failures_by_code.get("(other)", 0)
     assert not 0 < recovered < k, (
