@@ -100,7 +100,8 @@ def test_pip_install_in_a_fresh_venv_works_and_finds_the_migrations(
     assert done.returncode == 0, done.stderr
     probe = (
         "import importlib.resources as r;"
-        "print(sorted(p.name for p in r.files('aggregator.storage').joinpath('migrations').iterdir()"
+        "print(sorted(p.name for p in"
+        " r.files('aggregator.storage').joinpath('migrations').iterdir()"
         " if p.name.endswith('.sql')))"
     )
     listed = subprocess.run(
