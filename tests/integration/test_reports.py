@@ -406,6 +406,4 @@ async def test_viewers_without_a_sid_are_separate_playbacks(running: Running) ->
         assert (await running.post(account["embed_key"], body, ip=ip)).status == 204
     await running.flush()
     rows = (await running.stats(account["api_token"], granularity="day"))["rows"]
-    assert [(r["views"], r["unique_viewers"], r["playing_seconds"]) for r in rows] == [
-        (2, 2, 60.0)
-    ]
+    assert [(r["views"], r["unique_viewers"], r["playing_seconds"]) for r in rows] == [(2, 2, 60.0)]
