@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from aggregator.counting.cells import Group, Held, RawCell, RowCell, Sample
+from aggregator.counting.cells import Group, Held, RawCell, RowCell, Sample, slots
 from aggregator.counting.sessions import Leaf, Session
 from aggregator.counting.windows import Aggregator
 from aggregator.release.kanon import Pool
@@ -39,9 +39,9 @@ FORMAT: Final = 2  # 2: the rate limiters' buckets
 _SESSION_FIELDS: Final = tuple(f for f in Session.__slots__ if f not in ("leaf", "dims"))
 _LEAF_FIELDS: Final = tuple(Leaf.__slots__)
 _RAW_PLAIN: Final = tuple(
-    f for f in RawCell.__slots__ if f not in ("codes", "startups", "latency", "bitrate")
+    f for f in slots(RawCell) if f not in ("codes", "startups", "latency", "bitrate")
 )
-_ROW_FIELDS: Final = tuple(RowCell.__slots__)
+_ROW_FIELDS: Final = slots(RowCell)
 _DIM_FIELDS: Final = tuple(Dimensions.__slots__)
 
 

@@ -39,9 +39,11 @@ __all__ = [
     "RawCell",
     "RowCell",
     "Sample",
+    "Sums",
     "added_up",
     "empty_row",
     "row_values",
+    "slots",
 ]
 
 GRANULARITIES: Final = ("minute", "hour", "day")
@@ -243,7 +245,51 @@ def _merge_held(into: dict[Any, Held] | None, other: dict[Any, Held] | None) -> 
     return out
 
 
-class RawCell:
+class Sums:
+    """The seven whole-cell sums a raw cell and a published row share (durations in ms),
+    and the viewers counted in them."""
+
+    __slots__ = (
+        "bitrate_changes",
+        "concurrent_peak",
+        "exits_before_start",
+        "failures",
+        "playing_ms",
+        "rebuffer_count",
+        "rebuffer_ms",
+        "viewers",
+        "views",
+    )
+
+    def __init__(self) -> None:
+        self.viewers: set[int] = set()
+        self.views = 0
+        self.playing_ms = 0
+        self.rebuffer_count = 0
+        self.rebuffer_ms = 0
+        self.failures = 0
+        self.exits_before_start = 0
+        self.bitrate_changes = 0
+        self.concurrent_peak = 0
+
+    def _add_sums(self, other: Sums) -> None:
+        """Viewers and the additive sums (not the concurrency: callers decide how it adds)."""
+        self.viewers |= other.viewers
+        self.views += other.views
+        self.playing_ms += other.playing_ms
+        self.rebuffer_count += other.rebuffer_count
+        self.rebuffer_ms += other.rebuffer_ms
+        self.failures += other.failures
+        self.exits_before_start += other.exits_before_start
+        self.bitrate_changes += other.bitrate_changes
+
+
+def slots(cls: type) -> tuple[str, ...]:
+    """Every slot of ``cls`` and its bases (the fields of a slotted object)."""
+    return tuple(sorted({f for c in cls.__mro__ for f in getattr(c, "__slots__", ())}))
+
+
+class RawCell(Sums):
     """One cell in memory: viewers, sums (durations in ms), values inside with their holders.
 
     Sums that describe the cell as a whole (views, playing time, rebuffers, failures, exits,
@@ -253,37 +299,14 @@ class RawCell:
     share them (:mod:`aggregator.release.values`).
     """
 
-    __slots__ = (
-        "bitrate",
-        "bitrate_changes",
-        "codes",
-        "concurrent_peak",
-        "exits_before_start",
-        "failures",
-        "holders",
-        "latency",
-        "playing_ms",
-        "rebuffer_count",
-        "rebuffer_ms",
-        "startups",
-        "viewers",
-        "views",
-    )
+    __slots__ = ("bitrate", "codes", "holders", "latency", "startups")
 
     def __init__(self) -> None:
-        self.viewers: set[int] = set()
+        super().__init__()
         # SUMS name -> viewer -> what that viewer added to the sum (ms for playing, else a
         # count): who is behind a sum (k of them to show it) and, in dp mode, the per-viewer
         # amounts that are clamped to the mechanism's bounds
         self.holders: dict[str, dict[int, int]] = {}
-        self.views = 0
-        self.playing_ms = 0
-        self.rebuffer_count = 0
-        self.rebuffer_ms = 0
-        self.failures = 0
-        self.exits_before_start = 0
-        self.bitrate_changes = 0
-        self.concurrent_peak = 0
         self.codes: dict[str, Held] | None = None  # error code -> failures with it
         self.startups: dict[int, Held] | None = None  # histogram bucket -> startups in it
         self.latency: Sample | None = None
@@ -337,16 +360,9 @@ class RawCell:
 
     def add_sums(self, other: RawCell) -> None:
         """Add another cell's viewers, sums with their holders, and values inside."""
-        self.viewers |= other.viewers
+        self._add_sums(other)
         for name, viewers in other.holders.items():
             self.hold(name, viewers)
-        self.views += other.views
-        self.playing_ms += other.playing_ms
-        self.rebuffer_count += other.rebuffer_count
-        self.rebuffer_ms += other.rebuffer_ms
-        self.failures += other.failures
-        self.exits_before_start += other.exits_before_start
-        self.bitrate_changes += other.bitrate_changes
         self.add_values_inside(other)
 
     def add_values_inside(self, other: RawCell) -> None:
@@ -401,7 +417,7 @@ class RawCell:
         return self.bitrate.weight if self.bitrate else 0
 
 
-class RowCell:
+class RowCell(Sums):
     """A published row in the making: the sum of the k-safe parts released into it.
 
     ``viewers`` is the union of the parts' viewers (the row's distinct count). Values inside
@@ -409,35 +425,18 @@ class RowCell:
     """
 
     __slots__ = (
-        "bitrate_changes",
         "bitrate_kbps_ms",
         "bitrate_ms",
         "codes",
-        "concurrent_peak",
         "dp_parts",
         "dp_viewers",
-        "exits_before_start",
-        "failures",
         "latency_count",
         "latency_ms_sum",
-        "playing_ms",
-        "rebuffer_count",
-        "rebuffer_ms",
         "startup_hist",
-        "viewers",
-        "views",
     )
 
     def __init__(self) -> None:
-        self.viewers: set[int] = set()
-        self.views = 0
-        self.playing_ms = 0
-        self.rebuffer_count = 0
-        self.rebuffer_ms = 0
-        self.failures = 0
-        self.exits_before_start = 0
-        self.bitrate_changes = 0
-        self.concurrent_peak = 0
+        super().__init__()
         # dp mode (aggregator/release/noise.py): the sum of the parts' noisy viewer counts, shown
         # instead of len(viewers); -1 when the row is not noisy. dp_parts: noisy parts in it.
         self.dp_viewers = -1
@@ -452,14 +451,7 @@ class RowCell:
     def add(self, part: RowCell, *, peak: bool = True) -> None:
         """Add a released part. ``peak``: the part is a published minute (its concurrency
         is a fact shown); remainders carry none (a peak from hidden minutes would show them)."""
-        self.viewers |= part.viewers
-        self.views += part.views
-        self.playing_ms += part.playing_ms
-        self.rebuffer_count += part.rebuffer_count
-        self.rebuffer_ms += part.rebuffer_ms
-        self.failures += part.failures
-        self.exits_before_start += part.exits_before_start
-        self.bitrate_changes += part.bitrate_changes
+        self._add_sums(part)
         if part.dp_viewers >= 0:
             self.dp_viewers = max(self.dp_viewers, 0) + part.dp_viewers
             self.dp_parts += part.dp_parts
