@@ -637,6 +637,7 @@ def test_the_bundled_uplot_is_the_pinned_npm_release() -> None:
     built = (
         ROOT
         / "aggregator"
+        / "api"
         / "static-vendor"
         / "node_modules"
         / "uplot"
