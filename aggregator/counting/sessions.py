@@ -68,6 +68,24 @@ MAX_BITRATE_KBPS: Final = 1_000_000
 MAX_LATENCY_MS: Final = 3_600_000
 MAX_CODE_LENGTH: Final = 64
 
+# Leaf.per: what one viewer added to each sum of a leaf, by index
+PER_INDEX: Final[dict[str, int]] = {
+    "views": 0,
+    "playing": 1,
+    "rebuffer": 2,  # stalls started
+    "rebuffer_ms": 3,
+    "failures": 4,
+    "exits": 5,
+    "bitrate_changes": 6,
+    "concurrent": 7,
+    "kbps_ms": 8,  # bitrate (kbps) x ms played at it
+    "bitrate_ms": 9,  # ms played at a known bitrate
+}
+PER_PLAYING: Final = PER_INDEX["playing"]
+PER_KBPS_MS: Final = PER_INDEX["kbps_ms"]
+PER_BITRATE_MS: Final = PER_INDEX["bitrate_ms"]
+PER_SIZE: Final = len(PER_INDEX)
+
 _VIEW_STATES: Final = frozenset("spr")
 _MID_PLAY_STATES: Final = frozenset("pak")  # only ever after video start
 # A play state change to these, as the first event after a cold restart: a pause or a seek
@@ -89,16 +107,14 @@ class Leaf:
     weighs every viewer the same."""
 
     __slots__ = (
-        "bitrate",
         "bitrate_changes",
         "codes",
         "concurrent",
         "exits_before_start",
         "failures",
-        "holders",
         "latency",
+        "per",
         "playing_ms",
-        "playing_viewers",
         "rare",
         "rebuffer_count",
         "rebuffer_ms",
@@ -111,12 +127,11 @@ class Leaf:
         self.viewers: list[int] = []  # one entry per session-minute; deduplicated in cells
         self.views = 0
         self.playing_ms = 0
-        self.playing_viewers: dict[int, int] = {}  # who played (> 0 ms) in it, and how long
-        self.bitrate: dict[int, list[int]] = {}  # viewer -> [kbps * ms, ms at that bitrate]
+        # viewer -> what that viewer added to each sum (the PER_* indices): who is behind a
+        # sum, and how much. One small list per viewer (most leaves have one).
+        self.per: dict[int, list[int]] = {}
         self.startups: list[tuple[int, int]] | None = None  # (viewer, ms)
         self.concurrent = 0  # sessions playing in this minute
-        # the other sums' viewers (views, concurrent, …) and what each added
-        self.holders: dict[str, dict[int, int]] = {}
         # rarely not zero: counted under `rare`
         self.rebuffer_count = 0
         self.rebuffer_ms = 0
@@ -127,12 +142,15 @@ class Leaf:
         self.latency: dict[int, list[int]] | None = None  # viewer -> [sum of ms, samples]
         self.rare = False  # set when a field other than the ones above is not zero
 
+    def mine(self, viewer: int) -> list[int]:
+        """The viewer's amounts in this leaf (created on first use)."""
+        p = self.per.get(viewer)
+        if p is None:
+            p = self.per[viewer] = [0] * PER_SIZE
+        return p
+
     def hold(self, name: str, viewer: int, amount: int = 1) -> None:
-        held = self.holders.get(name)
-        if held is None:
-            self.holders[name] = {viewer: amount}
-        else:
-            held[viewer] = held.get(viewer, 0) + amount
+        self.mine(viewer)[PER_INDEX[name]] += amount
 
     def add_code(self, code: str, viewer: int) -> None:
         codes = self.codes
@@ -158,20 +176,20 @@ class Leaf:
             mine[1] += 1
         self.rare = True
 
-    def add_bitrate(self, kbps: int, ms: int, viewer: int) -> None:
-        mine = self.bitrate.get(viewer)
-        if mine is None:
-            self.bitrate[viewer] = [kbps * ms, ms]
-        else:
-            mine[0] += kbps * ms
-            mine[1] += ms
+    def add_playing(self, ms: int, kbps: int, viewer: int) -> None:
+        self.playing_ms += ms
+        p = self.per.get(viewer)
+        if p is None:
+            p = self.per[viewer] = [0] * PER_SIZE
+        p[PER_PLAYING] += ms
+        if kbps:
+            p[PER_KBPS_MS] += kbps * ms
+            p[PER_BITRATE_MS] += ms
 
     def clear(self) -> None:
         """Drop the contents once rolled up (a session may still point at it)."""
         self.viewers.clear()
-        self.playing_viewers.clear()
-        self.bitrate.clear()
-        self.holders.clear()
+        self.per.clear()
         self.startups = None
         self.codes = None
         self.latency = None
@@ -335,12 +353,7 @@ class Session:
                             dt = max(int(budget), 0)
                         self.budget_ms = budget - dt
                         if dt:
-                            leaf.playing_ms += dt
-                            pv = leaf.playing_viewers
-                            pv[self.viewer] = pv.get(self.viewer, 0) + dt
-                            kbps = self.bitrate
-                            if kbps:
-                                leaf.add_bitrate(kbps, dt, self.viewer)
+                            leaf.add_playing(dt, self.bitrate, self.viewer)
                         if self.conc_minute != m:
                             self.conc_minute = m
                             leaf.concurrent += 1
@@ -376,18 +389,14 @@ class Session:
         self.budget_ms -= dt
         if playing:
             if dt:
-                leaf.playing_ms += dt
-                pv = leaf.playing_viewers
-                pv[self.viewer] = pv.get(self.viewer, 0) + dt
-                if self.bitrate:
-                    leaf.add_bitrate(self.bitrate, dt, self.viewer)
+                leaf.add_playing(dt, self.bitrate, self.viewer)
             if self.conc_minute != m:
                 self.conc_minute = m
                 leaf.concurrent += 1
                 leaf.hold("concurrent", self.viewer)
         elif dt:
             leaf.rebuffer_ms += dt
-            leaf.hold("rebuffer", self.viewer, 0)  # a viewer behind the stall time
+            leaf.hold("rebuffer_ms", self.viewer, dt)
             leaf.rare = True
 
     def _leaf(self, m: int, enter: Enter) -> Leaf:

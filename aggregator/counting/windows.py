@@ -31,10 +31,36 @@ from prometheus_client import Counter
 
 from aggregator.counting.cells import Group, RawCell
 from aggregator.counting.histogram import bucket_of
-from aggregator.counting.sessions import LEFT_PLAYING_STATES, Leaf, Session, mid_play
+from aggregator.counting.sessions import (
+    LEFT_PLAYING_STATES,
+    PER_INDEX,
+    Leaf,
+    Session,
+    mid_play,
+)
 from collector.handover import Dimensions, Event
 
 __all__ = ["CLOSE_GRACE_SECONDS", "DEFAULT_BREAKDOWNS", "Aggregator", "Group"]
+
+# A leaf's per-viewer amounts (Leaf.per) that are cell holders (RawCell.holders, by SUMS
+# name): a viewer is behind a sum where their amount is not 0 (a stall that began in an
+# earlier minute still puts its viewer behind this minute's rebuffering).
+_HELD: Final = tuple(
+    (name, PER_INDEX[name])
+    for name in (
+        "views",
+        "playing",
+        "rebuffer",
+        "failures",
+        "exits",
+        "bitrate_changes",
+        "concurrent",
+    )
+)
+_REBUFFER: Final = PER_INDEX["rebuffer"]
+_REBUFFER_MS: Final = PER_INDEX["rebuffer_ms"]
+_KBPS_MS: Final = PER_INDEX["kbps_ms"]
+_BITRATE_MS: Final = PER_INDEX["bitrate_ms"]
 
 DEFAULT_BREAKDOWNS: Final = ("", "country", "device", "os", "browser", "player")
 DIMENSIONS: Final = frozenset(DEFAULT_BREAKDOWNS[1:])
@@ -259,26 +285,40 @@ class Aggregator:
             buckets = (
                 [(viewer, bucket_of(ms)) for viewer, ms in leaf.startups] if leaf.startups else None
             )
+            held = _holders(leaf)
             for b in breakdowns:
-                _add_leaf(g.cell(stream, b, getattr(dims, b) if b else ""), leaf, buckets)
+                _add_leaf(g.cell(stream, b, getattr(dims, b) if b else ""), leaf, buckets, held)
             leaf.clear()
         for g in minute_groups.values():
             g.closed = g.changed = True
             self._closed.append(g)
 
 
-def _add_leaf(cell: RawCell, leaf: Leaf, startup_buckets: list[tuple[int, int]] | None) -> None:
+def _holders(leaf: Leaf) -> list[tuple[str, dict[int, int]]]:
+    """The leaf's per-viewer amounts as cell holders (SUMS name -> viewer -> amount)."""
+    out: dict[str, dict[int, int]] = {}
+    for viewer, amounts in leaf.per.items():
+        for name, i in _HELD:
+            amount = amounts[i]
+            if amount or (i == _REBUFFER and amounts[_REBUFFER_MS]):
+                out.setdefault(name, {})[viewer] = amount
+    return list(out.items())
+
+
+def _add_leaf(
+    cell: RawCell,
+    leaf: Leaf,
+    startup_buckets: list[tuple[int, int]] | None,
+    held: list[tuple[str, dict[int, int]]],
+) -> None:
     cell.viewers.update(leaf.viewers)
     cell.views += leaf.views
     cell.playing_ms += leaf.playing_ms
-    if leaf.playing_viewers:
-        cell.hold("playing", leaf.playing_viewers)
-    for name, viewers in leaf.holders.items():
-        cell.hold(name, viewers)
-    if leaf.bitrate:
-        br = cell.sample("bitrate")
-        for viewer, (total, weight) in leaf.bitrate.items():
-            br.add_one(viewer, total, weight)
+    for name, by_viewer in held:
+        cell.hold(name, by_viewer)
+    for viewer, amounts in leaf.per.items():
+        if amounts[_BITRATE_MS]:
+            cell.sample("bitrate").add_one(viewer, amounts[_KBPS_MS], amounts[_BITRATE_MS])
     cell.concurrent_peak += leaf.concurrent
     if startup_buckets is not None:
         for viewer, bucket in startup_buckets:
@@ -288,8 +328,8 @@ def _add_leaf(cell: RawCell, leaf: Leaf, startup_buckets: list[tuple[int, int]] 
         cell.rebuffer_ms += leaf.rebuffer_ms
         cell.failures += leaf.failures
         if leaf.codes is not None:
-            for code, holders in leaf.codes.items():
-                for viewer in holders:
+            for code, viewers in leaf.codes.items():
+                for viewer in viewers:
                     cell.add_code(code, viewer)
         cell.exits_before_start += leaf.exits_before_start
         cell.bitrate_changes += leaf.bitrate_changes
