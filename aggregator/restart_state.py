@@ -2,7 +2,8 @@
 
 :func:`to_state` turns what a running process holds — playback sessions and their open
 minute leaves, closed minutes not yet released, the release ledger (open hour and day rows
-with their viewer sets, pools of held-back cells), what the writer last published, the
+with their viewer sets and rounding steps, pools of held-back cells, the dp budget each
+viewer key has spent that day), what the writer last published, the
 deduper's and the replay guard's memories, the rate limiters' buckets (keyed by opaque
 handles under the process secret, never an address or a session id) — into a dict of
 ints, floats, strings, bytes, tuples, lists, sets and dicts only; :func:`from_state` puts
@@ -19,12 +20,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from aggregator.counting.cells import Group, Held, RawCell, RowCell, Sample, slots
 from aggregator.counting.sessions import Leaf, Session
 from aggregator.counting.windows import Aggregator
+from aggregator.release.budget import DaySpend
 from aggregator.release.kanon import Pool
 from aggregator.release.ledger import Ledger
 from collector.dedupe import Deduper
@@ -34,7 +37,7 @@ from collector.replay import ReplayGuard
 
 __all__ = ["FORMAT", "StateError", "from_state", "shapes", "to_state"]
 
-FORMAT: Final = 2  # 2: the rate limiters' buckets
+FORMAT: Final = 3  # 2: the rate limiters' buckets; 3: rounding steps, the dp budget
 
 _SESSION_FIELDS: Final = tuple(f for f in Session.__slots__ if f not in ("leaf", "dims"))
 _LEAF_FIELDS: Final = tuple(Leaf.__slots__)
@@ -59,6 +62,7 @@ def shapes() -> dict[str, tuple[str, ...]]:
         "dimensions": _DIM_FIELDS,
         "held": tuple(Held.__slots__),
         "sample": tuple(Sample.__slots__),
+        "day_spend": tuple(f.name for f in fields(DaySpend)),
     }
 
 
@@ -84,6 +88,7 @@ def to_state(
         "ledger": {
             "groups": [_group_out(g) for g in ledger._groups.values()],
             "pools": [(key, _pool_out(pool)) for key, pool in ledger._pools.items()],
+            "budget": [_day_out(d) for d in ledger.budget._days.values()],
         },
         "service": service,
         "deduper": (
@@ -154,9 +159,16 @@ def _group_out(g: Group) -> tuple[Any, ...]:
         g.window_end,
         g.closed,
         g.changed,
+        g.unique_step,
         [(key, _raw_out(cell)) for key, cell in g.cells.items()],
         [(key, tuple(getattr(row, f) for f in _ROW_FIELDS)) for key, row in g.rows.items()],
     )
+
+
+def _day_out(d: DaySpend) -> tuple[Any, ...]:
+    """A dp account's day of budget: its totals and each viewer key's spend (memory only,
+    like the viewer keys of open cells)."""
+    return tuple(getattr(d, f.name) for f in fields(DaySpend))
 
 
 def _pool_out(pool: Pool) -> tuple[Any, ...]:
@@ -196,6 +208,10 @@ def from_state(
             g = _group_in(packed)
             ledger._groups[ledger._key(g)] = g
         ledger._pools = {tuple(key): _pool_in(packed) for key, packed in state["ledger"]["pools"]}
+        ledger.budget._days = {}
+        for packed in state["ledger"]["budget"]:
+            d = _day_in(packed)
+            ledger.budget._days[(d.account_id, d.day)] = d
         newest, middle, oldest, next_rotation = state["deduper"]
         deduper._newest, deduper._middle, deduper._oldest = newest, middle, oldest
         deduper._next_rotation = float(next_rotation)
@@ -272,15 +288,19 @@ def _raw_in(packed: tuple[Any, ...]) -> RawCell:
 
 
 def _group_in(packed: tuple[Any, ...]) -> Group:
-    account, granularity, start, end, closed, changed, cells, rows = packed
+    account, granularity, start, end, closed, changed, unique_step, cells, rows = packed
     g = Group(account, granularity, datetime.fromtimestamp(start, UTC), end)
-    g.closed, g.changed = closed, changed
+    g.closed, g.changed, g.unique_step = closed, changed, unique_step
     g.cells = {tuple(key): _raw_in(cell) for key, cell in cells}
     for key, values in rows:
         row = g.rows[tuple(key)] = RowCell()
         for name, value in zip(_ROW_FIELDS, values, strict=True):
             setattr(row, name, value)
     return g
+
+
+def _day_in(packed: tuple[Any, ...]) -> DaySpend:
+    return DaySpend(*packed)
 
 
 def _pool_in(packed: tuple[Any, ...]) -> Pool:

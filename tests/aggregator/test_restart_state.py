@@ -5,12 +5,14 @@ event resumes a session instead of starting a view."""
 from __future__ import annotations
 
 import marshal
+from collections.abc import Callable
 
 import pytest
 
 from aggregator.counting.windows import Aggregator
 from aggregator.release.kanon import MIN_K
-from aggregator.release.ledger import Ledger
+from aggregator.release.ledger import DpOf, Ledger
+from aggregator.release.noise import SHARES, DpPolicy
 from aggregator.restart_state import StateError, from_state, to_state
 from collector.dedupe import Deduper
 from collector.handover import Dimensions, Event
@@ -173,3 +175,50 @@ def test_playing_time_across_a_cold_restart_is_playing_time_straight_through(
     assert playing_ms(before.take_closed()) + playing_ms(restarted.take_closed()) == (
         played_s * 1000
     )
+
+
+def handed_over(ledger: Ledger, k_of: Callable[[str], int], dp_of: DpOf | None = None) -> Ledger:
+    """The ledger as the next code gets it through a hot restart's state."""
+    state = to_state(aggregator=Aggregator(), ledger=ledger, service={}, deduper=Deduper(),
+                     replay=ReplayGuard(60, 10))  # fmt: skip
+    new = Ledger(k_of, dp_of)
+    from_state(marshal.loads(marshal.dumps(state)), aggregator=Aggregator(), ledger=new,
+               deduper=Deduper(), replay=ReplayGuard(60, 10))  # fmt: skip
+    return new
+
+
+def test_rows_written_after_a_hand_over_still_count_viewers_in_steps_of_k() -> None:
+    """The attack: an open hour read before a SIGHUP shows 3 unique viewers (4, in steps of
+    k = 3); read after it, the same row must not show the exact 4, or the two versions
+    differ by one viewer."""
+    agg = Aggregator()
+    for i in (1, 2, 4, 5):  # four viewers of stream s1
+        agg.submit([ev(i, 0, T0 + 1 + i, "s"), ev(i, 1, T0 + 2 + i, "p")])
+    agg.tick(T0 + 75)
+    ledger = Ledger(lambda _: 3)
+    for raw in agg.take_closed():
+        ledger.add_minute(raw)
+    before = {
+        (g.granularity, r.key): r.unique_viewers for g in ledger.groups() for r in g.to_rows()
+    }
+    after = {
+        (g.granularity, r.key): r.unique_viewers
+        for g in handed_over(ledger, lambda _: 3).groups(changed_only=False)
+        for r in g.to_rows()
+    }
+    assert before
+    assert after == before
+    assert all(n % 3 == 0 for n in after.values())
+
+
+def test_a_hand_over_keeps_what_each_viewer_has_spent_of_their_budget() -> None:
+    """dp mode: the viewers of an hour part have spent their hour share; after a SIGHUP a
+    part with the same viewers must still be held back, or each hot restart would hand
+    every viewer a fresh budget."""
+    policy = DpPolicy()
+    ledger = Ledger(lambda _: 5, lambda _a, _d: policy)
+    viewers = set(range(300))
+    cost = (policy.epsilon_per_day * SHARES["hour"], 0.0)  # the hour share, at once
+    assert ledger.budget.charge("acc", int(T0), "hour", viewers, cost, policy)
+    new = handed_over(ledger, lambda _: 5, lambda _a, _d: policy)
+    assert not new.budget.charge("acc", int(T0) + 3600, "hour", viewers, cost, policy)
