@@ -354,6 +354,8 @@ class RawCell(Sums):
         mine = self.holders.get(name)
         if mine is None:
             self.holders[name] = dict(amounts)
+        elif mine.keys().isdisjoint(amounts):  # the common case: other viewers
+            mine.update(amounts)
         else:
             for viewer, amount in amounts.items():
                 mine[viewer] = mine.get(viewer, 0) + amount
