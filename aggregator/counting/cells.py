@@ -230,7 +230,16 @@ class Sample:
 # Whole-cell sums and the viewers behind each (``RawCell.holders``): a sum is shown only
 # where >= k distinct viewers contributed to it (aggregator/release/sums.py). ``concurrent``: the
 # viewers playing in the minute (the concurrency count and so the peak).
-SUMS: Final = ("views", "playing", "rebuffer", "failures", "exits", "bitrate_changes", "concurrent")
+SUMS: Final = (
+    "views",
+    "playing",
+    "rebuffer",  # stalls started
+    "rebuffer_ms",  # time stalled
+    "failures",
+    "exits",
+    "bitrate_changes",
+    "concurrent",
+)
 
 
 def _merge_held(into: dict[Any, Held] | None, other: dict[Any, Held] | None) -> dict[Any, Held]:

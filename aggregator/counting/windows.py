@@ -29,7 +29,7 @@ from typing import Final
 
 from prometheus_client import Counter
 
-from aggregator.counting.cells import Group, RawCell
+from aggregator.counting.cells import SUMS, Group, RawCell
 from aggregator.counting.histogram import bucket_of
 from aggregator.counting.sessions import (
     LEFT_PLAYING_STATES,
@@ -43,22 +43,8 @@ from collector.handover import Dimensions, Event
 __all__ = ["CLOSE_GRACE_SECONDS", "DEFAULT_BREAKDOWNS", "Aggregator", "Group"]
 
 # A leaf's per-viewer amounts (Leaf.per) that are cell holders (RawCell.holders, by SUMS
-# name): a viewer is behind a sum where their amount is not 0 (a stall that began in an
-# earlier minute still puts its viewer behind this minute's rebuffering).
-_HELD: Final = tuple(
-    (name, PER_INDEX[name])
-    for name in (
-        "views",
-        "playing",
-        "rebuffer",
-        "failures",
-        "exits",
-        "bitrate_changes",
-        "concurrent",
-    )
-)
-_REBUFFER: Final = PER_INDEX["rebuffer"]
-_REBUFFER_MS: Final = PER_INDEX["rebuffer_ms"]
+# name): a viewer is behind a sum where their amount is not 0.
+_HELD: Final = tuple((name, PER_INDEX[name]) for name in SUMS)
 _KBPS_MS: Final = PER_INDEX["kbps_ms"]
 _BITRATE_MS: Final = PER_INDEX["bitrate_ms"]
 
@@ -300,7 +286,7 @@ def _holders(leaf: Leaf) -> list[tuple[str, dict[int, int]]]:
     for viewer, amounts in leaf.per.items():
         for name, i in _HELD:
             amount = amounts[i]
-            if amount or (i == _REBUFFER and amounts[_REBUFFER_MS]):
+            if amount:
                 out.setdefault(name, {})[viewer] = amount
     return list(out.items())
 

@@ -7,15 +7,19 @@ describes the one viewer who is French, on mobile and on shaka. k counts the vie
 *behind each number*, not the viewers present. So every sum of a released part —
 views (the viewers who started one), playing time, rebuffering (count and time), failures,
 exits before start, bitrate changes, concurrency — is shown only if >= k distinct viewers
-contributed to it (its *holders*, kept by counting since the first event).
+contributed to it (its *holders*, kept by counting since the first event, with what each
+added) and no single one of them gave more than :data:`DOMINANCE` of it.
 
 Complementary, per (stream, breakdown) and sum: the total row's sum minus the shown values'
 sums is what the breakdown holds back; that must come from 0 or >= k holders. While the
 held-back values' holders are between 1 and k-1, the smallest shown value is held back too;
 values the k rules did not publish at all (:mod:`aggregator.release.kanon`'s loose cells) count as
-held back. A sum not shown goes, with its holders, into the release pool of the coarser
-window under the same row key (as values inside do, :mod:`aggregator.release.values`), where it is
-decided again together with what the other parts held back. Concurrency is not pooled: a
+held back. While the stream total holds part of a sum back, its breakdown values show none
+of theirs: in a pool the two are made of different minutes' remainders, and total minus
+values would be the total's held part. A sum not shown goes, with its holders, into the
+release pool of the coarser window under the same row key (as values inside do,
+:mod:`aggregator.release.values`), where it is decided again together with what the other
+parts held back. Concurrency is not pooled: a
 peak is only ever taken from a published minute's shown concurrency.
 """
 
@@ -26,7 +30,7 @@ from typing import Final
 
 from aggregator.counting.cells import SUMS, RawCell, RowCell
 
-__all__ = ["ALL_SUMS", "counts_part", "shown_sums", "split"]
+__all__ = ["ALL_SUMS", "DOMINANCE", "counts_part", "safe", "shown_sums", "split"]
 
 Key3 = tuple[str, str, str]
 
@@ -36,13 +40,18 @@ ALL_SUMS: Final = frozenset(SUMS)
 _FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "views": ("views",),
     "playing": ("playing_ms",),
-    "rebuffer": ("rebuffer_count", "rebuffer_ms"),
+    "rebuffer": ("rebuffer_count",),
+    "rebuffer_ms": ("rebuffer_ms",),
     "failures": ("failures",),
     "exits": ("exits_before_start",),
     "bitrate_changes": ("bitrate_changes",),
     "concurrent": ("concurrent_peak",),
 }
 _NOT_POOLED: Final = frozenset({"concurrent"})
+# A sum is not shown where one viewer gave more than this share of it: it would read as
+# that viewer's own amount (the dominance rule of statistical agencies' magnitude tables;
+# four viewers stalling a tenth of a second each and one for 50 s are 99 % that one).
+DOMINANCE: Final = 0.75
 
 
 def shown_sums(
@@ -60,41 +69,63 @@ def shown_sums(
             by_breakdown.setdefault((stream, breakdown), {})[value] = [cell, None]
         else:
             for name, holders in cell.holders.items():
-                if len(holders) >= k:
+                if safe(holders, k):
                     shown[(stream, "", "")].add(name)
     for (stream, breakdown, value), cell in forced.items():
         items = by_breakdown.get((stream, breakdown))
         if breakdown and items is not None:
             items.setdefault(value, [None, None])[1] = cell
     for (stream, breakdown), items in by_breakdown.items():
+        total = cands.get((stream, "", ""))
         for name in SUMS:
+            if (
+                total is not None
+                and total.holders.get(name)
+                and name not in shown[(stream, "", "")]
+            ):
+                # the total holds part of this sum back: its values hold theirs back too,
+                # or total - values would be that held part (pooled from other minutes)
+                continue
             for value in _complementary(items, name, k):
                 shown[(stream, breakdown, value)].add(name)
     return {key: frozenset(names) for key, names in shown.items()}
 
 
 def _complementary(items: dict[str, list[RawCell | None]], name: str, k: int) -> list[str]:
-    """The values of one (stream, breakdown) that show sum ``name``: each with >= k holders,
-    and the held-back ones together with 0 or >= k."""
+    """The values of one (stream, breakdown) that show sum ``name``: each safe on its own,
+    and what the others hold back together from 0 viewers or safe (>= k, not dominated)."""
     big: list[tuple[int, str]] = []
-    held: set[int] = set()
+    held: dict[int, int] = {}
     for value, (cand, whole) in sorted(items.items()):
         if whole is not None:
-            held.update(whole.holders.get(name, ()))
+            _add(held, whole.holders.get(name, {}))
         holders = cand.holders.get(name) if cand is not None else None
         if not holders:
             continue
-        if len(holders) >= k:
+        if safe(holders, k):
             big.append((len(holders), value))
         else:
-            held.update(holders)
+            _add(held, holders)
     big.sort()
-    while 0 < len(held) < k and big:
+    while held and not safe(held, k) and big:
         _, value = big.pop(0)
         cand = items[value][0]
         assert cand is not None
-        held.update(cand.holders[name])
+        _add(held, cand.holders[name])
     return [value for _, value in big]
+
+
+def safe(amounts: Mapping[int, int], k: int) -> bool:
+    """A sum may be shown: >= k viewers gave to it and none gave more than DOMINANCE of it."""
+    if len(amounts) < k:
+        return False
+    total = sum(amounts.values())
+    return max(amounts.values()) <= DOMINANCE * total
+
+
+def _add(into: dict[int, int], amounts: Mapping[int, int]) -> None:
+    for viewer, amount in amounts.items():
+        into[viewer] = into.get(viewer, 0) + amount
 
 
 def split(cell: RawCell, shown: frozenset[str]) -> tuple[RowCell, RawCell | None]:
