@@ -4,6 +4,8 @@ Every failure to start is one line on stderr, ``streamtally: <setting>: <cause>`
 status 2; other failures (a server's refusal, an unreachable server) exit with status 1.
 
 streamtally serve [--port 8080 --data-dir ./streamtally-data ...]
+streamtally aggregate --shard I/M --listen HOST:PORT --cluster-secret S ...  (clustercmd.py)
+streamtally collect --aggregators HOST:PORT,... --cluster-secret S ...
 streamtally migrate
 streamtally accounts create --name NAME --origin https://example.com [--k 10]
                             [--stream NAME] [--stream-pattern 'match-*']
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from aggregator import account_api, benchcmd, export
+from aggregator import account_api, benchcmd, clustercmd, export
 from aggregator.config import AggregatorConfig
 from collector import preflight, settings
 from collector.config import CollectorConfig
@@ -335,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run collector and aggregator in one process")
     _add_service_flags(serve)
     serve.set_defaults(func=cmd_serve)
+
+    clustercmd.add_cli(sub)
 
     mig = sub.add_parser("migrate", help="apply the ClickHouse schema migrations")
     _add_service_flags(mig, MIGRATE_SETTINGS)

@@ -146,6 +146,9 @@ class Service:
     def accepting(self) -> bool:
         return self.writer.accepting()
 
+    def accepting_for(self, account_id: str) -> bool:
+        return True  # one process counts every account: accepting() decides
+
     # -- status ----------------------------------------------------------------------------
 
     def spool_bytes(self) -> int:

@@ -63,15 +63,20 @@ def build_pipeline(
     accounts: AccountDirectory,
     sink: Sink,
     clock: Callable[[], float] = time.time,
+    viewers: ViewerKeys | None = None,
+    deduper: Deduper | None = None,
 ) -> tuple[Pipeline, KeyStore, ViewerKeys]:
     """``clock``: the server's wall clock (arrival times, viewer-key days); tests pass a
-    test clock so that hours and days pass in seconds."""
+    test clock so that hours and days pass in seconds. A cluster collector passes the
+    ``viewers`` of its owner shards and a ``deduper`` that lets everything through (the
+    owner counts each event once, whichever collector it came through)."""
     keys = KeyStore.open(
         config.data_dir / "keys",
         config.key_overlap_seconds,
         rotation_seconds=config.key_rotation_seconds,
     )
-    viewers = ViewerKeys(grace_seconds=config.viewer_key_grace_seconds, clock=clock)
+    if viewers is None:
+        viewers = ViewerKeys(grace_seconds=config.viewer_key_grace_seconds, clock=clock)
     pipeline = Pipeline(
         accounts=accounts,
         keys=keys,
@@ -84,7 +89,7 @@ def build_pipeline(
         address_limiter=RateLimiter(
             config.address_rate_limit_per_second, config.address_rate_limit_burst
         ),
-        deduper=Deduper(idle_seconds=config.session_idle_seconds),
+        deduper=deduper or Deduper(idle_seconds=config.session_idle_seconds),
         max_body_bytes=config.max_body_bytes,
         clock=clock,
     )
@@ -97,8 +102,10 @@ def setup_collector(
     accounts: AccountDirectory,
     sink: Sink,
     clock: Callable[[], float] = time.time,
+    viewers: ViewerKeys | None = None,
+    deduper: Deduper | None = None,
 ) -> None:
-    pipeline, keys, viewers = build_pipeline(config, accounts, sink, clock)
+    pipeline, keys, viewers = build_pipeline(config, accounts, sink, clock, viewers, deduper)
     app[PIPELINE] = pipeline
     app[KEYSTORE] = keys
     app[VIEWERS] = viewers

@@ -1,0 +1,101 @@
+"""``streamtally collect``: the player-facing endpoint of a cluster.
+
+The collector application of ``streamtally serve`` (reports, CORS preflights, ``/v1/keys``)
+with its Sink replaced by the link client (``collector/link.py``): it does the CPU-heavy,
+stateless part — receive, open, parse, admit, limit, strip, viewer key — and forwards
+identifier-free events to the aggregator shard that owns the account. It keeps no state that
+counts: the account directory and the viewer secrets come from the shards, the HPKE keys
+from its data dir (the same key files on every collector: ``keys/`` of a shared or copied
+folder; ``streamtally keys rotate`` there, and every collector picks the new key up within
+30 s). Nothing it receives is written to disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+import prometheus_client
+from aiohttp import web
+
+from collector.app import problem_middleware, setup_collector
+from collector.config import CollectorConfig
+from collector.dedupe import Deduper
+from collector.link import ClusterViewerKeys, LinkDirectory, LinkSink, ReceivedViewerKeys, ShardLink
+from collector.linkconfig import ClusterConfig
+
+LINK_SINK = web.AppKey("link_sink", LinkSink)
+
+
+class EveryEvent(Deduper):
+    """A deduper that lets everything through: in a cluster the owner shard counts each
+    event once, whichever collector a player's retry reached."""
+
+    __slots__ = ()
+
+    def first_time(self, session: int, sn: int | None, ts: int, kind: str) -> bool:
+        return True
+
+
+def create_collect_app(
+    collector_config: CollectorConfig,
+    cluster_config: ClusterConfig,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
+    grace = collector_config.viewer_key_grace_seconds
+    directory = LinkDirectory()
+    received = [ReceivedViewerKeys(grace, clock) for _ in cluster_config.aggregators]
+    links = [
+        ShardLink(index, address, cluster_config, directory, received[index], clock)
+        for index, address in enumerate(cluster_config.aggregators)
+    ]
+    sink = LinkSink(links)
+    app = web.Application(
+        middlewares=[problem_middleware],
+        client_max_size=max(collector_config.max_body_bytes, 1024 * 1024),
+    )
+    app[LINK_SINK] = sink
+    setup_collector(
+        app,
+        collector_config,
+        directory,
+        sink,
+        clock,
+        viewers=ClusterViewerKeys(received, grace, clock),
+        deduper=EveryEvent(),
+    )
+    app.router.add_get("/healthz", healthz)
+    app.cleanup_ctx.append(links_ctx)
+    return app
+
+
+async def links_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[LINK_SINK].run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Public: ok when every shard's link is up; which shards are away (never a count)."""
+    links = request.app[LINK_SINK].links
+    down = [link.index for link in links if not link.up]
+    body = {"status": "degraded" if down else "ok", "shards_down": down}
+    return web.json_response(body, status=503 if down else 200)
+
+
+def metrics_app() -> web.Application:
+    """The operator-only listener (``--metrics-listen``): GET /metrics, nothing else."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(
+            body=prometheus_client.generate_latest(),
+            headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    return app
