@@ -185,6 +185,7 @@ class ShardLink:
     def push(self, rows: list[list[Any]]) -> None:
         self.pending.extend(rows)
         self.held += len(rows)
+        LINK_BUFFERED.labels(self._label).set(self.held)
         self._wake.set()
 
     async def run(self, session: aiohttp.ClientSession) -> None:

@@ -1,0 +1,233 @@
+"""A cluster on 127.0.0.1 — the real ClickHouse test server, 2 ``aggregate`` shards and
+3 ``collect`` collectors, each a real process — counts exactly like one ``serve`` process,
+and accounts created, revoked or deleted on any aggregator reach every node within 5 s."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import clickhouse_connect
+import pytest
+
+from collector.ownership import owner
+from tests.chserver import ClickHouseProcess
+from tests.cluster.procs import Cluster
+from tests.cluster.traffic import Side, create_account, export, post, requests, stats
+from tests.conftest import ChDatabase
+from tests.integration.restart_traffic import (
+    ADMIN,
+    http_call,
+    make_db,
+    serve,
+    wait_early_in_minute,
+)
+from tests.integration.serveproc import ServeProcess
+
+pytestmark = pytest.mark.timeout(300)
+
+ACCOUNTS = 4
+BREAKDOWNS = ("", "country", "device", "os", "browser", "player")
+PROPAGATION_SECONDS = 5.0
+
+
+@pytest.fixture(scope="module")
+def single(
+    clickhouse_server: ClickHouseProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServeProcess]:
+    db = make_db(clickhouse_server, f"single_{uuid.uuid4().hex[:8]}")
+    proc = serve(tmp_path_factory.mktemp("single"), db)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster_db(clickhouse_server: ClickHouseProcess) -> ChDatabase:
+    return make_db(clickhouse_server, f"cluster_{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="module")
+def cluster(cluster_db: ChDatabase, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    running = Cluster(cluster_db, tmp_path_factory.mktemp("cluster"))
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+def known_everywhere(cluster: Cluster, embed_key: str) -> bool:
+    """Whether every live collector knows the account (a CORS preflight: counts nothing)."""
+    for proc in cluster.collect:
+        if not proc.alive():
+            continue
+        status, _ = http_call(
+            "OPTIONS", f"{proc.url}/v1/r/{embed_key}", headers={"Origin": "https://a.example"}
+        )
+        if status != 204:
+            return False
+    return True
+
+
+def cluster_accounts(cluster: Cluster, label: str) -> list[dict[str, object]]:
+    """ACCOUNTS accounts, half of them owned by each shard, created on alternate aggregators."""
+    by_shard: dict[int, list[dict[str, object]]] = {0: [], 1: []}
+    n = 0
+    while min(len(v) for v in by_shard.values()) < ACCOUNTS // 2:
+        account = create_account(cluster.aggregators[n % 2].url, f"{label}-{n}")
+        by_shard[owner(str(account["account_id"]), 2)].append(account)
+        n += 1
+    return by_shard[0][: ACCOUNTS // 2] + by_shard[1][: ACCOUNTS // 2]
+
+
+def flush(url: str) -> None:
+    status, raw = http_call("POST", url + "/v1/admin/flush", b"", ADMIN)
+    assert status == 200, raw
+
+
+@pytest.mark.parametrize("fault", ["none", "collector-killed"])
+def test_every_number_of_every_account_equals_one_serve(
+    fault: str, single: ServeProcess, cluster: Cluster
+) -> None:
+    clustered = cluster_accounts(cluster, fault)
+    alone = [create_account(single.url, f"{fault}-{i}") for i in range(ACCOUNTS)]
+    deadline = time.monotonic() + 30
+    while not all(known_everywhere(cluster, str(a["embed_key"])) for a in clustered):
+        assert time.monotonic() < deadline, "accounts never reached the collectors"
+        time.sleep(0.1)
+    traffic = requests(seed=11 if fault == "none" else 12, sessions=48, events=10)
+    one = Side([single.url], [str(a["embed_key"]) for a in alone])
+    many = Side([c.url for c in cluster.collect], [str(a["embed_key"]) for a in clustered])
+    dead: set[str] = set()
+    rng = random.Random(3)
+    wait_early_in_minute(20)
+    for n, request in enumerate(traffic):
+        if fault == "collector-killed" and n == len(traffic) // 2:
+            # kill -9 between two reports: what it accepted is acknowledged by then (the
+            # link ships within a millisecond); players' next reports reach the others.
+            cluster.drained()
+            victim = cluster.collect[0]
+            victim.stop(signal.SIGKILL)
+            dead.add(victim.url)
+        one.send(request, rng, lambda url: True)
+        many.send(request, rng, lambda url: url not in dead)
+    assert one.accepted == many.accepted == len(traffic)
+    cluster.drained()
+    flush(single.url)
+    flush(cluster.aggregators[1].url)  # flushes every shard
+    compared = 0
+    for a, c in zip(alone, clustered, strict=True):
+        a_token, c_token = str(a["api_token"]), str(c["api_token"])
+        a_url, c_url = single.url, cluster.aggregators[0].url
+        assert export(a_url, a_token) == export(c_url, c_token)
+        for granularity in ("minute", "hour", "day"):
+            for by in BREAKDOWNS:
+                expected = stats(a_url, a_token, granularity, by)
+                assert stats(c_url, c_token, granularity, by) == expected, (granularity, by)
+                compared += len(expected)
+    assert compared > 50  # the traffic published something to compare
+    if fault == "collector-killed":
+        cluster.start_collector(0)
+        cluster.wait_linked()
+
+
+def test_account_changes_reach_every_node_within_five_seconds(
+    cluster: Cluster, cluster_db: ChDatabase
+) -> None:
+    # Created on one aggregator: every collector takes its reports within 5 s.
+    started = time.monotonic()
+    account = create_account(cluster.aggregators[1].url, "lifecycle")
+    embed_key, token = str(account["embed_key"]), str(account["api_token"])
+    account_id = str(account["account_id"])
+    while not known_everywhere(cluster, embed_key):
+        assert time.monotonic() - started < PROPAGATION_SECONDS
+        time.sleep(0.05)
+
+    # ... and every aggregator knows it within 5 s too.
+    while True:
+        status, raw = http_call(
+            "GET", f"{cluster.aggregators[0].url}/v1/admin/accounts/{account_id}/tokens",
+            None, ADMIN,
+        )  # fmt: skip
+        if status == 200:
+            break
+        assert time.monotonic() - started < PROPAGATION_SECONDS, raw
+        time.sleep(0.05)
+
+    # A token revoked on one aggregator: 401 on every aggregator within 5 s.
+    tokens = json.loads(raw)
+    token_id = (tokens["tokens"] if isinstance(tokens, dict) else tokens)[0]["token_id"]
+    started = time.monotonic()
+    status, raw = http_call(
+        "DELETE",
+        f"{cluster.aggregators[0].url}/v1/admin/accounts/{account_id}/tokens/{token_id}",
+        None,
+        ADMIN,
+    )
+    assert status == 200, raw
+    for proc in cluster.aggregators:
+        while True:
+            status, _ = http_call(
+                "GET", proc.url + "/v1/stats?granularity=day",
+                headers={"Authorization": f"Bearer {token}"},
+            )  # fmt: skip
+            if status == 401:
+                break
+            assert time.monotonic() - started < PROPAGATION_SECONDS, status
+            time.sleep(0.05)
+
+    # Deleted on one aggregator while players keep sending to every collector: 410 from
+    # each within 5 s, a receipt, and no row of it afterwards.
+    answers: dict[str, float] = {}
+    stop = threading.Event()
+    deleting = [0.0]
+    from benchmarks.traffic import Traffic, load_templates
+
+    traffic = Traffic(load_templates(), concurrent=6, seed=5, start_ms=int(time.time() * 1000))
+
+    def keep_sending() -> None:
+        for n, request in enumerate(traffic):
+            if stop.is_set():
+                return
+            proc = cluster.collect[n % len(cluster.collect)]
+            status = post(proc.url, embed_key, request)
+            if status == 410 and deleting[0] and proc.url not in answers:
+                answers[proc.url] = time.monotonic() - deleting[0]
+            time.sleep(0.01)
+
+    sender = threading.Thread(target=keep_sending, daemon=True)
+    sender.start()
+    time.sleep(1.0)
+    deleting[0] = time.monotonic()
+    status, raw = http_call(
+        "DELETE", f"{cluster.aggregators[0].url}/v1/admin/accounts/{account_id}", None, ADMIN
+    )
+    assert status == 200, raw
+    assert json.loads(raw)["verified_zero"] is True
+    time.sleep(1.0)
+    stop.set()
+    sender.join(10)
+    assert set(answers) == {c.url for c in cluster.collect}
+    assert max(answers.values()) < PROPAGATION_SECONDS, answers
+    flush(cluster.aggregators[0].url)
+    client = clickhouse_connect.get_client(
+        host=cluster_db.url.split("//")[1].split(":")[0],
+        port=int(cluster_db.url.rsplit(":", 1)[1].rstrip("/")),
+        database=cluster_db.database,
+    )
+    try:
+        for table in ("cells", "api_tokens", "audit", "privacy_budget"):
+            rows = client.query(
+                f"SELECT count() FROM {table} WHERE account_id = {{a:String}}",
+                parameters={"a": account_id},
+            ).result_rows
+            assert rows[0][0] == 0, table
+    finally:
+        client.close()
