@@ -162,6 +162,7 @@ class ShardLink:
     ) -> None:
         assert config.cluster_secret is not None
         self.index = index
+        self.shards = len(config.aggregators)
         self.url = f"http://{address}{linkproto.PATH}"
         self.secret = config.cluster_secret
         self.limit = config.link_buffer_events
@@ -200,9 +201,10 @@ class ShardLink:
                     await self._serve(ws, key)
             except asyncio.CancelledError:
                 raise
-            except (aiohttp.ClientError, OSError, ValueError, TimeoutError) as exc:
-                if failures == 0:
-                    log.warning("link to shard %d down: %s", self.index, type(exc).__name__)
+            except Exception as exc:  # whatever broke the link, connect again
+                if failures == 0:  # our own messages name no client; others only by type
+                    why = str(exc) if type(exc) is ValueError else type(exc).__name__
+                    log.warning("link to shard %d down: %s", self.index, why)
             finally:
                 self.up = False
                 LINK_UP.labels(self._label).set(0)
@@ -223,9 +225,11 @@ class ShardLink:
             self.secret, "server", server_nonce, client_nonce, welcome[1]
         ):
             raise ValueError("the shard did not prove the cluster secret")
-        if shard_index != self.index:
-            raise ValueError(f"the address of shard {self.index} answers as shard {shard_index}")
-        del shard_count
+        if shard_index != self.index or shard_count != self.shards:
+            raise ValueError(
+                f"the address of shard {self.index}/{self.shards} answers as shard "
+                f"{shard_index}/{shard_count}: --aggregators must list every shard in order"
+            )
         return linkproto.session_key(self.secret, server_nonce, client_nonce)
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse, key: bytes) -> None:
