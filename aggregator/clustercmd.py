@@ -37,6 +37,7 @@ COLLECT_CLUSTER = (
     "link_buffer_events",
     "link_batch_events",
     "link_window",
+    "api_upstream",
 )
 
 

@@ -270,7 +270,7 @@ class LinkServer:
         site = web.TCPSite(runner, host, port, backlog=1024)
         await site.start()
         self.port = _bound_port(runner, port)
-        print(f"cluster link listening on {host}:{self.port}", flush=True)
+        print(f"cluster link open on {host}:{self.port}", flush=True)
 
         async def loop() -> None:
             while True:

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 import prometheus_client
 from aiohttp import web
 
+from collector.apiproxy import setup_proxy
 from collector.app import problem_middleware, setup_collector
 from collector.config import CollectorConfig
 from collector.dedupe import Deduper
@@ -27,6 +28,7 @@ from collector.link import ClusterViewerKeys, LinkDirectory, LinkSink, ReceivedV
 from collector.linkconfig import ClusterConfig
 
 LINK_SINK = web.AppKey("link_sink", LinkSink)
+DRAIN_SECONDS = 10.0
 
 
 class EveryEvent(Deduper):
@@ -66,14 +68,23 @@ def create_collect_app(
         viewers=ClusterViewerKeys(received, grace, clock),
         deduper=EveryEvent(),
     )
-    app.router.add_get("/healthz", healthz)
+    if cluster_config.api_upstream:
+        setup_proxy(app, cluster_config.api_upstream)  # health and the API: the aggregator's
+    else:
+        app.router.add_get("/healthz", healthz)
     app.cleanup_ctx.append(links_ctx)
     return app
 
 
 async def links_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(app[LINK_SINK].run())
+    """The links; at shutdown (after the last report was answered) what they hold is
+    delivered first, for up to ``DRAIN_SECONDS``."""
+    sink = app[LINK_SINK]
+    task = asyncio.create_task(sink.run())
     yield
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while any(link.held and link.up for link in sink.links) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.02)  # a bounded wait at shutdown
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

@@ -32,6 +32,12 @@ def _addresses(value: Any) -> str | None:
     return None
 
 
+def _url_or_empty(value: Any) -> str | None:
+    if value == "" or str(value).startswith(("http://", "https://")):
+        return None
+    return "must be an http:// or https:// URL"
+
+
 def _secret(value: Any) -> str | None:
     if value is None or len(value) >= MIN_SECRET_CHARS:
         return None
@@ -72,6 +78,18 @@ class ClusterConfig:
     )
     link_window: int = setting(
         8, "collect: link messages sent and not yet acknowledged, per shard", check=at_least(1)
+    )
+    workers: int = setting(
+        1,
+        "serve: collector processes sharing the port (SO_REUSEPORT), linked to one "
+        "aggregator process over loopback; 1: everything in one process",
+        check=at_least(1),
+    )
+    api_upstream: str = setting(
+        "",
+        "collect: forward every request that is not a report, a preflight or /v1/keys to "
+        "this aggregator URL (serve --workers sets it)",
+        check=_url_or_empty,
     )
     accounts_poll_seconds: float = setting(
         1.0,

@@ -102,3 +102,19 @@ def export(url: str, token: str) -> list[dict[str, Any]]:
     for row in rows:
         row.pop("account_id", None)
     return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True))
+
+
+BREAKDOWNS = ("", "country", "device", "os", "browser", "player")
+
+
+def assert_same_numbers(expected: tuple[str, str], actual: tuple[str, str]) -> int:
+    """Every exported row and every stats row (each granularity, each breakdown) of two
+    (url, api token) pairs are equal; the number of stats rows compared."""
+    assert export(*actual) == export(*expected)
+    compared = 0
+    for granularity in ("minute", "hour", "day"):
+        for by in BREAKDOWNS:
+            rows = stats(*expected, granularity, by)
+            assert stats(*actual, granularity, by) == rows, (granularity, by)
+            compared += len(rows)
+    return compared
