@@ -82,16 +82,22 @@ class ClusterViewerKeys(ViewerKeys):
     """Viewer keys and session handles under the owner shard's secrets; the rate limiter's
     client and address handles under this process's own (they never leave it)."""
 
-    __slots__ = ("shards",)
+    __slots__ = ("_owners", "shards")
 
     def __init__(
         self, shards: Sequence[ReceivedViewerKeys], grace_seconds: int, clock: Callable[[], float]
     ) -> None:
         super().__init__(grace_seconds, clock)
         self.shards = tuple(shards)
+        self._owners: dict[str, ReceivedViewerKeys] = {}
 
     def _owner(self, account_id: str) -> ReceivedViewerKeys:
-        return self.shards[owner(account_id, len(self.shards))]
+        found = self._owners.get(account_id)
+        if found is None:
+            if len(self._owners) > 1_000_000:
+                self._owners.clear()
+            found = self._owners[account_id] = self.shards[owner(account_id, len(self.shards))]
+        return found
 
     def key(self, account_id: str, ip: str, ua: str, at: float) -> int | None:
         return self._owner(account_id).key(account_id, ip, ua, at)
