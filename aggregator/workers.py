@@ -31,6 +31,7 @@ from aiohttp import web
 from aggregator.config import AggregatorConfig
 from collector import preflight, settings
 from collector.config import CollectorConfig
+from collector.keys import KeyStore
 from collector.linkconfig import ClusterConfig
 
 log = logging.getLogger("streamtally.workers")
@@ -137,6 +138,12 @@ async def serve_workers(
     token, generated = AdminToken.setup(data_dir, aggregator_config.admin_token)
     if generated:
         print(f"Generated admin token (shown once, stored only as a hash): {generated}", flush=True)
+    # The children share one key set: made here first, so that they do not each draw one.
+    KeyStore.open(
+        data_dir / "keys",
+        collector_config.key_overlap_seconds,
+        rotation_seconds=collector_config.key_rotation_seconds,
+    )
     app = await create_shard_app(api_config, aggregator_config, link_config, token)
     runner = web.AppRunner(app, **RUNNER_OPTIONS)
     await runner.setup()

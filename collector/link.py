@@ -51,6 +51,7 @@ LINK_SENT = Counter("streamtally_link_events_sent_total", "Events sent over the 
 RETRY_AFTER_SECONDS = 2
 BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)
 HEARTBEAT_SECONDS = 5.0
+ACK_LATE_SECONDS = 1.0
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 
@@ -179,6 +180,7 @@ class ShardLink:
         self.clock = clock
         self.pending: deque[list[Any]] = deque()
         self.inflight: dict[int, list[list[Any]]] = {}
+        self.sent_at: dict[int, float] = {}  # when each batch in flight was (last) sent
         self.held = 0  # events queued or in flight
         self.up = False
         self.seq = 0
@@ -187,7 +189,14 @@ class ShardLink:
         self._label = str(index)
 
     def accepting(self) -> bool:
-        return self.up and self.held < self.limit and self.viewers.has_day(self.clock())
+        """Up, room in the buffer, the owner's secrets here, and no acknowledgement late
+        (a shard that stopped answering is refused within ``ACK_LATE_SECONDS``, long before
+        the heartbeat gives up on it: fewer events wait and arrive out of order later)."""
+        if not (self.up and self.held < self.limit and self.viewers.has_day(self.clock())):
+            return False
+        for sent in self.sent_at.values():  # the oldest first
+            return time.monotonic() - sent < ACK_LATE_SECONDS
+        return True
 
     def push(self, rows: list[list[Any]]) -> None:
         self.pending.extend(rows)
@@ -242,7 +251,9 @@ class ShardLink:
         self.up = True
         LINK_UP.labels(self._label).set(1)
         # What the last connection left unacknowledged goes first (dedupe drops repeats).
+        self.sent_at = {}
         for seq in sorted(self.inflight):
+            self.sent_at[seq] = time.monotonic()
             await ws.send_bytes(linkproto.pack("ev", seq, self.inflight[seq]))
         sender = asyncio.create_task(self._send(ws))
         try:
@@ -266,6 +277,7 @@ class ShardLink:
             rows = [self.pending.popleft() for _ in range(n)]
             self.seq += 1
             self.inflight[self.seq] = rows
+            self.sent_at[self.seq] = time.monotonic()
             LINK_SENT.inc(n)
             await ws.send_bytes(linkproto.pack("ev", self.seq, rows))
 
@@ -277,6 +289,7 @@ class ShardLink:
             kind = frame[0]
             if kind == "ack":
                 rows = self.inflight.pop(int(frame[1]), None)
+                self.sent_at.pop(int(frame[1]), None)
                 if rows is not None:
                     self.held -= len(rows)
                     LINK_BUFFERED.labels(self._label).set(self.held)

@@ -7,7 +7,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.traffic import Request, Traffic, load_templates
@@ -63,17 +63,21 @@ class Side:
     urls: Sequence[str]
     embed_keys: Sequence[str]
     accepted: int = 0
+    refused: dict[int, int] = field(default_factory=dict)  # account index -> 503s
 
     def send(self, request: Request, rng: random.Random, alive: Callable[[str], bool]) -> None:
         """To a random collector; on a refusal or a dead one, again (as a player retries)."""
-        key = self.embed_keys[request.session % len(self.embed_keys)]
-        for _ in range(200):
+        index = request.session % len(self.embed_keys)
+        key = self.embed_keys[index]
+        for _ in range(400):  # 20 s of retries
             url = rng.choice([u for u in self.urls if alive(u)])
             status = post(url, key, request)
             if status == 204:
                 self.accepted += 1
                 return
             assert status in (0, 503), status
+            if status == 503:
+                self.refused[index] = self.refused.get(index, 0) + 1
             time.sleep(0.05)
         raise AssertionError("a report was never accepted")
 
@@ -107,10 +111,26 @@ def export(url: str, token: str) -> list[dict[str, Any]]:
 BREAKDOWNS = ("", "country", "device", "os", "browser", "player")
 
 
+COUNTED_ONCE = ("views", "unique_viewers", "failures", "exits_before_start")
+
+
+def counted_once(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The numbers that count events and viewers (not the ones that depend on the order in
+    which a session's events were processed, like bitrate-seconds)."""
+    keys = ("stream", "granularity", "window_start", "breakdown", "value", *COUNTED_ONCE)
+    return sorted(tuple(str(row.get(k)) for k in keys) for row in rows)
+
+
 def assert_same_numbers(expected: tuple[str, str], actual: tuple[str, str]) -> int:
     """Every exported row and every stats row (each granularity, each breakdown) of two
     (url, api token) pairs are equal; the number of stats rows compared."""
-    assert export(*actual) == export(*expected)
+    got, want = export(*actual), export(*expected)
+    if got != want:
+        missing = [r for r in want if r not in got][:5]
+        extra = [r for r in got if r not in want][:5]
+        raise AssertionError(
+            f"exports differ: {len(want)} vs {len(got)} rows; missing {missing}; extra {extra}"
+        )
     compared = 0
     for granularity in ("minute", "hour", "day"):
         for by in BREAKDOWNS:
