@@ -45,7 +45,7 @@ def test_serve_with_two_workers_counts_like_serve(
         one = Side([alone.url], [str(a["embed_key"]) for a in a_accounts])
         two = Side([workers.url], [str(a["embed_key"]) for a in w_accounts])
         rng = random.Random(1)
-        wait_early_in_minute(40)  # the traffic takes well under 20 s
+        wait_early_in_minute(45)  # the traffic takes about 5 s
         for request in traffic:
             one.send(request, rng, lambda url: True)
             two.send(request, rng, lambda url: True)
