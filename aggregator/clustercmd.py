@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,20 @@ from typing import Any
 from collector import preflight, settings
 from collector.config import CollectorConfig
 from collector.errors import ConfigError, StorageError
-from collector.linkconfig import ClusterConfig
+from collector.linkconfig import ClusterConfig, client_tls, server_tls, tls_problem
 
 log = logging.getLogger("streamtally")
 
 LISTEN_BACKLOG = 1024
-AGGREGATE_CLUSTER = ("shard", "listen", "aggregators", "cluster_secret", "accounts_poll_seconds")
+TLS = ("cluster_tls_cert", "cluster_tls_key", "cluster_tls_ca")
+AGGREGATE_CLUSTER = (
+    "shard",
+    "listen",
+    "aggregators",
+    "cluster_secret",
+    "accounts_poll_seconds",
+    *TLS,
+)
 COLLECT_CLUSTER = (
     "aggregators",
     "cluster_secret",
@@ -38,6 +47,7 @@ COLLECT_CLUSTER = (
     "link_batch_events",
     "link_window",
     "api_upstream",
+    *TLS,
 )
 
 
@@ -52,6 +62,14 @@ def _cluster(args: argparse.Namespace, file_values: dict[str, Any]) -> ClusterCo
         raise ConfigError(
             "cluster_secret", "needed: --cluster-secret or STREAMTALLY_CLUSTER_SECRET"
         )
+    problem = tls_problem(config)
+    if problem is not None:
+        raise ConfigError(*problem)
+    try:
+        server_tls(config)
+        client_tls(config)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("cluster_tls_cert", f"the TLS files cannot be used: {exc}") from None
     return config
 
 

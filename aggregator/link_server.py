@@ -41,7 +41,7 @@ from collector import linkproto
 from collector.config import CollectorConfig
 from collector.dedupe import Deduper
 from collector.errors import HTTPProblem, StorageError
-from collector.linkconfig import ClusterConfig
+from collector.linkconfig import ClusterConfig, server_tls
 from collector.ownership import Shard, parse_shard
 from collector.viewer import ViewerKeys
 
@@ -267,7 +267,7 @@ class LinkServer:
         link_app.router.add_get(linkproto.PATH, self.handle)
         runner = web.AppRunner(link_app, handle_signals=False, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, backlog=1024)
+        site = web.TCPSite(runner, host, port, backlog=1024, ssl_context=server_tls(self.config))
         await site.start()
         self.port = _bound_port(runner, port)
         print(f"cluster link open on {host}:{self.port}", flush=True)

@@ -28,7 +28,7 @@ from aggregator.service import SERVICE, Service
 from collector import linkproto
 from collector.config import CollectorConfig
 from collector.errors import NotFound, StorageError
-from collector.linkconfig import ClusterConfig
+from collector.linkconfig import ClusterConfig, client_tls, link_url
 from collector.ownership import Shard, owner, parse_shard
 
 CALL_SECONDS = 600.0
@@ -42,18 +42,24 @@ class Peers:
         self.secret = config.cluster_secret
         self.addresses = config.aggregators
         self.shard = shard
+        self.config = config
+        self.tls = client_tls(config)
 
     def reachable(self) -> bool:
         """Whether the other shards' addresses are known (``--aggregators``)."""
         return len(self.addresses) == self.shard.count
 
     async def call(self, index: int, name: str, args: dict[str, Any]) -> tuple[int, Any]:
-        url = f"http://{self.addresses[index]}{linkproto.PATH}"
+        url = link_url(self.addresses[index], self.config)
         timeout = aiohttp.ClientTimeout(total=CALL_SECONDS)
         try:
             async with (
                 aiohttp.ClientSession(timeout=timeout) as session,
-                session.ws_connect(url, max_msg_size=64 * 1024 * 1024) as ws,
+                session.ws_connect(
+                    url,
+                    max_msg_size=64 * 1024 * 1024,
+                    ssl=self.tls if self.tls is not None else True,
+                ) as ws,
             ):
                 first = linkproto.unpack(await ws.receive_bytes(timeout=10))
                 server_nonce = bytes.fromhex(first[2])

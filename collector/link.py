@@ -37,7 +37,7 @@ from prometheus_client import Counter, Gauge
 from collector import linkproto
 from collector.accounts import Account
 from collector.handover import Event
-from collector.linkconfig import ClusterConfig
+from collector.linkconfig import ClusterConfig, client_tls, link_url
 from collector.ownership import owner
 from collector.viewer import ViewerKeys
 
@@ -170,7 +170,8 @@ class ShardLink:
         assert config.cluster_secret is not None
         self.index = index
         self.shards = len(config.aggregators)
-        self.url = f"http://{address}{linkproto.PATH}"
+        self.url = link_url(address, config)
+        self.tls = client_tls(config)
         self.secret = config.cluster_secret
         self.limit = config.link_buffer_events
         self.batch = config.link_batch_events
@@ -209,7 +210,10 @@ class ShardLink:
         while True:
             try:
                 async with session.ws_connect(
-                    self.url, heartbeat=HEARTBEAT_SECONDS, max_msg_size=MAX_FRAME_BYTES
+                    self.url,
+                    heartbeat=HEARTBEAT_SECONDS,
+                    max_msg_size=MAX_FRAME_BYTES,
+                    ssl=self.tls if self.tls is not None else True,
                 ) as ws:
                     key = await self._handshake(ws)
                     failures = 0

@@ -3,7 +3,9 @@ once, here; each command reads the ones it needs."""
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from collector.ownership import parse_shard
@@ -67,6 +69,17 @@ class ClusterConfig:
         check=_secret,
         secret=True,
     )
+    cluster_tls_cert: Path | None = setting(
+        None,
+        "PEM certificate (chain) this node shows on the cluster link: the shard's server "
+        "certificate, a collector's client certificate",
+    )
+    cluster_tls_key: Path | None = setting(None, "PEM private key of --cluster-tls-cert")
+    cluster_tls_ca: Path | None = setting(
+        None,
+        "PEM CA that signs the other end's certificate; set, the link runs over TLS (a shard "
+        "then requires a client certificate signed by it)",
+    )
     link_buffer_events: int = setting(
         200_000,
         "collect: events held in memory per shard while it is slow or away; past it the "
@@ -97,3 +110,40 @@ class ClusterConfig:
         "passed on to the collectors",
         check=at_least(0.05),
     )
+
+
+def tls_problem(config: ClusterConfig) -> tuple[str, str] | None:
+    """(setting, cause) if the TLS settings do not go together."""
+    if (config.cluster_tls_cert is None) != (config.cluster_tls_key is None):
+        return "cluster_tls_key", "--cluster-tls-cert and --cluster-tls-key go together"
+    if config.cluster_tls_cert is not None and config.cluster_tls_ca is None:
+        return "cluster_tls_ca", "needed with --cluster-tls-cert: the CA of the other end"
+    return None
+
+
+def server_tls(config: ClusterConfig) -> ssl.SSLContext | None:
+    """A shard's TLS context (client certificates required), or None for plain TCP."""
+    if config.cluster_tls_ca is None or config.cluster_tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=config.cluster_tls_ca)
+    context.load_cert_chain(config.cluster_tls_cert, config.cluster_tls_key)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    return context
+
+
+def client_tls(config: ClusterConfig) -> ssl.SSLContext | None:
+    """A link client's TLS context (the shard's name checked), or None for plain TCP."""
+    if config.cluster_tls_ca is None:
+        return None
+    context = ssl.create_default_context(cafile=config.cluster_tls_ca)
+    if config.cluster_tls_cert is not None:
+        context.load_cert_chain(config.cluster_tls_cert, config.cluster_tls_key)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    return context
+
+
+def link_url(address: str, config: ClusterConfig) -> str:
+    from collector.linkproto import PATH
+
+    return f"{'https' if config.cluster_tls_ca else 'http'}://{address}{PATH}"

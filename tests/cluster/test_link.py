@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from collector.collect import LINK_SINK, create_collect_app
 from collector.handover import Dimensions, Event
 from collector.linkconfig import ClusterConfig
 from collector.ownership import owner
+from tests.cluster.tlsfiles import TlsFiles, make_tls_files
 from tests.conftest import ChDatabase
 from tests.integration.conftest import ADMIN_TOKEN, CHROME_UA, ORIGIN, make_configs
 
@@ -142,8 +144,10 @@ class Linked:
         return resp
 
 
-@pytest.fixture
-async def linked(tmp_path: Path, ch_database: ChDatabase) -> AsyncIterator[Linked]:
+@contextlib.asynccontextmanager
+async def running_cluster(
+    tmp_path: Path, ch_database: ChDatabase, tls: TlsFiles | None = None
+) -> AsyncIterator[Linked]:
     shards: list[TestServer] = []
     links: list[LinkServer] = []
     relays: list[Relay] = []
@@ -154,6 +158,9 @@ async def linked(tmp_path: Path, ch_database: ChDatabase) -> AsyncIterator[Linke
             listen="127.0.0.1:0",
             cluster_secret=SECRET,
             accounts_poll_seconds=0.2,
+            cluster_tls_cert=tls.server_cert if tls else None,
+            cluster_tls_key=tls.server_key if tls else None,
+            cluster_tls_ca=tls.ca if tls else None,
         )
         app = await create_shard_app(collector_config, aggregator_config, cluster)
         server = TestServer(app, host="127.0.0.1")
@@ -165,18 +172,30 @@ async def linked(tmp_path: Path, ch_database: ChDatabase) -> AsyncIterator[Linke
     ports = [await relay.start() for relay in relays]
     collector_config, _ = make_configs(tmp_path / "collector", ch_database)
     cluster = ClusterConfig(
-        aggregators=tuple(f"127.0.0.1:{p}" for p in ports), cluster_secret=SECRET
+        aggregators=tuple(f"127.0.0.1:{p}" for p in ports),
+        cluster_secret=SECRET,
+        cluster_tls_cert=tls.client_cert if tls else None,
+        cluster_tls_key=tls.client_key if tls else None,
+        cluster_tls_ca=tls.ca if tls else None,
     )
     collector = TestServer(create_collect_app(collector_config, cluster), host="127.0.0.1")
     await collector.start_server(**RUNNER_OPTIONS)
-    async with aiohttp.ClientSession() as http:
-        yield Linked(shards, links, relays, collector, http)
-    await collector.close()
-    for relay in relays:
-        relay.close()
-    for server in shards:
-        with contextlib.suppress(Exception):
-            await server.close()
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Linked(shards, links, relays, collector, http)
+    finally:
+        await collector.close()
+        for relay in relays:
+            relay.close()
+        for server in shards:
+            with contextlib.suppress(Exception):
+                await server.close()
+
+
+@pytest.fixture
+async def linked(tmp_path: Path, ch_database: ChDatabase) -> AsyncIterator[Linked]:
+    async with running_cluster(tmp_path, ch_database) as running:
+        yield running
 
 
 async def _drained(linked: Linked) -> None:
@@ -274,3 +293,25 @@ async def test_a_batch_sent_twice_is_counted_once(linked: Linked) -> None:
             while (reply := linkproto.unpack(await ws.receive_bytes(timeout=5)))[0] != "ack":
                 assert reply[0] in ("accounts", "secrets")
     assert (_counted("counted") - before[0], _counted("duplicate") - before[1]) == (1, 1)
+
+
+async def test_over_tls_an_observer_reads_nothing_and_a_client_without_a_certificate_is_refused(
+    tmp_path: Path, ch_database: ChDatabase
+) -> None:
+    tls = make_tls_files(tmp_path / "tls")
+    async with running_cluster(tmp_path, ch_database, tls) as linked:
+        account = await linked.account_of_shard(1)
+        before = _counted("counted")
+        line = 'e=ps,sid="tls",sn=0,sta=p,ts=1700000000000,v=2\n'
+        assert (await linked.report(account["embed_key"], line)).status == 204
+        await _drained(linked)
+        assert _counted("counted") - before == 1
+        raw = bytes(linked.relays[1].up + linked.relays[1].down)
+        for readable in (b'"ev"', b'"accounts"', b'"challenge"', b"Upgrade: websocket"):
+            assert readable not in raw
+        # The CA is trusted but no client certificate is shown: the shard does not talk.
+        context = ssl.create_default_context(cafile=tls.ca)
+        url = f"https://127.0.0.1:{linked.links[0].port}{linkproto.PATH}"
+        with pytest.raises((aiohttp.ClientError, ssl.SSLError, ConnectionError)):
+            async with linked.http.ws_connect(url, ssl=context) as ws:
+                await ws.receive_bytes(timeout=5)
