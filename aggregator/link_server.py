@@ -168,6 +168,9 @@ class LinkServer:
             return problem.status, problem.problem()
         except StorageError as exc:
             return 503, {"detail": str(exc)}
+        except Exception as exc:  # the caller gets an answer, the log the kind of failure
+            log.error("link call %s failed: %s", name, type(exc).__name__)
+            return 500, {"detail": f"{name} failed on this shard: {type(exc).__name__}"}
 
     # -- events ----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ shard. Stats, exports and accounts read ClickHouse, which every shard shares.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from collector.linkconfig import ClusterConfig, client_tls, link_url
 from collector.ownership import Shard, owner, parse_shard
 
 CALL_SECONDS = 600.0
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Peers:
@@ -76,7 +77,7 @@ class Peers:
                 await ws.send_bytes(linkproto.pack("call", 1, name, args))
                 reply = linkproto.unpack(await ws.receive_bytes(timeout=CALL_SECONDS))
                 return int(reply[2]), reply[3]
-        except (aiohttp.ClientError, OSError, ValueError, TimeoutError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError, TypeError, TimeoutError) as exc:
             raise StorageError(f"shard {index} cannot be reached: {type(exc).__name__}") from None
 
 
@@ -146,6 +147,16 @@ async def cluster_flush(request: web.Request) -> web.Response:
 PEERS = web.AppKey("peers", Peers)
 
 
+@web.middleware
+async def refresh_after_change(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A change made through this shard's API (an account, a token, a deletion) reaches its
+    collectors at once, not at the next poll; other shards see it at theirs."""
+    response = await handler(request)
+    if request.method not in ("GET", "HEAD", "OPTIONS") and response.status < 400:
+        await request.app[LINK_SERVER].refresh()
+    return response
+
+
 async def create_shard_app(
     collector_config: CollectorConfig,
     aggregator_config: AggregatorConfig,
@@ -166,6 +177,7 @@ async def create_shard_app(
     peers = Peers(cluster_config, parse_shard(cluster_config.shard))
     app[LINK_SERVER] = link
     app[PEERS] = peers
+    app.middlewares.append(refresh_after_change)
     for module in API_MODULES:
         for route in module.routes:
             if (

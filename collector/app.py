@@ -23,7 +23,14 @@ from collector.accounts import Account, AccountDirectory
 from collector.clientip import ClientIP
 from collector.config import CollectorConfig
 from collector.dedupe import Deduper
-from collector.errors import ConfigError, Forbidden, HTTPProblem, NotFound, PayloadTooLarge
+from collector.errors import (
+    ConfigError,
+    Forbidden,
+    HTTPProblem,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+)
 from collector.geo import load_country_db
 from collector.handover import Sink
 from collector.keys import KeyStore
@@ -178,6 +185,10 @@ async def post_report(request: web.Request) -> web.StreamResponse:
     if account is None and origin is not None:
         account = pipeline.accounts.by_embed_key(embed_key)
     cors = _cors_headers(account, origin)
+    if outcome.accepted and not await pipeline.sink.delivered():
+        late = Overloaded("the report could not be passed on in time; retry", retry_after=1)
+        REPORTS_REJECTED.labels(late.reason).inc()
+        return problem_response(late, cors)
     if outcome.problem is not None:
         return problem_response(outcome.problem, cors)
     return web.Response(status=204, headers=cors)

@@ -70,6 +70,10 @@ class Sink(Protocol):
     def accepting(self) -> bool:
         """False when events cannot be kept safely now (spool full): reports get 503."""
 
+    async def delivered(self) -> bool:
+        """Whether the events of the report just handed over are safe (a cluster collector
+        waits for its owner's acknowledgement; one process: at once). False: 503."""
+
     def accepting_for(self, account_id: str) -> bool:
         """False when this account's events cannot be taken now (in a cluster: its owner
         shard is away or its link's buffer is full): its reports get 503."""

@@ -52,6 +52,7 @@ RETRY_AFTER_SECONDS = 2
 BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)
 HEARTBEAT_SECONDS = 5.0
 ACK_LATE_SECONDS = 1.0
+DELIVERY_SECONDS = 3.0
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 
@@ -183,6 +184,12 @@ class ShardLink:
         self.inflight: dict[int, list[list[Any]]] = {}
         self.sent_at: dict[int, float] = {}  # when each batch in flight was (last) sent
         self.held = 0  # events queued or in flight
+        # Delivery receipts: every event pushed gets the next serial; a batch acknowledged
+        # settles every report whose last event's serial it covers (acks come in order).
+        self.pushed = 0  # serial of the last event pushed
+        self.taken = 0  # serial of the last event put in a batch
+        self.ends: dict[int, int] = {}  # batch seq -> serial of its last event
+        self.waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self.up = False
         self.seq = 0
         self._wake = asyncio.Event()
@@ -199,11 +206,16 @@ class ShardLink:
             return time.monotonic() - sent < ACK_LATE_SECONDS
         return True
 
-    def push(self, rows: list[list[Any]]) -> None:
+    def push(self, rows: list[list[Any]]) -> asyncio.Future[None]:
+        """Queue a report's events; the future is done once the shard has counted them."""
         self.pending.extend(rows)
         self.held += len(rows)
+        self.pushed += len(rows)
         LINK_BUFFERED.labels(self._label).set(self.held)
         self._wake.set()
+        receipt: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters.append((self.pushed, receipt))
+        return receipt
 
     async def run(self, session: aiohttp.ClientSession) -> None:
         failures = 0
@@ -280,6 +292,8 @@ class ShardLink:
             n = min(self.batch, len(self.pending))
             rows = [self.pending.popleft() for _ in range(n)]
             self.seq += 1
+            self.taken += n
+            self.ends[self.seq] = self.taken
             self.inflight[self.seq] = rows
             self.sent_at[self.seq] = time.monotonic()
             LINK_SENT.inc(n)
@@ -292,8 +306,15 @@ class ShardLink:
             frame = linkproto.unpack(msg.data)
             kind = frame[0]
             if kind == "ack":
-                rows = self.inflight.pop(int(frame[1]), None)
-                self.sent_at.pop(int(frame[1]), None)
+                seq = int(frame[1])
+                rows = self.inflight.pop(seq, None)
+                self.sent_at.pop(seq, None)
+                end = self.ends.pop(seq, 0)
+                waiters = self.waiters
+                while waiters and waiters[0][0] <= end:
+                    receipt = waiters.popleft()[1]
+                    if not receipt.done():
+                        receipt.set_result(None)
                 if rows is not None:
                     self.held -= len(rows)
                     LINK_BUFFERED.labels(self._label).set(self.held)
@@ -312,6 +333,7 @@ class LinkSink:
     def __init__(self, links: Sequence[ShardLink]) -> None:
         self.links = tuple(links)
         self._owners: dict[str, ShardLink] = {}
+        self._receipt: asyncio.Future[None] | None = None
 
     def _link(self, account_id: str) -> ShardLink:
         link = self._owners.get(account_id)
@@ -326,7 +348,21 @@ class LinkSink:
             return
         row = linkproto.event_row
         link = self._link(events[0].account_id)  # one report: one account
-        link.push([row(ev) for ev in events])
+        self._receipt = link.push([row(ev) for ev in events])
+
+    async def delivered(self) -> bool:
+        """Whether the events of the report just run (if any) reached their owner within
+        ``DELIVERY_SECONDS``: the report is answered 204 only then, so a collector that
+        dies loses nothing it confirmed. False: 503, the player sends it again, and what
+        did arrive meanwhile is dropped by the owner's dedupe."""
+        receipt, self._receipt = self._receipt, None
+        if receipt is None:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(receipt), DELIVERY_SECONDS)
+        except TimeoutError:
+            return False
+        return True
 
     def forget_account(self, account_id: str) -> None:
         self._owners.pop(account_id, None)

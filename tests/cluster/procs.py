@@ -116,3 +116,5 @@ class Cluster:
     def stop(self) -> None:
         for proc in [*self.collect, *self.aggregators]:
             proc.stop()
+        for i, proc in enumerate(self.aggregators):  # for a failed test's reader
+            (self.root / f"aggregator{i}.log").write_text("".join(proc.output))
