@@ -122,6 +122,8 @@ class LinkServer:
                     await ws.send_bytes(linkproto.pack("reply", frame[1], status, body))
         except (ValueError, TypeError, IndexError, KeyError) as exc:
             log.warning("link message not understood (%s): link closed", type(exc).__name__)
+        except ConnectionError:  # the other end went away: it sends again what was not acked
+            pass
         finally:
             self.clients.discard(client)
             await ws.close()

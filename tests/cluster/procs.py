@@ -55,7 +55,7 @@ class Cluster:
             "--clickhouse-url", self.db.url, "--database", self.db.database,
             "--admin-token", ADMIN_TOKEN, "--cluster-secret", self.secret,
             "--flush-seconds", "3600", "--provisional-seconds", "3600",
-            "--accounts-poll-seconds", "0.5", *extra,
+            *extra,
         )  # fmt: skip
         proc.start()
         if i < len(self.aggregators):

@@ -4,6 +4,7 @@ naming the setting (exit status 2), from a flag or from ``STREAMTALLY_*``."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,6 @@ def test_each_command_lists_only_its_own_cluster_flags(command: str) -> None:
     sub = next(a for a in parser._actions if a.dest == "command")
     helptext = sub.choices[command].format_help()  # type: ignore[attr-defined]
     assert "--cluster-secret" in helptext
-    assert ("--listen" in helptext) == (command == "aggregate")
+    assert bool(re.search(r"(?<![\w-])--listen\b", helptext)) == (command == "aggregate")
     assert ("--link-buffer-events" in helptext) == (command == "collect")
     assert "--workers" not in helptext
