@@ -13,6 +13,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import clickhouse_connect
 import pytest
@@ -101,9 +102,84 @@ def flush(url: str) -> None:
     assert status == 200, raw
 
 
-def test_account_changes_reach_every_node_within_five_seconds(
-    cluster: Cluster, cluster_db: ChDatabase
+@pytest.mark.parametrize("fault", ["none", "collector-killed", "shard-paused"])
+def test_every_number_of_every_account_equals_one_serve(
+    fault: str, single: ServeProcess, cluster: Cluster
 ) -> None:
+    clustered = cluster_accounts(cluster, fault)
+    alone = [create_account(single.url, f"{fault}-{i}") for i in range(ACCOUNTS)]
+    deadline = time.monotonic() + 30
+    while not all(known_everywhere(cluster, str(a["embed_key"])) for a in clustered):
+        assert time.monotonic() < deadline, "accounts never reached the collectors"
+        time.sleep(0.1)
+    traffic = requests(seed=len(fault), sessions=48, events=10)
+    one = Side([single.url], [str(a["embed_key"]) for a in alone])
+    many = Side([c.url for c in cluster.collect], [str(a["embed_key"]) for a in clustered])
+    dead: set[str] = set()
+    rng = random.Random(3)
+    # The traffic (about 5 s; 15 s with the pause) stays within one minute on both sides.
+    wait_early_in_minute(35 if fault == "shard-paused" else 45)
+    for n, request in enumerate(traffic):
+        if fault == "collector-killed" and n == len(traffic) // 2:
+            # kill -9 whatever it is doing: it answered 204 only for events its shard had
+            # acknowledged; players' next reports reach the others.
+            victim = cluster.collect[0]
+            victim.stop(signal.SIGKILL)
+            dead.add(victim.url)
+        if fault == "shard-paused" and n == len(traffic) // 3:
+            # shard 1 stops answering for 8 s: its accounts' reports are held, then refused
+            # with 503 and sent again by the players; nothing is counted twice after it.
+            pid = cluster.aggregators[1].proc.pid  # type: ignore[union-attr]
+            os.kill(pid, signal.SIGSTOP)
+            threading.Timer(8.0, os.kill, (pid, signal.SIGCONT)).start()
+        if fault == "shard-paused" and n > len(traffic) // 3:
+            time.sleep(0.01)  # players keep their pace while the shard is away
+        one.send(request, rng, lambda url: True)
+        many.send(request, rng, lambda url: url not in dead)
+    assert one.accepted == many.accepted == len(traffic)
+    cluster.drained()
+    flush(single.url)
+    flush(cluster.aggregators[1].url)  # flushes every shard
+    compared = 0
+    for i, (a, c) in enumerate(zip(alone, clustered, strict=True)):
+        expected = (single.url, str(a["api_token"]))
+        actual = (cluster.aggregators[0].url, str(c["api_token"]))
+        if fault == "shard-paused" and i >= ACCOUNTS // 2:
+            # The paused shard's accounts: refused while it was away, and after it returned
+            # every view, viewer, failure and early exit counted once. (Reports that waited
+            # in two collectors reach it in another order than they were sent, which moves
+            # order-dependent sums like bitrate-seconds: not compared for these.)
+            assert counted_once(export(*actual)) == counted_once(export(*expected))
+            continue
+        compared += assert_same_numbers(expected, actual)
+    if fault == "shard-paused":  # refused for the paused shard's accounts only
+        assert sum(many.refused.get(i, 0) for i in range(ACCOUNTS // 2, ACCOUNTS)) > 0
+        assert not any(many.refused.get(i) for i in range(ACCOUNTS // 2))
+    assert compared > 50  # the traffic published something to compare
+    if fault == "collector-killed":
+        cluster.start_collector(0)
+        cluster.wait_linked()
+
+
+@pytest.fixture
+def own_cluster(
+    clickhouse_server: ClickHouseProcess, tmp_path: Path
+) -> Iterator[tuple[Cluster, ChDatabase]]:
+    """A cluster on a database of its own: the purge below is timed on a store that only
+    holds what this test wrote (and the shared cluster's minutes are not flushed by it)."""
+    db = make_db(clickhouse_server, f"lifecycle_{uuid.uuid4().hex[:8]}")
+    running = Cluster(db, tmp_path)
+    try:
+        running.start()
+        yield running, db
+    finally:
+        running.stop()
+
+
+def test_account_changes_reach_every_node_within_five_seconds(
+    own_cluster: tuple[Cluster, ChDatabase],
+) -> None:
+    cluster, cluster_db = own_cluster
     # Created on one aggregator: every collector takes its reports within 5 s.
     started = time.monotonic()
     account = create_account(cluster.aggregators[1].url, "lifecycle")
@@ -198,62 +274,3 @@ def test_account_changes_reach_every_node_within_five_seconds(
             assert rows[0][0] == 0, table
     finally:
         client.close()
-
-
-@pytest.mark.parametrize("fault", ["none", "collector-killed", "shard-paused"])
-def test_every_number_of_every_account_equals_one_serve(
-    fault: str, single: ServeProcess, cluster: Cluster
-) -> None:
-    clustered = cluster_accounts(cluster, fault)
-    alone = [create_account(single.url, f"{fault}-{i}") for i in range(ACCOUNTS)]
-    deadline = time.monotonic() + 30
-    while not all(known_everywhere(cluster, str(a["embed_key"])) for a in clustered):
-        assert time.monotonic() < deadline, "accounts never reached the collectors"
-        time.sleep(0.1)
-    traffic = requests(seed=len(fault), sessions=48, events=10)
-    one = Side([single.url], [str(a["embed_key"]) for a in alone])
-    many = Side([c.url for c in cluster.collect], [str(a["embed_key"]) for a in clustered])
-    dead: set[str] = set()
-    rng = random.Random(3)
-    # The traffic (about 5 s; 15 s with the pause) stays within one minute on both sides.
-    wait_early_in_minute(35 if fault == "shard-paused" else 45)
-    for n, request in enumerate(traffic):
-        if fault == "collector-killed" and n == len(traffic) // 2:
-            # kill -9 whatever it is doing: it answered 204 only for events its shard had
-            # acknowledged; players' next reports reach the others.
-            victim = cluster.collect[0]
-            victim.stop(signal.SIGKILL)
-            dead.add(victim.url)
-        if fault == "shard-paused" and n == len(traffic) // 3:
-            # shard 1 stops answering for 8 s: its accounts' reports are held, then refused
-            # with 503 and sent again by the players; nothing is counted twice after it.
-            pid = cluster.aggregators[1].proc.pid  # type: ignore[union-attr]
-            os.kill(pid, signal.SIGSTOP)
-            threading.Timer(8.0, os.kill, (pid, signal.SIGCONT)).start()
-        if fault == "shard-paused" and n > len(traffic) // 3:
-            time.sleep(0.01)  # players keep their pace while the shard is away
-        one.send(request, rng, lambda url: True)
-        many.send(request, rng, lambda url: url not in dead)
-    assert one.accepted == many.accepted == len(traffic)
-    cluster.drained()
-    flush(single.url)
-    flush(cluster.aggregators[1].url)  # flushes every shard
-    compared = 0
-    for i, (a, c) in enumerate(zip(alone, clustered, strict=True)):
-        expected = (single.url, str(a["api_token"]))
-        actual = (cluster.aggregators[0].url, str(c["api_token"]))
-        if fault == "shard-paused" and i >= ACCOUNTS // 2:
-            # The paused shard's accounts: refused while it was away, and after it returned
-            # every view, viewer, failure and early exit counted once. (Reports that waited
-            # in two collectors reach it in another order than they were sent, which moves
-            # order-dependent sums like bitrate-seconds: not compared for these.)
-            assert counted_once(export(*actual)) == counted_once(export(*expected))
-            continue
-        compared += assert_same_numbers(expected, actual)
-    if fault == "shard-paused":  # refused for the paused shard's accounts only
-        assert sum(many.refused.get(i, 0) for i in range(ACCOUNTS // 2, ACCOUNTS)) > 0
-        assert not any(many.refused.get(i) for i in range(ACCOUNTS // 2))
-    assert compared > 50  # the traffic published something to compare
-    if fault == "collector-killed":
-        cluster.start_collector(0)
-        cluster.wait_linked()
