@@ -103,6 +103,9 @@ async def _run(app: Any, host: str, port: int, *, reuse_port: bool = False) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(  # not the default action (exit without the final flush)
+        signal.SIGHUP, lambda: log.warning("hot restart is not supported here yet: ignored")
+    )
     await stop.wait()
     log.info("shutting down")
     await runner.cleanup()
