@@ -31,6 +31,7 @@ from tests.cluster.traffic import (
     requests,
 )
 from tests.conftest import ChDatabase
+from tests.integration.conftest import CHROME_UA, decode_ohttp_keys, seal_independently
 from tests.integration.restart_traffic import (
     ADMIN,
     http_call,
@@ -159,6 +160,25 @@ def test_every_number_of_every_account_equals_one_serve(
     if fault == "collector-killed":
         cluster.start_collector(0)
         cluster.wait_linked()
+
+
+def test_every_collector_serves_one_key_set_and_opens_what_it_sealed(cluster: Cluster) -> None:
+    bodies = {cluster.collect[i].get("/v1/keys")[1] for i in range(len(cluster.collect))}
+    assert len(bodies) == 1  # one key set (the shared keys/ folder), whichever collector
+    [config] = decode_ohttp_keys(bodies.pop())[:1]
+    account = create_account(cluster.aggregators[0].url, "sealed")
+    deadline = time.monotonic() + PROPAGATION_SECONDS
+    while not known_everywhere(cluster, str(account["embed_key"])):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for n, proc in enumerate(cluster.collect):
+        line = f'e=ps,sid="sealed-{n}",sn=0,sta=p,ts=1700000000000,v=2\n'.encode()
+        status, raw = http_call(
+            "POST", f"{proc.url}/v1/r/{account['embed_key']}",
+            seal_independently(line, config),
+            {"Content-Type": "application/vnd.streamtally.sealed", "User-Agent": CHROME_UA},
+        )  # fmt: skip
+        assert status == 204, raw
 
 
 @pytest.fixture
