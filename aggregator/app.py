@@ -15,25 +15,25 @@ from typing import Any
 
 from aiohttp import web
 
-from aggregator import (
+from aggregator import drain, purge
+from aggregator.api import (
     account_api,
     admin,
     dashboard,
     export,
     openapi,
     privacy_api,
-    purge,
     register,
     stats,
 )
-from aggregator.accounts_store import AccountStore
-from aggregator.admintoken import AdminToken
-from aggregator.auth import ACCOUNT_STORE, ADMIN_TOKEN
+from aggregator.api.admintoken import AdminToken
+from aggregator.api.auth import ACCOUNT_STORE, ADMIN_TOKEN
 from aggregator.config import AggregatorConfig
-from aggregator.migrate import migrate
 from aggregator.opmetrics import OPERATOR_LISTENER, OperatorListener
 from aggregator.service import SERVICE, Service
-from aggregator.store import Store
+from aggregator.storage.accounts_store import AccountStore
+from aggregator.storage.migrate import migrate
+from aggregator.storage.store import Store
 from collector import preflight
 from collector.app import PrivateAccessLogger, problem_middleware, setup_collector
 from collector.config import CollectorConfig
@@ -66,6 +66,7 @@ async def create_app(
         collector_config, aggregator_config, admin_token, clock
     )
     setup_collector(app, collector_config, accounts, service, clock)
+    drain.install(app)
     for module in API_MODULES:
         app.router.add_routes(module.routes)
     finish_app(app, collector_config)
@@ -90,6 +91,7 @@ async def open_service(
         url=aggregator_config.clickhouse_url,
         data_dir=data_dir,
         database=aggregator_config.database,
+        cluster=aggregator_config.clickhouse_cluster,
     )
     applied = await migrate(store)
     if applied:

@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from aggregator import account_api, benchcmd, clustercmd, export
+from aggregator import benchcmd, clustercmd
+from aggregator.api import account_api, export
+from aggregator.client import DEFAULT_SERVER, admin_token, print_result, request
 from aggregator.config import AggregatorConfig
 from collector import preflight, settings
 from collector.config import CollectorConfig
@@ -43,12 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamtally")
 
 LISTEN_BACKLOG = 1024  # connections that wait while a hot restart runs
-HANDOVER_GRACE_SECONDS = 0.05  # after the last accept, for its request to arrive
 
-DEFAULT_SERVER = "http://127.0.0.1:8080"
 DESCRIPTION = "StreamTally: run the service, migrate its schema, manage accounts, tokens and keys."
 # The settings each command reads (serve reads them all); its --help lists only these.
-MIGRATE_SETTINGS = ("data_dir", "clickhouse_url", "database")
+MIGRATE_SETTINGS = ("data_dir", "clickhouse_url", "database", "clickhouse_cluster")
 KEYS_SETTINGS = ("data_dir", "key_overlap_seconds")
 
 
@@ -124,8 +122,8 @@ async def _serve(
     code: aggregator/hot_restart.py)."""
     from aiohttp import web
 
-    from aggregator import hot_restart
-    from aggregator.admintoken import AdminToken
+    from aggregator import drain, hot_restart
+    from aggregator.api.admintoken import AdminToken
     from aggregator.app import RUNNER_OPTIONS, create_app
     from aggregator.opmetrics import OPERATOR_LISTENER
     from aggregator.service import SERVICE
@@ -196,7 +194,9 @@ async def _serve(
     log.info("hot restart: draining requests, then handing the state over in memory")
     listen_fd = os.dup(sock.fileno())  # keeps the socket (and its backlog) past the site
     await site.stop()  # no more accepts: new connections wait in the backlog
-    await asyncio.sleep(HANDOVER_GRACE_SECONDS)  # accepted connections' requests come in
+    drain.start(app)  # each answer from here on: Connection: close (aggregator/drain.py)
+    # accepted connections' requests come in; busy keep-alive clients are told to leave
+    await drain.until_quiet(runner)
     service = app[SERVICE]
     service.handing_over = True
     await runner.cleanup()  # requests in flight finish; no final flush, no session ends
@@ -230,8 +230,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from aggregator.migrate import migrate
-    from aggregator.store import Store
+    from aggregator.storage.migrate import migrate
+    from aggregator.storage.store import Store
 
     collector_config, aggregator_config = _configs(args)
     preflight.data_dir(collector_config.data_dir.resolve())
@@ -241,6 +241,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             url=aggregator_config.clickhouse_url,
             data_dir=collector_config.data_dir.resolve(),
             database=aggregator_config.database,
+            cluster=aggregator_config.clickhouse_cluster,
         )
         try:
             return await migrate(store)
@@ -258,44 +259,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 # -- client commands against a running server ----------------------------------------------
 
 
-def _request(
-    method: str, url: str, token: str | None, body: dict[str, Any] | None = None
-) -> tuple[int, Any]:
-    import urllib.error
-    import urllib.request
-
-    data = orjson.dumps(body) if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=600) as resp:
-            raw = resp.read()
-            return resp.status, orjson.loads(raw) if raw else None
-    except urllib.error.HTTPError as err:
-        raw = err.read()
-        try:
-            return err.code, orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return err.code, {"detail": raw.decode("utf-8", "replace")}
-    except urllib.error.URLError as err:
-        raise StreamTallyError(f"cannot reach the server at {url}: {err.reason}") from None
-
-
-def _admin_token(args: argparse.Namespace) -> str:
-    token: str | None = args.admin_token or os.environ.get("STREAMTALLY_ADMIN_TOKEN")
-    if not token:
-        raise ConfigError("admin_token", "needed: --admin-token or STREAMTALLY_ADMIN_TOKEN")
-    return token
-
-
-def _print_result(status: int, body: Any) -> int:
-    print(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
-    return 0 if status < 400 else 1
-
-
 def cmd_accounts_create(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"name": args.name, "origins": args.origin or []}
     if args.stream:
@@ -311,10 +274,10 @@ def cmd_accounts_create(args: argparse.Namespace) -> int:
         if args.delta is not None:
             privacy["delta"] = args.delta
         body["privacy"] = privacy
-    status, result = _request(
-        "POST", args.server.rstrip("/") + "/v1/admin/accounts", _admin_token(args), body
+    status, result = request(
+        "POST", args.server.rstrip("/") + "/v1/admin/accounts", admin_token(args), body
     )
-    return _print_result(status, result)
+    return print_result(status, result)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

@@ -137,7 +137,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     _setup_logging(aggregator_config.log_level)
 
     async def main() -> None:
-        from aggregator.admintoken import AdminToken
+        from aggregator.api.admintoken import AdminToken
         from aggregator.shard import create_shard_app
 
         data_dir = collector_config.data_dir.resolve()
@@ -177,13 +177,25 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         from aiohttp import web
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        from collector.collect import create_collect_app, metrics_app
+        from aggregator.opmetrics import operator_registry
+        from collector.collect import create_collect_app
+
+        registry = operator_registry()  # the operator's view, as serve and aggregate show
+
+        async def metrics_handler(request: web.Request) -> web.Response:
+            return web.Response(
+                body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )
+
+        metrics_app = web.Application()
+        metrics_app.router.add_get("/metrics", metrics_handler)
 
         app = create_collect_app(collector_config, cluster_config)
         metrics_runner: web.AppRunner | None = None
         if metrics is not None:
-            metrics_runner = web.AppRunner(metrics_app(), access_log=None, handle_signals=False)
+            metrics_runner = web.AppRunner(metrics_app, access_log=None, handle_signals=False)
             await metrics_runner.setup()
             try:
                 await web.TCPSite(metrics_runner, *metrics, reuse_port=reuse_port).start()

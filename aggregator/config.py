@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aggregator.storage.cluster_schema import check_cluster_name
 from collector.settings import at_least, one_of, register, setting
 
 BREAKDOWN_DIMENSIONS = ("country", "device", "os", "browser", "player")
@@ -32,6 +33,12 @@ class AggregatorConfig:
         secret=True,
     )
     database: str = setting("streamtally", "ClickHouse database")
+    clickhouse_cluster: str = setting(
+        "",
+        "a ClickHouse cluster of <remote_servers> to spread the schema over: replicated "
+        "tables ON CLUSTER and Distributed tables sharded by account (needs clickhouse_url)",
+        check=check_cluster_name,
+    )
     admin_token: str | None = setting(
         None,
         "admin API token; generated and printed once if absent, stored only as a hash",

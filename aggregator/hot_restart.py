@@ -33,10 +33,10 @@ from typing import Final, NoReturn
 
 from aiohttp import web
 
-from aggregator.release import Ledger
+from aggregator.counting.windows import Aggregator
+from aggregator.release.ledger import Ledger
 from aggregator.restart_state import FORMAT, StateError, from_state, to_state
 from aggregator.service import SERVICE
-from aggregator.windows import Aggregator
 from collector.app import PIPELINE, VIEWERS
 
 __all__ = ["ENV", "Inherited", "inherited", "reexec", "take_over", "write_state"]
@@ -89,6 +89,7 @@ def write_state(app: web.Application) -> int:
         service=service.handover_state(),
         deduper=pipeline.deduper,
         replay=pipeline.replay,
+        limiters=(pipeline.limiter, pipeline.address_limiter),
     )
     payload = marshal.dumps(state)
     del state
@@ -151,6 +152,7 @@ def take_over(app: web.Application, inherit: Inherited) -> bool:
             ledger=service.ledger,
             deduper=pipeline.deduper,
             replay=pipeline.replay,
+            limiters=(pipeline.limiter, pipeline.address_limiter),
         )
         del state
         service.take_over(service_state, inherit.generation)

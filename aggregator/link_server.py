@@ -35,8 +35,8 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import Counter
 
-from aggregator.accounts_store import AccountStore
 from aggregator.service import Service
+from aggregator.storage.accounts_store import AccountStore
 from collector import linkproto
 from collector.config import CollectorConfig
 from collector.dedupe import Deduper

@@ -3,11 +3,12 @@
 :func:`to_state` turns what a running process holds — playback sessions and their open
 minute leaves, closed minutes not yet released, the release ledger (open hour and day rows
 with their viewer sets, pools of held-back cells), what the writer last published, the
-deduper's and the replay guard's memories — into a dict of ints, floats, strings, bytes,
-tuples, lists, sets and dicts only; :func:`from_state` puts it back into freshly built
-objects. :mod:`aggregator.hot_restart` encodes that dict with :mod:`marshal` (plain data,
-no code or arbitrary objects: never pickle) into anonymous memory, with the viewer secrets
-beside it, never in it.
+deduper's and the replay guard's memories, the rate limiters' buckets (keyed by opaque
+handles under the process secret, never an address or a session id) — into a dict of
+ints, floats, strings, bytes, tuples, lists, sets and dicts only; :func:`from_state` puts
+it back into freshly built objects. :mod:`aggregator.hot_restart` encodes that dict with
+:mod:`marshal` (plain data, no code or arbitrary objects: never pickle) into anonymous
+memory, with the viewer secrets beside it, never in it.
 
 The state names the fields of each class it carries (``shapes``); a new version of the code
 whose classes differ takes nothing (:class:`StateError`) and starts empty rather than
@@ -17,29 +18,30 @@ misread numbers. ``FORMAT`` changes when the layout of this dict does.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from aggregator.cells import Group, Held, RawCell, RowCell, Sample
-from aggregator.kanon import Pool
-from aggregator.release import Ledger
-from aggregator.sessions import Leaf, Session
-from aggregator.windows import Aggregator
+from aggregator.counting.cells import Group, Held, RawCell, RowCell, Sample, slots
+from aggregator.counting.sessions import Leaf, Session
+from aggregator.counting.windows import Aggregator
+from aggregator.release.kanon import Pool
+from aggregator.release.ledger import Ledger
 from collector.dedupe import Deduper
 from collector.handover import Dimensions
+from collector.ratelimit import RateLimiter
 from collector.replay import ReplayGuard
 
 __all__ = ["FORMAT", "StateError", "from_state", "shapes", "to_state"]
 
-FORMAT: Final = 1
+FORMAT: Final = 2  # 2: the rate limiters' buckets
 
 _SESSION_FIELDS: Final = tuple(f for f in Session.__slots__ if f not in ("leaf", "dims"))
 _LEAF_FIELDS: Final = tuple(Leaf.__slots__)
 _RAW_PLAIN: Final = tuple(
-    f for f in RawCell.__slots__ if f not in ("codes", "startups", "latency", "bitrate")
+    f for f in slots(RawCell) if f not in ("codes", "startups", "latency", "bitrate")
 )
-_ROW_FIELDS: Final = tuple(RowCell.__slots__)
+_ROW_FIELDS: Final = slots(RowCell)
 _DIM_FIELDS: Final = tuple(Dimensions.__slots__)
 
 
@@ -70,8 +72,11 @@ def to_state(
     service: dict[str, Any],
     deduper: Deduper,
     replay: ReplayGuard,
+    limiters: Sequence[RateLimiter | None] = (),
 ) -> dict[str, Any]:
-    """Everything the next code needs to go on counting as if nothing happened."""
+    """Everything the next code needs to go on counting as if nothing happened.
+    ``limiters``: the rate limiters (per session, per address), whose buckets are keyed by
+    opaque handles under the process secret, never by an address or a session id."""
     return {
         "format": FORMAT,
         "shapes": shapes(),
@@ -88,6 +93,7 @@ def to_state(
             deduper._next_rotation,
         ),
         "replay": (replay._current, replay._previous, replay._rotated_at),
+        "limiters": [None if lim is None else lim.handover_state() for lim in limiters],
     }
 
 
@@ -126,8 +132,8 @@ def _held_out(held: dict[Any, Held] | None) -> dict[Any, tuple[int, set[int]]] |
     return {name: (h.count, h.viewers) for name, h in held.items()}
 
 
-def _sample_out(sample: Sample | None) -> tuple[int, int, set[int]] | None:
-    return None if sample is None else (sample.total, sample.weight, sample.viewers)
+def _sample_out(sample: Sample | None) -> dict[int, list[int]] | None:
+    return None if sample is None else sample.per
 
 
 def _raw_out(cell: RawCell) -> tuple[Any, ...]:
@@ -174,6 +180,7 @@ def from_state(
     ledger: Ledger,
     deduper: Deduper,
     replay: ReplayGuard,
+    limiters: Sequence[RateLimiter | None] = (),
 ) -> dict[str, Any]:
     """Fill freshly built (empty) objects from ``state``; returns the service's part of it.
     Raises :class:`StateError` when the state is not one this code can take; the objects
@@ -194,7 +201,15 @@ def from_state(
         deduper._next_rotation = float(next_rotation)
         current, previous, rotated_at = state["replay"]
         replay._current, replay._previous, replay._rotated_at = current, previous, rotated_at
+        packed_limiters = state["limiters"]
+        if len(packed_limiters) != len(limiters):
+            raise StateError("another number of rate limiters")
+        for limiter, packed_limiter in zip(limiters, packed_limiters, strict=True):
+            if limiter is not None and packed_limiter is not None:
+                limiter.take_over(*packed_limiter)
         service: dict[str, Any] = state["service"]
+    except StateError:
+        raise
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise StateError(f"damaged ({type(exc).__name__})") from None
     return service
@@ -236,11 +251,11 @@ def _held_in(packed: dict[Any, tuple[int, set[int]]] | None) -> dict[Any, Held] 
     return {name: Held(count, viewers) for name, (count, viewers) in packed.items()}
 
 
-def _sample_in(packed: tuple[int, int, set[int]] | None) -> Sample | None:
+def _sample_in(packed: dict[int, list[int]] | None) -> Sample | None:
     if packed is None:
         return None
     sample = Sample()
-    sample.total, sample.weight, sample.viewers = packed
+    sample.per = packed
     return sample
 
 

@@ -6,7 +6,7 @@
 
 Minute rows are written soon after their minute ends; hour and day rows are written as
 provisional rows every ``provisional_seconds`` (each version differs from the one before
-only by k-safe parts, :mod:`aggregator.release`) and once more when their window closes.
+only by k-safe parts, :mod:`aggregator.release.ledger`) and once more when their window closes.
 Each process run writes its own rows (column ``part``), so a cold restart never overwrites
 what an earlier run wrote; queries combine the parts (``cells.PARTS_ADDED_UP``). A hot
 restart (``aggregator/hot_restart.py``) hands this run's whole state, its ``part``
@@ -29,15 +29,15 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import Gauge, Summary
 
-from aggregator.accounts_store import AccountStore
-from aggregator.cells import COLUMNS, CellKey, CellRow, empty_row, row_values
 from aggregator.config import AggregatorConfig
-from aggregator.noise import DpPolicy
-from aggregator.release import Ledger
-from aggregator.spool import Spool
-from aggregator.store import Store
-from aggregator.windows import Aggregator, Group
-from aggregator.writer import Batch, Writer
+from aggregator.counting.cells import COLUMNS, CellKey, CellRow, empty_row, row_values
+from aggregator.counting.windows import Aggregator, Group
+from aggregator.release.ledger import Ledger
+from aggregator.release.noise import DpPolicy
+from aggregator.storage.accounts_store import AccountStore
+from aggregator.storage.spool import Spool
+from aggregator.storage.store import Store
+from aggregator.storage.writer import Batch, Writer
 from collector.config import CollectorConfig
 from collector.errors import StorageError
 from collector.handover import Event

@@ -17,13 +17,15 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from aggregator import admin
-from aggregator.admintoken import AdminToken
+from aggregator.api import admin
+from aggregator.api.admintoken import AdminToken
+from aggregator.api.auth import require_admin
 from aggregator.app import API_MODULES, finish_app, open_service
-from aggregator.auth import require_admin
 from aggregator.config import AggregatorConfig
 from aggregator.link_server import LINK_SERVER, LinkServer
-from aggregator.purge import PURGER, Purger
+from aggregator.purge import PURGER
+from aggregator.purge.cluster import ClusterPurger as ClickHouseClusterPurger
+from aggregator.purge.purger import Purger
 from aggregator.service import SERVICE, Service
 from collector import linkproto
 from collector.config import CollectorConfig
@@ -81,7 +83,7 @@ class Peers:
             raise StorageError(f"shard {index} cannot be reached: {type(exc).__name__}") from None
 
 
-class ClusterPurger(Purger):
+class OwnerPurger(Purger):
     """A purge runs on the account's owner (the only shard that counts it, so no row of it
     is written after the receipt); other shards forget the account within a refresh."""
 
@@ -119,6 +121,10 @@ class ClusterPurger(Purger):
     async def pending(self) -> list[tuple[str, str, datetime]]:
         """Only the purges of this shard's accounts are resumed here."""
         return [p for p in await super().pending() if self._owner(p[0]) == self.link.shard.index]
+
+
+class OwnerClusterPurger(OwnerPurger, ClickHouseClusterPurger):
+    """The same, on a ClickHouse cluster (``--clickhouse-cluster``)."""
 
 
 async def cluster_flush(request: web.Request) -> web.Response:
@@ -189,7 +195,11 @@ async def create_shard_app(
             app.router.add_routes([route])
     app.router.add_post("/v1/admin/flush", cluster_flush)
     finish_app(app, collector_config)
-    purger = ClusterPurger(service, link, peers)
+    purger = (
+        OwnerClusterPurger(service, link, peers)
+        if service.store.cluster is not None
+        else OwnerPurger(service, link, peers)
+    )
     app[PURGER] = purger
 
     async def call_flush(args: dict[str, Any]) -> tuple[int, Any]:

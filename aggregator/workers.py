@@ -114,7 +114,7 @@ async def serve_workers(
     aggregator_config: AggregatorConfig,
     cluster_config: ClusterConfig,
 ) -> None:
-    from aggregator.admintoken import AdminToken
+    from aggregator.api.admintoken import AdminToken
     from aggregator.app import RUNNER_OPTIONS
     from aggregator.link_server import LINK_SERVER
     from aggregator.shard import create_shard_app

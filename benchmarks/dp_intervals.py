@@ -5,8 +5,9 @@
 For a stream total row with 20, 200 and 2,000 viewers, at the account's epsilon per
 viewer-day: the probability that the row is published at all (the noisy threshold), and
 the half-width of the 95 % interval of each metric, from the mechanism's own scales
-(aggregator/noise.py). An hour row is one part; a day row here is one day part (viewers
-the hours did not let out). Prints a Markdown table (docs/privacy.md).
+(aggregator/release/noise.py). An hour row is one part; a day row here is one day part (viewers
+the hours did not let out). Then the interval of a day row that holds released hour parts
+too. Prints Markdown tables (docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from __future__ import annotations
 import argparse
 import math
 
-from aggregator.noise import DEFAULT_DELTA, DEFAULT_EPSILON_PER_DAY, DpPolicy, interval95, mechanism
+from aggregator.release.noise import (
+    DEFAULT_DELTA,
+    DEFAULT_EPSILON_PER_DAY,
+    DpPolicy,
+    interval95,
+    mechanism,
+    row_noise,
+)
 
 VIEWERS = (20, 200, 2000)
 
@@ -50,6 +58,25 @@ def table(epsilon: float, delta: float, k: int) -> str:
     return "\n".join(lines)
 
 
+def day_with_hours(epsilon: float, delta: float, k: int) -> str:
+    """The interval a day row shows when hours of it were released too (their noisy parts
+    are in the day row): :func:`aggregator.release.noise.row_noise`, what the API and the dashboard
+    show. A stream needs about the hour threshold (503 viewers at the defaults) in one hour."""
+    policy = DpPolicy(epsilon, delta)
+    lines = [
+        "| day row holding | views ± | unique viewers ± | playing time ± |",
+        "|---|---|---|---|",
+    ]
+    for parts in (0, 1, 2, 24):
+        noise = row_noise(policy, k, "day", parts)
+        lines.append(
+            f"| {parts} hour part{'' if parts == 1 else 's'} | {noise['views']['ci95']:,.0f} | "
+            f"{noise['unique_viewers']['ci95']:,.0f} | "
+            f"{noise['playing_seconds']['ci95'] / 60:,.0f} min |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epsilon", type=float, default=DEFAULT_EPSILON_PER_DAY)
@@ -67,6 +94,8 @@ def main() -> None:
         )
     print()
     print(table(args.epsilon, args.delta, args.k))
+    print()
+    print(day_with_hours(args.epsilon, args.delta, args.k))
 
 
 if __name__ == "__main__":

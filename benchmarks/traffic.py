@@ -316,7 +316,7 @@ class Traffic:
 
 def views_in(lines: Sequence[str]) -> int:
     """Views in one session's events (in order), by the rule the aggregator documents
-    (aggregator/sessions.py): a view starts when a session not in a view reaches ``sta``
+    (aggregator/counting/sessions.py): a view starts when a session not in a view reaches ``sta``
     ``s``, ``p``, ``r`` or ``f``; ``p`` or ``s`` after an end (``e``, ``f``, ``q``) starts
     another. A session that sends no ``sta`` at all starts its view with its first ``rr``
     or ``bc`` event or ``msd`` key."""

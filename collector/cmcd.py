@@ -50,7 +50,10 @@ class ValueType(StrEnum):
     TOKEN = "token"
     BOOLEAN = "boolean"
     INTEGER_LIST = "inner list of integers (first entry used) or integer"
-    STRING_LIST = "inner list of strings (first entry used) or string"
+    STRING_LIST = (
+        "inner list of strings (first entry used) or string; an integer (dash.js sends its "
+        "error codes so) is taken as its decimal string"
+    )
 
 
 class KeySpec(NamedTuple):
@@ -194,7 +197,7 @@ _FIELDS: Final[dict[str, int]] = {k: _CODE[s.type] for k, s in KNOWN_KEYS.items(
 _EXPECTED: Final = {code: f"expected a {t.value}" for t, code in _CODE.items()}
 _EXPECTED[_INT] = "expected an integer"
 _EXPECTED[_INT_LIST] = "expected an inner list of integers or an integer"
-_EXPECTED[_STR_LIST] = "expected an inner list of strings or a string"
+_EXPECTED[_STR_LIST] = "expected an inner list of strings or a string (or integers)"
 _NUMBER_START: Final = frozenset("-0123456789")
 _NUMBER_TAIL: Final = frozenset("0123456789.")
 
@@ -299,8 +302,8 @@ def _convert_other(code: int, raw: str) -> object:
         return _first(raw[1:-1], _to_int)
     if code == _STR_LIST:
         if raw[:1] != "(":
-            return _to_str(raw)
-        return _first(raw[1:-1], _to_str)
+            return _to_code(raw)
+        return _first(raw[1:-1], _to_code)
     if code == _NUM:
         if raw[:1] not in _NUMBER_START:
             raise _WrongType
@@ -327,6 +330,15 @@ def _to_str(raw: str) -> str:
     if "\\" in text:
         text = _UNESCAPE.sub(r"\1", text)
     return text
+
+
+def _to_code(raw: str) -> str:
+    """A string, or an integer as its decimal string: CMCD v2 makes ``ec`` strings, dash.js
+    5 sends its error codes as bare integers (``ec=25``). What the code may be is decided
+    later, against the players' vocabularies (``collector/vocab.py``)."""
+    if raw[:1] == '"':
+        return _to_str(raw)
+    return str(_to_int(raw))
 
 
 def _first(inner: str, convert: Callable[[str], _V]) -> _V | None:

@@ -17,7 +17,6 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 
-import prometheus_client
 from aiohttp import web
 
 from collector.apiproxy import setup_proxy
@@ -96,17 +95,3 @@ async def healthz(request: web.Request) -> web.Response:
     down = [link.index for link in links if not link.up]
     body = {"status": "degraded" if down else "ok", "shards_down": down}
     return web.json_response(body, status=503 if down else 200)
-
-
-def metrics_app() -> web.Application:
-    """The operator-only listener (``--metrics-listen``): GET /metrics, nothing else."""
-
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(
-            body=prometheus_client.generate_latest(),
-            headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
-        )
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    return app

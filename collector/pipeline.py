@@ -293,13 +293,18 @@ class Pipeline:
         handle = self.viewers.session_handle
         handles = r.handles
         buckets: set[int] = set()
+        client: int | None = None
         for ev in r.parsed.events:
-            # Without a sid, the (viewer, stream) pair stands in for the session.
-            handles.append(handle(account_id, ev.sid if ev.sid is not None else f"\x00{ev.cid}"))
             if ev.sid is not None:
+                handles.append(handle(account_id, ev.sid))
                 buckets.add(handles[-1])
-            else:  # no session to tell viewers apart: the client (IP, user agent) is limited
-                buckets.add(self.viewers.client_handle(r.ip, r.user_agent))
+                continue
+            # Without a sid, the (client, stream) pair stands in for the session: the client
+            # is (IP, user agent) as a keyed hash, and it is what the rate limit holds to.
+            if client is None:
+                client = self.viewers.client_handle(r.ip, r.user_agent)
+            handles.append(handle(account_id, f"\x00{client:x}\x00{ev.cid}"))
+            buckets.add(client)
         wait = max(self.limiter.check(bucket) for bucket in buckets)
         if wait > 0:
             retry = max(1, int(wait + 0.999))
@@ -328,9 +333,10 @@ class Pipeline:
 
     def strip(self, r: Report) -> Stop | None:
         assert r.account is not None
-        r.dims = self.stripper.strip(r.ip, r.user_agent).dimensions(player_from_query(r.player))
+        player = player_from_query(r.player)
+        r.dims = self.stripper.strip(r.ip, r.user_agent).dimensions(player)
         r.player = None
-        screen_events(r.fresh, r.account)
+        screen_events(r.fresh, r.account, player)
         return None
 
     def key(self, r: Report) -> Stop | None:

@@ -18,7 +18,16 @@ early if that is empty) and ``streamtally_ratelimit_evictions_total`` counts it.
 client starts again with a full bucket: under a flood of distinct clients the limiter fails
 open rather than refusing everyone or growing without bound.
 
-``client`` is an opaque int (``ViewerKeys.client_handle``), never an IP address.
+``client`` is an opaque int (``ViewerKeys.client_handle``, ``address_handle`` or
+``session_handle``: keyed hashes under the per-process secret), never an IP address or a
+session id.
+
+Hot restart: :meth:`RateLimiter.handover_state` gives the buckets as plain data (the opaque
+handles and their ``tat``) and :meth:`RateLimiter.take_over` adopts them, so that a client
+cannot double its budget by timing a ``SIGHUP``. The handles stay valid because the process
+secret they are keyed with is handed over too (``aggregator/hot_restart.py``), and ``tat``
+stays valid because the clock is ``time.monotonic`` (``CLOCK_MONOTONIC``: the same clock
+before and after an ``execv`` in the same process).
 """
 
 from __future__ import annotations
@@ -91,6 +100,23 @@ class RateLimiter:
             return wait
         current[client] = tat + self._interval
         return 0.0
+
+    def handover_state(self) -> tuple[dict[int, float], dict[int, float], float]:
+        """The buckets for a hot restart: (current, previous, rotated_at), opaque handles only."""
+        return self._current, self._previous, self._rotated_at
+
+    def take_over(
+        self, current: dict[int, float], previous: dict[int, float], rotated_at: float
+    ) -> None:
+        """Adopt the buckets of the code this process ran before a hot restart."""
+        buckets = (*current.items(), *previous.items())
+        if not all(type(k) is int and type(v) is float for k, v in buckets):
+            raise TypeError("a rate limiter bucket is not (int, float)")
+        self._current = dict(current)
+        self._previous = dict(previous)
+        self._rotated_at = float(rotated_at)
+        while len(self) > self._max_clients:
+            self._evict_one()
 
     def __len__(self) -> int:
         return len(self._current) + len(self._previous)

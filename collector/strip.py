@@ -7,7 +7,8 @@ keeps only the host of a segment URL (an ``rr`` event's ``url`` may carry tokens
 ``player_from_query`` maps the report URL's ``?player=`` to a fixed set.
 
 ``screen_events`` reduces what a client typed in each event: the error code, event type
-and state to the players' vocabularies (``collector/vocab.py``), the stream name through
+and state to the players' vocabularies (``collector/vocab.py``; dash.js's bare-number codes
+as ``dash-N``, its error event with a code as the failure it is), the stream name through
 the identifier screen (``collector/screen.py``) unless the account declared it; ``sid``
 and ``url`` are dropped (the session handle was made in the dedupe step before). Every
 value not kept as sent is counted in ``streamtally_values_screened_total{field,reason}``.
@@ -130,8 +131,10 @@ def stream_name(cid: str | None, account: Account) -> str:
     return REDACTED
 
 
-def screen_events(events: Iterable[CmcdEvent], account: Account) -> None:
-    """Reduce each event's client text in place (see the module doc)."""
+def screen_events(events: Iterable[CmcdEvent], account: Account, player: str = UNKNOWN) -> None:
+    """Reduce each event's client text in place (see the module doc). ``player``: the
+    report's player (``player_from_query``), for the dialect of dash.js (below)."""
+    dashjs = player == "dash.js"
     streams: dict[str | None, str] = {}  # one report's events mostly share one cid
     for ev in events:
         cid = ev.cid
@@ -150,7 +153,12 @@ def screen_events(events: Iterable[CmcdEvent], account: Account) -> None:
                 VALUES_SCREENED.labels("player_state", "unlisted").inc()
             ev.sta = state
         if ev.ec is not None:
-            code = error_code(ev.ec)
+            code = error_code(ev.ec, player)
             if code is OTHER:
                 VALUES_SCREENED.labels("error_code", "unlisted").inc()
             ev.ec = code
+            if dashjs and kind == "e" and ev.sta != "f":
+                # dash.js 5 has no fatal state: its ERROR event (what stops it) goes out as
+                # an ``e`` event with the code, in whatever state it was. That is its
+                # playback failure, as the snippet's dash.js adapter counts it too.
+                ev.sta = "f"

@@ -98,9 +98,14 @@ EVENT_TYPES: Final = frozenset(
 PLAYER_STATES: Final = frozenset({"s", "p", "k", "r", "a", "w", "e", "f", "q", "d"})
 
 
-def error_code(code: str) -> str:
-    """A player's error code if it is in a known player's vocabulary, else ``(other)``."""
+def error_code(code: str, player: str | None = None) -> str:
+    """A player's error code if it is in a known player's vocabulary, else ``(other)``.
+    dash.js sends its own codes as bare numbers (``ec=25``, CMCD parses it to ``"25"``):
+    from ``player`` dash.js they are named as the snippet's dash.js adapter names them
+    (``dash-25``), so that both ways of reporting count one code under one name."""
     text = code.strip()
+    if player == "dash.js" and text.isdigit() and text.isascii():
+        text = f"dash-{text}"
     return text if text in ERROR_CODES else OTHER
 
 

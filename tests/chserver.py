@@ -12,6 +12,11 @@ It follows docs/clickhouse.md: write ``config.xml`` into an empty temporary fold
 alive inside one long ``chdb._chdb.query`` call on a daemon thread, and let the main thread
 wait for SIGTERM/SIGINT, then leave with ``os._exit(0)`` (the engine has no clean shutdown).
 The server is clickhouse-local's: user ``default``, no password, so it listens on 127.0.0.1 only.
+
+``--cluster NAME`` also defines a one-node ClickHouse cluster: ``<remote_servers>`` with one
+shard whose one replica is this server (native TCP on ``--tcp-port``, listening too), and
+``<macros>``. Distributed tables and ``clusterAllReplicas`` work on it; ``ON CLUSTER`` DDL and
+Replicated engines do not (the engine has no Keeper and no distributed DDL worker).
 """
 
 from __future__ import annotations
@@ -40,23 +45,38 @@ SERVE_FOREVER = (
 )
 
 
-def write_config(folder: Path, port: int) -> None:
-    """The engine's ./config.xml: HTTP on loopback only."""
+SERVE_FOREVER_TCP = SERVE_FOREVER.replace("HTTP; ", "HTTP; SYSTEM START LISTEN TCP; ", 1)
+
+
+def write_config(
+    folder: Path, port: int, *, cluster: str | None = None, tcp_port: int | None = None
+) -> None:
+    """The engine's ./config.xml: HTTP on loopback only (and a one-node ``cluster``)."""
+    extra = ""
+    if cluster is not None:
+        assert tcp_port is not None, "a cluster needs the native TCP port"
+        extra = (
+            f"<tcp_port>{tcp_port}</tcp_port>"
+            f"<remote_servers><{cluster}><shard><replica><host>127.0.0.1</host>"
+            f"<port>{tcp_port}</port></replica></shard></{cluster}></remote_servers>"
+            "<macros><shard>1</shard><replica>127.0.0.1</replica></macros>"
+        )
     (folder / "config.xml").write_text(
         "<clickhouse>"
         "<listen_host>127.0.0.1</listen_host>"
         f"<http_port>{port}</http_port>"
+        f"{extra}"
         "</clickhouse>\n",
         encoding="utf-8",
     )
 
 
-def serve(data_dir: Path) -> None:
+def serve(data_dir: Path, tcp: bool = False) -> None:
     """Run the listener; returns only when the engine stops (it normally never does)."""
     from chdb import _chdb  # imported late: the engine is heavy and starts on first query
 
     try:
-        _chdb.query(SERVE_FOREVER, "TabSeparated", path=str(data_dir))  # type: ignore[attr-defined]
+        _chdb.query(SERVE_FOREVER_TCP if tcp else SERVE_FOREVER, "TabSeparated", path=str(data_dir))  # type: ignore[attr-defined]
     except BaseException as exc:  # report and let the main thread exit non-zero
         print(f"chserver: engine stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
     finally:
@@ -70,12 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, required=True, help="HTTP port on 127.0.0.1")
     parser.add_argument("--data", type=Path, required=True, help="data directory (kept)")
+    parser.add_argument("--cluster", help="also define a one-node cluster of this name")
+    parser.add_argument("--tcp-port", type=int, help="native TCP port (with --cluster)")
     args = parser.parse_args(argv)
 
     data_dir: Path = args.data.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     config_dir = Path(tempfile.mkdtemp(prefix="chserver-config-"))
-    write_config(config_dir, args.port)
+    write_config(config_dir, args.port, cluster=args.cluster, tcp_port=args.tcp_port)
     os.chdir(config_dir)
 
     stop = threading.Event()
@@ -86,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    threading.Thread(target=serve, args=(data_dir,), name="clickhouse", daemon=True).start()
+    threading.Thread(
+        target=serve, args=(data_dir, args.cluster is not None), name="clickhouse", daemon=True
+    ).start()
 
     # Wait with a timeout: a bare Event.wait() can keep the signal handlers from running.
     while not stop.is_set() and not stopped.is_set():
@@ -111,8 +135,18 @@ class ClickHouseProcess:
     :meth:`stop` is there again after :meth:`start`. The engine's output goes to ``log``.
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        *,
+        log: Path | None = None,
+        cluster: str | None = None,
+    ) -> None:
+        """``cluster``: also a one-node ClickHouse cluster of that name (``--cluster``)."""
         self.data_dir = Path(data_dir)
+        self.cluster = cluster
+        self.tcp_port = free_port() if cluster is not None else None
         self.port = port if port is not None else free_port()
         self.host = "127.0.0.1"
         self.url = f"http://{self.host}:{self.port}"
@@ -137,6 +171,11 @@ class ClickHouseProcess:
                     str(self.port),
                     "--data",
                     str(self.data_dir),
+                    *(
+                        ["--cluster", self.cluster, "--tcp-port", str(self.tcp_port)]
+                        if self.cluster is not None
+                        else []
+                    ),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

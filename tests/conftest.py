@@ -9,9 +9,15 @@ process (``tests/chserver.py``, recipe in ``docs/clickhouse.md``).
   Never stop it in a test; use ``clickhouse_process_factory`` for that.
 - ``ch_database`` (function): a fresh, uniquely named database on that server, dropped
   afterwards. Yields ``ChDatabase(url, database)``, which unpacks as ``url, database``.
-- ``store`` (function, parametrised ``http``/``chdb``): a connected ``aggregator.store.Store``
+- ``store`` (function, parametrised ``http``/``chdb``): a connected
+  ``aggregator.storage.store.Store``
   on each backend (a fresh database on the shared server; a fresh embedded data dir), closed
   after the test. Request it to run a test against both backends.
+- ``clickhouse_cluster_server`` (session): a second server that is also a one-node ClickHouse
+  cluster named ``CLICKHOUSE_CLUSTER`` (``<remote_servers>``: one shard, one replica, itself);
+  ``clickhouse_cluster_db`` (function): a fresh database on it. ``without_keeper``
+  (function): stores connected with ``cluster=`` build the schema's form without Keeper,
+  the only one this engine can run (docs/clickhouse.md).
 - ``clickhouse_process_factory`` (function): makes private :class:`ClickHouseProcess` servers
   (own port and data dir) with ``start()/stop()/kill()/restart()`` for fault tests; all are
   stopped at the end of the test. ``from tests.chserver import ClickHouseProcess`` also works.
@@ -28,6 +34,7 @@ the test process itself, with these limits (checked with chdb-core 26.9):
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -36,10 +43,14 @@ from typing import NamedTuple
 import clickhouse_connect
 import pytest
 
-from aggregator.store import Store
+import aggregator.storage.store
+from aggregator.storage.cluster_schema import ClusterSchema
+from aggregator.storage.store import Store
 from tests.chserver import ClickHouseProcess
 
-__all__ = ["ChDatabase", "ClickHouseProcess"]
+__all__ = ["CLICKHOUSE_CLUSTER", "ChDatabase", "ClickHouseProcess"]
+
+CLICKHOUSE_CLUSTER = "streamtally_test"
 
 
 # ---- ClickHouse -------------------------------------------------------------------------------
@@ -110,3 +121,47 @@ def clickhouse_process_factory(
     finally:
         for server in made:
             server.stop()
+
+
+# ---- a one-node ClickHouse cluster -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def clickhouse_cluster_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ClickHouseProcess]:
+    """A ClickHouse server that is also a one-node cluster named CLICKHOUSE_CLUSTER."""
+    server = ClickHouseProcess(
+        tmp_path_factory.mktemp("ch-cluster") / "data", cluster=CLICKHOUSE_CLUSTER
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def clickhouse_cluster_db(clickhouse_cluster_server: ClickHouseProcess) -> Iterator[ChDatabase]:
+    """A new empty database on the cluster server, dropped after the test."""
+    server = clickhouse_cluster_server
+    database = f"test_{uuid.uuid4().hex[:16]}"
+    client = clickhouse_connect.get_client(host=server.host, port=server.port)
+    try:
+        client.command(f"CREATE DATABASE {database}")
+        try:
+            yield ChDatabase(server.url, database)
+        finally:
+            client.command(f"DROP DATABASE IF EXISTS {database} SYNC")
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def without_keeper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stores connected with ``cluster=`` build ``ClusterSchema(replicated=False)``."""
+    monkeypatch.setattr(
+        aggregator.storage.store,
+        "ClusterSchema",
+        functools.partial(ClusterSchema, replicated=False),
+    )

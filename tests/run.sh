@@ -10,6 +10,7 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)  # deploy check, benchmark baseline
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)  # deploy check (cluster)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 if ((${#need[@]})); then
@@ -29,9 +30,9 @@ python3 -m venv .venv
 
 echo "== player snippet, dashboard chart library and browser-test driver (npm)"
 (cd player-snippet && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm test)
-# uPlot from npm into aggregator/static/vendor/ (committed too, so pip installs need no npm;
+# uPlot from npm into aggregator/api/static/vendor/ (committed too, so pip installs need no npm;
 # tests/integration/test_dashboard.py checks the committed copy is this build).
-(cd aggregator/static-vendor && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+(cd aggregator/api/static-vendor && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== lint and types"

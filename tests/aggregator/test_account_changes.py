@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from aggregator.accounts_store import AccountStore
-from aggregator.migrate import migrate
-from aggregator.store import Store
+from aggregator.storage.accounts_store import AccountStore
+from aggregator.storage.migrate import migrate
+from aggregator.storage.store import Store
 from collector.accounts import Account
 from collector.errors import BadRequest, Gone, NotFound
 

@@ -8,10 +8,10 @@ import marshal
 
 import pytest
 
-from aggregator.kanon import MIN_K
-from aggregator.release import Ledger
+from aggregator.counting.windows import Aggregator
+from aggregator.release.kanon import MIN_K
+from aggregator.release.ledger import Ledger
 from aggregator.restart_state import StateError, from_state, to_state
-from aggregator.windows import Aggregator
 from collector.dedupe import Deduper
 from collector.handover import Dimensions, Event
 from collector.replay import ReplayGuard
@@ -131,3 +131,45 @@ def test_after_a_cold_start_a_mid_play_first_event_resumes_without_a_view(
     assert (total.views == 0) is resumed
     assert total.exits_before_start == 0 or not resumed
     assert not total.startups or not resumed
+
+
+def playing_ms(groups: list[object]) -> int:
+    return sum(
+        cell.playing_ms
+        for g in groups
+        for key, cell in g.cells.items()  # type: ignore[attr-defined]
+        if key == ("s1", "", "")
+    )
+
+
+@pytest.mark.parametrize(
+    ("after", "played_s"),
+    [
+        pytest.param(ev(2, 5, T0 + 30, "p", "t"), 31, id="heartbeat-playing"),  # + to the stop
+        pytest.param(ev(2, 5, T0 + 30, "a"), 30, id="paused-played-until-the-pause"),
+        pytest.param(ev(2, 5, T0 + 30, "k"), 30, id="seek-played-until-the-seek"),
+    ],
+)
+def test_playing_time_across_a_cold_restart_is_playing_time_straight_through(
+    after: Event, played_s: int
+) -> None:
+    """A playback playing when the process stops, whose first event to the next process is a
+    heartbeat or a pause or seek (``ps a``/``ps k``: it played up to that event): the two
+    runs together credit what one run credits, by the arrival clock across the gap."""
+    playing = ev(2, 3, T0, "p", "t")
+    straight = Aggregator()
+    straight.submit([playing, after])
+    straight.end_all(T0 + 31)
+    assert playing_ms(straight.take_closed()) == played_s * 1000
+
+    before = Aggregator()
+    before.submit([playing])
+    before.end_all(T0 + 10)  # SIGTERM: the old run credits up to its stop
+    restarted = Aggregator()
+    restarted.resume_until = T0 + 1800
+    restarted.resumed_from = T0 + 10  # the stop mark
+    restarted.submit([after])
+    restarted.end_all(T0 + 31)
+    assert playing_ms(before.take_closed()) + playing_ms(restarted.take_closed()) == (
+        played_s * 1000
+    )

@@ -199,7 +199,11 @@ SERVICE_ONLY = ("--port", "--host", "--rate-limit-per-second", "--default-k", "-
     ("argv", "own", "foreign"),
     [
         (("serve",), SERVICE_ONLY, ("--server", "--token")),
-        (("migrate",), ("--data-dir", "--clickhouse-url", "--database"), SERVICE_ONLY),
+        (
+            ("migrate",),
+            ("--data-dir", "--clickhouse-url", "--database", "--clickhouse-cluster"),
+            SERVICE_ONLY,
+        ),
         (("keys", "list"), ("--data-dir", "--key-overlap-seconds"), SERVICE_ONLY),
         (("keys", "rotate"), ("--data-dir",), (*SERVICE_ONLY, "--clickhouse-url")),
         (("accounts", "create"), ("--server", "--admin-token", "--origin"), SERVICE_ONLY),

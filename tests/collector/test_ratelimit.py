@@ -142,3 +142,24 @@ def test_memory_per_client_is_bounded() -> None:
     tracemalloc.stop()
     print(f"ratelimit: {per_client:.0f} B/client")
     assert per_client < 150
+
+
+def test_buckets_taken_over_at_a_hot_restart_stay_spent() -> None:
+    """The next code of a hot restart adopts the buckets: a spent client stays refused, and
+    gets back exactly what the time since gave it, as if no restart had happened."""
+    clock = Clock()
+    old = RateLimiter(1.0, 3, clock=clock)
+    assert [old.check(7) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert old.check(7) > 0
+    new = RateLimiter(1.0, 3, clock=clock)
+    new.take_over(*old.handover_state())
+    assert new.check(7) == pytest.approx(old.check(7))
+    clock.now += 1.0
+    assert new.check(7) == 0.0
+    assert new.check(7) > 0
+    assert new.check(8) == 0.0  # another client: a full bucket
+
+
+def test_buckets_of_another_shape_are_refused() -> None:
+    with pytest.raises(TypeError):
+        RateLimiter(1.0, 3).take_over({"203.0.113.9": 1.0}, {}, 0.0)  # type: ignore[dict-item]

@@ -219,6 +219,45 @@ def test_every_screened_value_is_counted_by_field_and_reason() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("player", "e", "ec", "sta", "kept"),
+    [
+        pytest.param("dash.js", "e", "25", "s", ("dash-25", "f"), id="dashjs-error-is-its-failure"),
+        pytest.param("dash.js", "t", "25", "s", ("dash-25", "s"), id="dashjs-code-on-a-heartbeat"),
+        pytest.param("dash.js", "e", "dash-25", "p", ("dash-25", "f"), id="dashjs-adapter-name"),
+        pytest.param("dash.js", "e", "999", "s", (OTHER, "f"), id="dashjs-unknown-code"),
+        pytest.param("hls.js", "e", "25", "s", (OTHER, "s"), id="other-player-no-dialect"),
+        pytest.param("shaka", "e", "1001", "p", ("1001", "p"), id="shaka-codes-unchanged"),
+    ],
+)
+def test_dashjs_numeric_codes_and_error_events(
+    player: str, e: str, ec: str, sta: str, kept: tuple[str, str]
+) -> None:
+    """dash.js 5 sends its error codes as bare numbers and has no fatal state: from dash.js
+    a number is named as its own code (``dash-N``) and its error event is its failure."""
+    ev = event(e=e, ec=ec, sta=sta)
+    screen_events([ev], ACCOUNT, player)
+    assert (ev.ec, ev.sta) == kept
+
+
+@pytest.mark.parametrize(
+    "ec",
+    [
+        pytest.param("4915112345678", id="phone-number"),
+        pytest.param("1796551527288", id="timestamp"),
+        pytest.param("2030113007", id="numeric-ip"),
+        pytest.param("0025", id="padded"),
+    ],
+)
+def test_a_number_as_error_code_cannot_carry_an_identifier(ec: str) -> None:
+    """The attack: now that ``ec`` may be a bare integer, a page sends a phone number (or a
+    user id) as dash.js's error code. Only dash.js's own codes are kept; anything else is
+    ``(other)``."""
+    ev = event(e="e", ec=ec, sta="s")
+    screen_events([ev], ACCOUNT, "dash.js")
+    assert ev.ec == OTHER
+
+
 def test_tokens_are_reduced_to_cmcd_vocabularies() -> None:
     ev = event(e="fd00:7b7b::4321", sta="x4915112345678")
     screen_events([ev], ACCOUNT)

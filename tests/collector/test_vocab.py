@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -22,19 +23,24 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "cmcd"
 
 
-def fixture_events() -> list[cmcd.CmcdEvent]:
+def fixture_events() -> list[tuple[str | None, cmcd.CmcdEvent]]:
+    """Every event of the captures, with the player its report URL names (or None)."""
     events = []
     for path in sorted(FIXTURES.glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
-            events.extend(cmcd.parse(json.loads(line)["body"]).events)
+            request = json.loads(line)
+            player = parse_qs(urlsplit(request["path"]).query).get("player", [None])[0]
+            events.extend((player, ev) for ev in cmcd.parse(request["body"]).events)
     return events
 
 
 def test_every_code_event_and_state_in_the_captures_survives() -> None:
-    events = fixture_events()
-    codes = {ev.ec for ev in events if ev.ec is not None}
-    assert codes == {"manifestLoadError"}  # what the captures hold; each must survive
-    assert {error_code(c) for c in codes} == codes
+    with_player = fixture_events()
+    events = [ev for _, ev in with_player]
+    codes = {(player, ev.ec) for player, ev in with_player if ev.ec is not None}
+    # what the captures hold; each must survive (dash.js's number under its own name)
+    assert codes == {(None, "manifestLoadError"), ("dash.js", "25")}
+    assert {error_code(c, p) for p, c in codes} == {"manifestLoadError", "dash-25"}
     assert {event_type(ev.e) for ev in events} == {ev.e for ev in events}
     assert {player_state(ev.sta) for ev in events} == {ev.sta for ev in events}
 

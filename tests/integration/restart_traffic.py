@@ -39,11 +39,11 @@ def http_call(
         return err.code, err.read()
 
 
-def serve(data_dir: Any, db: ChDatabase) -> ServeProcess:
+def serve(data_dir: Any, db: ChDatabase, *extra: str) -> ServeProcess:
     proc = ServeProcess(
         data_dir, "--clickhouse-url", db.url, "--database", db.database,
         "--admin-token", ADMIN_TOKEN, "--trusted-proxies", "127.0.0.1/32",
-        "--flush-seconds", "3600", "--provisional-seconds", "3600",
+        "--flush-seconds", "3600", "--provisional-seconds", "3600", *extra,
     )  # fmt: skip
     proc.start()
     return proc
@@ -188,9 +188,15 @@ def phases() -> list[Callable[[int, int], str | None]]:
 
 def send_phase(
     phase: Callable[[int, int], str | None], targets: Sequence[Target], accepted: list[int]
-) -> None:
-    ts = int(time.time() * 1000)
+) -> list[float]:
+    """Send one phase, playback after playback. Each report's ``ts`` is the client clock
+    just before it goes to the first target, as a player stamps an event when it sends it.
+    Returns, per target, the sum over the reports of how long after its ``ts`` each was
+    answered: the server's arrival time of a report lies in [ts, ts + that]."""
+    late = [0.0] * len(targets)
     for i in range(PLAYBACKS):
+        stamped = time.time()
+        ts = int(stamped * 1000)  # floored: never after the moment it stands for
         body = phase(i, ts)
         if body is None:
             continue
@@ -199,8 +205,10 @@ def send_phase(
                 target.proc.url, target.embed_key, (body + "\n").encode(),
                 f"203.0.113.{i + 1}", UAS[i % len(UAS)],
             )  # fmt: skip
+            late[n] += time.time() - ts / 1000
             assert status == 204, (n, i, status)
             accepted[n] += 1
+    return late
 
 
 def wait_early_in_minute(latest_second: float = 25.0) -> None:

@@ -11,7 +11,7 @@ import clickhouse_connect
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from aggregator import audit
+from aggregator.api import audit
 from aggregator.service import SERVICE
 from collector.errors import StorageError
 from tests.integration.conftest import ADMIN_TOKEN, Running

@@ -15,16 +15,18 @@ import re
 import shutil
 import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from aggregator.dashboard import CSP, assets
-from aggregator.stats import METRICS, RELEASE_SENTENCE
+from aggregator.api.dashboard import CSP, assets
+from aggregator.api.dp_rows import DP_SENTENCE
+from aggregator.api.stats import METRICS, RELEASE_SENTENCE
 from tests.integration.conftest import Running
+from tests.integration.test_dp_mode import dp_day
 
 ROOT = Path(__file__).resolve().parents[2]
 BROWSER_DIR = ROOT / "tests" / "browser"
@@ -105,7 +107,8 @@ def fails(stream: str, sid: str) -> list[str]:
 # "(other)" with k = 2), and a second stream with two viewers. Two browsers the user agent
 # does not name (the family "Other": a Tizen TV and a PlayStation) and one Edge and one Opera
 # viewer (each under k, merged into "(other)"): the two must not read alike. Two live viewers
-# report their latency.
+# report their latency. Two viewers fail (one failure alone would not be shown: a sum needs
+# k viewers behind it).
 VIEWERS: list[tuple[str, str, list[str]]] = [
     ("193.99.144.80", CHROME_LINUX, plays("big-buck-bunny", "v1", 1200, 40)),
     ("85.214.132.117", FIREFOX_WIN, plays("big-buck-bunny", "v2", 900, 30, stall_ms=4000)),
@@ -113,6 +116,7 @@ VIEWERS: list[tuple[str, str, list[str]]] = [
     ("8.8.4.4", CHROME_LINUX, plays("big-buck-bunny", "v4", 700, 50)),
     ("81.2.69.160", ANDROID, plays("big-buck-bunny", "v5", 2500, 10, stall_ms=2000)),
     ("2.16.0.1", FIREFOX_WIN, fails("big-buck-bunny", "v6")),
+    ("2.16.0.2", FIREFOX_WIN, fails("big-buck-bunny", "v13")),
     ("1.1.1.1", CHROME_LINUX, plays("sintel", "v7", 1100, 25)),
     ("193.0.0.1", IPHONE, plays("sintel", "v8", 1300, 15)),
     ("193.99.144.81", TIZEN_TV, plays("big-buck-bunny", "v9", 1800, 30, ltc=4000)),
@@ -196,17 +200,25 @@ def node_with_playwright() -> str:
 
 
 async def drive(
-    running: Running, token: str, empty_token: str, screenshot: Path, stream: str = ""
+    running: Running,
+    token: str,
+    empty_token: str,
+    screenshot: Path,
+    stream: str = "",
+    dp: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run tests/browser/dashboard.mjs without blocking the server's event loop."""
+    """Run tests/browser/dashboard.mjs without blocking the server's event loop. ``dp``
+    ({from, to} for the range inputs): only read a dp account's noise margins."""
     node = node_with_playwright()
-    options = {
+    options: dict[str, Any] = {
         "url": running.url,
         "token": token,
         "emptyToken": empty_token,
         "screenshot": str(screenshot),
         "stream": stream,
     }
+    if dp is not None:
+        options["dp"] = dp
     proc = await asyncio.create_subprocess_exec(
         node,
         str(BROWSER_DIR / "dashboard.mjs"),
@@ -238,7 +250,7 @@ async def test_dashboard_shows_the_api_numbers_in_a_real_browser(running: Runnin
     countries = await running.stats(token, **day, by="country")
     everything = await running.stats(token, **day, by="country,device,os,browser,player")
     expected = figures(totals["rows"])
-    assert expected["views"] == 12  # the data really is there
+    assert expected["views"] == 13  # the data really is there
 
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "dashboard.png"
@@ -263,11 +275,15 @@ async def test_dashboard_shows_the_api_numbers_in_a_real_browser(running: Runnin
     assert not page["signInVisible"]
     assert page["accountId"] == account["account_id"]
     assert page["k"] == "2"
+    # k mode: no noise, so no sentence about it, no margins, no whiskers
+    assert not page["dpNoteVisible"]
+    assert page["marginsVisible"] == 0
+    assert page["chartMargins"] == 0
     tiles = page["tiles"]
     assert tiles["views"]["text"] == str(expected["views"])
     assert tiles["unique"]["text"] == str(expected["unique"])
     assert tiles["concurrent"]["text"] == str(expected["concurrent"])
-    assert tiles["failures"]["text"] == str(expected["failures"]) == "1"
+    assert tiles["failures"]["text"] == str(expected["failures"]) == "2"
     stalled = sum(r["rebuffer_seconds"] for r in totals["rows"])
     playing = sum(r["playing_seconds"] for r in totals["rows"])
     assert float(tiles["rebuffer"]["value"]) == pytest.approx(stalled / (stalled + playing))
@@ -606,14 +622,16 @@ def test_every_file_the_page_needs_is_packaged() -> None:
 
 
 def test_the_bundled_uplot_is_the_pinned_npm_release() -> None:
-    """aggregator/static/vendor/ holds uPlot exactly as the version pinned in
-    aggregator/static-vendor/package.json pins it (its build.mjs copies it; tests/run.sh
+    """aggregator/api/static/vendor/ holds uPlot exactly as the version pinned in
+    aggregator/api/static-vendor/package.json pins it (its build.mjs copies it; tests/run.sh
     rebuilds)."""
-    pinned = json.loads((ROOT / "aggregator" / "static-vendor" / "package.json").read_text())[
-        "devDependencies"
-    ]
+    pinned = json.loads(
+        (ROOT / "aggregator" / "api" / "static-vendor" / "package.json").read_text()
+    )["devDependencies"]
     assert set(pinned) == {"uplot"}
-    lock = json.loads((ROOT / "aggregator" / "static-vendor" / "package-lock.json").read_text())
+    lock = json.loads(
+        (ROOT / "aggregator" / "api" / "static-vendor" / "package-lock.json").read_text()
+    )
     assert lock["packages"]["node_modules/uplot"]["version"] == pinned["uplot"]
     vendor = assets()["vendor/uPlot.iife.min.js"].body
     built = (
@@ -626,7 +644,7 @@ def test_the_bundled_uplot_is_the_pinned_npm_release() -> None:
         / "uPlot.iife.min.js"
     )
     assert built.is_file(), (
-        "run `npm ci && npm run build` in aggregator/static-vendor/ (tests/run.sh does)"
+        "run `npm ci && npm run build` in aggregator/api/static-vendor/ (tests/run.sh does)"
     )
     assert vendor == built.read_bytes()
     assert len(vendor) < 60_000  # the minified build, not the 145 kB one
@@ -642,3 +660,51 @@ async def test_the_page_and_the_api_explain_longer_windows_in_the_same_sentence(
     account = await running.create_account()
     stats = await running.stats(account["api_token"])
     assert RELEASE_SENTENCE in stats["hidden"]["note"]
+
+
+@pytest.mark.browser
+async def test_a_dp_account_sees_each_noisy_number_with_its_margin(running: Running) -> None:
+    """A dp account's first dp day in the real browser: the sentence saying what the margins
+    mean, "± n" under views, unique viewers, playing time and failures equal to the API's
+    ci95 of the one hour row shown, whiskers on those four charts only, and no serious
+    axe-core finding. The k account's page shows neither (the main test above)."""
+    account, day = await dp_day(running)
+    token = account["api_token"]
+    span = {
+        "from": datetime.fromtimestamp(day, UTC).isoformat(),
+        "to": datetime.fromtimestamp(day + 86_400, UTC).isoformat(),
+    }
+    [row] = (await running.stats(token, granularity="hour", **span))["rows"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    shown = {
+        "from": datetime.fromtimestamp(day, UTC).strftime("%Y-%m-%dT%H:%M"),
+        "to": datetime.fromtimestamp(day + 86_400, UTC).strftime("%Y-%m-%dT%H:%M"),
+    }
+    report = await drive(running, token, "", ARTIFACTS / "dashboard-dp.png", dp=shown)
+    assert report["pageErrors"] == []
+    assert report["consoleErrors"] == []
+    dp = report["dp"]
+    assert dp["sentence"] == DP_SENTENCE
+    assert dp["sentenceVisible"]
+    assert "hour" in dp["subtitle"]
+    fields = {
+        "views": "views",
+        "unique": "unique_viewers",
+        "playing": "playing_seconds",
+        "failures": "failures",
+    }
+    for key, field in fields.items():
+        margin = dp["margins"][key]
+        assert margin["visible"], key
+        assert float(margin["value"]) == row["noise"][field]["ci95"], key
+        assert margin["text"].startswith("± "), key
+        assert float(dp["tiles"][key]) == pytest.approx(row[field]), key
+    assert dp["margins"]["views"]["text"] == f"± {row['noise']['views']['ci95']:,.0f}"
+    assert dp["otherMargins"] == 4
+    whiskered = {box for box, chart in dp["charts"].items() if chart["margins"]}
+    assert whiskered == {"chart-views", "chart-unique", "chart-playing", "chart-failures"}
+    for box in whiskered:
+        assert dp["charts"][box]["margins"] == 1
+        assert "95 % margin" in dp["charts"][box]["label"]
+    serious = [v for v in report["axeDp"] if v["impact"] in ("serious", "critical")]
+    assert serious == []

@@ -17,7 +17,7 @@ import aiohttp
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 
-from aggregator import audit, export
+from aggregator.api import audit, export
 from aggregator.service import SERVICE
 from collector.errors import StorageError, StreamTallyError
 from tests.integration.conftest import Running

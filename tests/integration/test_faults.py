@@ -19,7 +19,7 @@ from typing import Any
 import clickhouse_connect
 
 from aggregator.service import SERVICE, WRITE_COLUMNS
-from aggregator.spool import decode_record
+from aggregator.storage.spool import decode_record
 from tests.chserver import ClickHouseProcess
 from tests.conftest import ChDatabase
 from tests.integration.conftest import ADMIN_TOKEN, Running, make_configs

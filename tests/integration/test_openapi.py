@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from aggregator.openapi import document
+from aggregator.api.openapi import document
 from tests.conftest import ChDatabase
 from tests.integration.conftest import ADMIN_TOKEN, CHROME_UA, ORIGIN, Running
 from tests.integration.serveproc import ServeProcess

@@ -308,3 +308,33 @@ async def test_interrupted_purge_resumes_at_the_next_start(
         assert after["api_tokens"] == kept_before["api_tokens"]
     finally:
         client.close()
+
+
+def purges_total(metrics: str, outcome: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith(f'streamtally_purges_total{{outcome="{outcome}"}} '):
+            return float(line.split()[-1])
+    raise AssertionError(f"no streamtally_purges_total{{outcome={outcome!r}}} in /metrics")
+
+
+async def test_purges_done_and_failed_are_counted_on_the_operator_metrics(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The alert "purge failed" (deploy/prometheus/alerts.yml) needs a purge outcome counter."""
+    done_before = purges_total(await running.metrics(), "done")
+    failed_before = purges_total(await running.metrics(), "failed")
+    ok, stuck = [await running.create_account(name=n) for n in ("Ok", "Stuck")]
+    await feed(running, ok, "ok")
+    await running.flush()
+    resp = await running.admin("DELETE", f"/v1/admin/accounts/{ok['account_id']}")
+    assert resp.status == 200, await resp.text()
+
+    async def rows_left(table: str, account_id: str) -> int:
+        return 1  # as if a write raced every round of the purge
+
+    monkeypatch.setattr(get_purger(running.app), "verify_table", rows_left)
+    resp = await running.admin("DELETE", f"/v1/admin/accounts/{stuck['account_id']}")
+    assert resp.status >= 500
+    metrics = await running.metrics()
+    assert purges_total(metrics, "done") == done_before + 1
+    assert purges_total(metrics, "failed") == failed_before + 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aggregator import register
+from aggregator.api import register
 from aggregator.service import SERVICE
 from collector.app import COLLECTOR_CONFIG
 from collector.cmcd import KNOWN_KEYS

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from aggregator.auth import ACCOUNT_STORE
+from aggregator.api.auth import ACCOUNT_STORE
 from collector import app as collector_app
 from collector.app import KEYSTORE
 from tests.captures import CMCD_CAPTURES
@@ -389,3 +389,21 @@ async def test_two_accounts_do_not_share_dedupe_state(running: Running) -> None:
     assert (await running.post(a["embed_key"], line(0, sid=sid))).status == 204
     assert (await running.post(b["embed_key"], line(0, sid=sid))).status == 204
     assert await accepted_events(running) == before + 2
+
+
+async def test_viewers_without_a_sid_are_separate_playbacks(running: Running) -> None:
+    """Players that send no ``sid`` (CMCD makes it optional): two viewers of one stream, from
+    two addresses, each start and play for 30 s. Counted as one playback they would lose a
+    view, a viewer and their playing time; and the second viewer's events, numbered from
+    sn 0 like the first's, would be taken for re-sent duplicates of it."""
+    account = await running.create_account(k=2)
+    t = int(time.time() * 1000)
+    for ip in ("8.8.8.8", "193.0.0.1"):
+        body = "".join(
+            f'cid="stream-42",e=ps,sn={sn},sta={sta},ts={t + ms},v=2\n'
+            for sn, sta, ms in ((0, "s", 0), (1, "p", 1000), (2, "e", 31_000))
+        )
+        assert (await running.post(account["embed_key"], body, ip=ip)).status == 204
+    await running.flush()
+    rows = (await running.stats(account["api_token"], granularity="day"))["rows"]
+    assert [(r["views"], r["unique_viewers"], r["playing_seconds"]) for r in rows] == [(2, 2, 60.0)]

@@ -13,7 +13,7 @@ from typing import Any
 import clickhouse_connect
 import pytest
 
-from aggregator import account_api
+from aggregator.api import account_api
 from tests.integration.conftest import ADMIN_TOKEN, Running
 
 TOKEN_KEYS = {"token_id", "prefix", "created_at", "revoked"}
@@ -99,7 +99,7 @@ async def test_token_lifecycle(running: Running) -> None:
 
 
 async def test_tokens_survive_a_reload_of_the_account_store(running: Running) -> None:
-    from aggregator.auth import ACCOUNT_STORE
+    from aggregator.api.auth import ACCOUNT_STORE
 
     account = await running.create_account()
     resp = await running.admin("POST", f"/v1/admin/accounts/{account['account_id']}/tokens")

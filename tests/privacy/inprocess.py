@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aggregator.cells import CellRow
-from aggregator.windows import Aggregator
+from aggregator.counting.cells import CellRow
+from aggregator.counting.windows import Aggregator
 from collector.handover import Dimensions, Event
 from tests.privacy.auditor import Row, RowKey
 from tests.privacy.traffic import T0, Session
@@ -53,9 +53,9 @@ def run(sessions: Sequence[Session], k: int) -> list[dict[RowKey, Row]]:
     """Every release of ``sessions`` with ``k``, in order.
 
     Runs the code before the release rewrite too (hour and day cells anonymised on their
-    own, ``aggregator.kanon.anonymise``), so that the auditor can be shown failing there."""
+    own, ``aggregator.release.kanon.anonymise``), so that the auditor can be shown failing there."""
     try:
-        from aggregator.release import Ledger
+        from aggregator.release.ledger import Ledger
     except ImportError:  # the code before the release rewrite
         return _run_before(sessions, k)
     agg = Aggregator(idle_seconds=120)
@@ -99,7 +99,7 @@ def _store(stored: dict[RowKey, Row], granularity: str, start: float, rows: list
 
 
 def _run_before(sessions: Sequence[Session], k: int) -> list[dict[RowKey, Row]]:
-    from aggregator.kanon import anonymise  # type: ignore[attr-defined]
+    from aggregator.release.kanon import anonymise  # type: ignore[attr-defined]
 
     agg: Any = Aggregator(idle_seconds=120)
     stored: dict[RowKey, Row] = {}

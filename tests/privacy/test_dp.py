@@ -1,4 +1,5 @@
-"""dp mode (aggregator/noise.py, aggregator/budget.py): noise, re-reads, budget, and the
+"""dp mode (aggregator/release/noise.py, aggregator/release/budget.py): noise, re-reads,
+budget, and the
 attack k-anonymity cannot stop — someone who controls k-1 (or many more) viewers.
 
 OpenDP draws from the operating system's CSPRNG and cannot be seeded, so the noise is
@@ -14,9 +15,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from aggregator.cells import Group
-from aggregator.noise import BOUNDS, DpPolicy, mechanism
-from aggregator.release import Ledger
+from aggregator.counting.cells import Group, RowCell
+from aggregator.release.ledger import Ledger
+from aggregator.release.noise import BOUNDS, DpPolicy, mechanism
 
 T0 = 1_795_478_400  # 2026-11-24 00:00 UTC
 ACCOUNT = "acc-dp"
@@ -37,6 +38,9 @@ def minute(streams: dict[str, list[tuple[int, int, int, int]]], at: int = T0) ->
             cell.views += views
             cell.playing_ms += playing_ms
             cell.failures += failures
+            for name, n in (("views", views), ("playing", playing_ms), ("failures", failures)):
+                if n:
+                    cell.hold(name, {viewer: n})
     return g
 
 
@@ -80,10 +84,11 @@ def discrete_laplace_cdf(x: int, scale: float) -> float:
 
 
 def attack(n_attackers: int, victim_fails: bool, dp: DpPolicy | None) -> tuple[bool | None, Ledger]:
-    """Attackers 1..n each make one view and no failure; the victim (0) one view that fails
-    or not. The attacker reads every row of the stream and subtracts what they sent.
+    """Attackers 1..n each make one view that fails (so that k viewers are behind the
+    failure count whenever the victim's fails too); the victim (0) one view that fails or
+    not. The attacker reads every row of the stream and subtracts what they sent.
     Returns the attacker's guess (None: nothing published to guess from)."""
-    viewers = [(a, 1, 30_000, 0) for a in range(1, n_attackers + 1)]
+    viewers = [(a, 1, 30_000, 1) for a in range(1, n_attackers + 1)]
     viewers.append((0, 1, 30_000, int(victim_fails)))
     ledger, rows = run_day([minute({"news": viewers})], dp)
     shown = [r for (_, _, stream), r in rows.items() if stream == "news"]
@@ -91,7 +96,7 @@ def attack(n_attackers: int, victim_fails: bool, dp: DpPolicy | None) -> tuple[b
         return None, ledger
     # the finest row with the stream (any row holds the same parts: hour and day add up)
     failures = min(shown, key=lambda r: r["failures"])["failures"]
-    return failures - 0 >= 0.5, ledger  # the attackers' own failures: 0
+    return failures - n_attackers >= 0.5, ledger  # minus the attackers' own failures
 
 
 @pytest.mark.parametrize("victim_fails", [True, False], ids=["victim-fails", "victim-plays"])
@@ -137,6 +142,34 @@ def test_k_minus_1_attack_in_dp_mode_does_no_better_than_epsilon_allows(n_attack
         assert published == 0
     else:
         assert published > trials * 0.9  # the day row is there to attack
+
+
+def test_one_viewers_hour_moves_the_noisy_playing_time_by_no_more_than_the_bound() -> None:
+    """The sensitivity the noise is scaled to holds per viewer: 300 viewers of a day part
+    play 0 ms each, and the victim plays 0 ms (world A) or a whole hour (world B). 400
+    noisy releases of each: the mean difference must stay within the per-viewer bound
+    (2 minutes) plus 4 standard errors of the difference of two means (2 x scale / 20). A
+    clamp on the part's sum (n x bound) instead of on each viewer would let the hour through
+    (3,600,000 ms against a bound of 1,200,000 ms with the errors)."""
+    mech = mechanism(POLICY, "day", K)
+    viewers = set(range(300))
+    draws = 400
+
+    def mean_playing(victim_ms: int) -> float:
+        part = RowCell()
+        part.viewers = viewers
+        part.views = len(viewers)
+        part.playing_ms = victim_ms
+        amounts = {"views": dict.fromkeys(viewers, 1), "playing": {0: victim_ms}}
+        got = [mech.noise(part, amounts) for _ in range(draws)]
+        shown = [p.playing_ms for p in got if p is not None]
+        assert len(shown) == draws  # 300 viewers pass the noisy threshold
+        return sum(shown) / draws
+
+    scale = mech.scales["playing_ms"]
+    limit = BOUNDS["playing_ms"] + 4 * 2 * scale / math.sqrt(draws)
+    moved = mean_playing(3_600_000) - mean_playing(0)
+    assert moved < limit, f"one viewer's hour moved the mean by {moved:.0f} ms (limit {limit:.0f})"
 
 
 # ---- noise --------------------------------------------------------------------------------------

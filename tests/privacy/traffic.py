@@ -21,6 +21,24 @@ STREAMS = ("news", "sport")
 CODES = ("manifestLoadError", "fragLoadError", "3016")
 T0 = 1_795_478_400  # 2026-11-24 00:00:00 UTC
 # minutes after T0: two hours and the first minutes of the next day
+M0 = T0 // 60  # the unix minute of T0
+
+
+def dims(
+    country: str = "DE", device: str = "desktop", player: str = "hls.js"
+) -> tuple[tuple[str, str], ...]:
+    """A session's dimensions (Linux, Chrome) for the scripted attacks."""
+    return (
+        ("country", country),
+        ("device", device),
+        ("os", "Linux"),
+        ("browser", "Chrome"),
+        ("player", player),
+    )
+
+
+DE = dims("DE")
+FR = dims("FR")
 MINUTES = (0, 1, 2, 3, 30, 59, 60, 61, 62, 90, 119, 1440, 1441)
 
 

@@ -70,10 +70,10 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 def test_the_wheel_ships_the_migrations_and_static_files(wheel: tuple[Path, str]) -> None:
     names = set(zipfile.ZipFile(wheel[0]).namelist())
-    migrations = {p.name for p in (ROOT / "aggregator" / "migrations").glob("*.sql")}
+    migrations = {p.name for p in (ROOT / "aggregator" / "storage" / "migrations").glob("*.sql")}
     assert migrations
-    assert {f"aggregator/migrations/{m}" for m in migrations} <= names
-    assert "aggregator/static/index.html" in names
+    assert {f"aggregator/storage/migrations/{m}" for m in migrations} <= names
+    assert "aggregator/api/static/index.html" in names
 
 
 def test_the_build_prints_no_setuptools_warning(wheel: tuple[Path, str]) -> None:
@@ -100,7 +100,8 @@ def test_pip_install_in_a_fresh_venv_works_and_finds_the_migrations(
     assert done.returncode == 0, done.stderr
     probe = (
         "import importlib.resources as r;"
-        "print(sorted(p.name for p in r.files('aggregator').joinpath('migrations').iterdir()"
+        "print(sorted(p.name for p in"
+        " r.files('aggregator.storage').joinpath('migrations').iterdir()"
         " if p.name.endswith('.sql')))"
     )
     listed = subprocess.run(

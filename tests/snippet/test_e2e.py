@@ -371,7 +371,7 @@ def test_reports_are_sealed_preflighted_and_accepted(
                 assert w["headers"]["access-control-request-method"] == "POST"
             if w["method"] == "POST":
                 assert w["headers"]["content-type"] == (SEALED if sealed else PLAIN)
-                assert w["status"] == (400 if "ec=25" in w.get("body", "") else 204), w
+                assert w["status"] == 204, w
 
 
 # ---- the service side: what the stats API shows ----------------------------------------------
@@ -422,6 +422,7 @@ def test_two_viewers_playing_show_up_in_the_stats(
         pytest.param("fail-video.js", "vjs-4", id="video.js-mp4-404"),
         pytest.param("fail-shaka", "1001", id="shaka-manifest-404"),  # through shakaError
         pytest.param("fail-dash.js-adapter", "dash-25", id="dash.js-adapter-manifest-404"),
+        pytest.param("fail-dash.js", "dash-25", id="dash.js-plain-manifest-404"),
     ],
 )
 def test_two_viewers_failing_count_as_failures(
@@ -458,22 +459,19 @@ def test_shaka_by_itself_does_not_report_a_failed_load(
     assert total(body, "failures") == 0
 
 
-def test_dashjs_error_reports_are_rejected_for_their_numeric_code(
+def test_dashjs_by_itself_reports_its_failure_with_a_bare_number(
     runs: dict[str, Run], service: ServeProcess
 ) -> None:
-    """dash.js 5.2 sends its error code as a bare number (``ec=25``); CMCD v2 makes ``ec`` a
-    list of strings (``ec=("25")``), so the collector answers 400 and the failure is not
-    counted: the two viewers show up as views that never started (still open, as dash.js
-    sends no ``sta=f`` either)."""
+    """dash.js 5.2 sends its error code as a bare number (``ec=25``, where CMCD v2 has a
+    list of strings) in an ``e`` event, with no fatal state (``sta`` stays ``s``). The
+    collector takes the number as dash.js's code (``dash-25``, the name the snippet's
+    adapter uses) and the error event as the failure: counted as such above."""
     for context in contexts_of(runs, "fail-dash.js"):
         assert context["outcome"]["error"] == "dash-25", context["outcome"]
-        rejected = [w for w in context["wire"] if w["method"] == "POST" and w["status"] != 204]
-        assert rejected, "dash.js's error report was accepted"
-        for w in rejected:
-            assert w["status"] == 400
-            assert "ec=25" in w["body"], w
-
-    body = stats(service, runs["fail-dash.js"], "granularity=day")
-    assert total(body, "views") == 2
-    assert total(body, "failures") == 0
-    assert total(body, "playing_seconds") == 0
+        posts = [w for w in context["wire"] if w["method"] == "POST"]
+        errors = [w for w in posts if ",e=e," in w["body"]]
+        assert errors, posts
+        for w in errors:
+            assert "ec=25," in w["body"], w
+            assert "sta=f" not in w["body"], w
+        assert {w["status"] for w in posts} == {204}

@@ -1,0 +1,1 @@
+"""The customer and admin API: stats, export, dashboard, accounts, audit, register."""

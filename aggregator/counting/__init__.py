@@ -1,0 +1,1 @@
+"""Counting: sessions from events, minute cells with their viewers (memory only)."""

@@ -1,0 +1,1 @@
+"""Release: what may be published (k-anonymity, sums, values, dp noise, budget)."""

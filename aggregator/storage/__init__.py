@@ -1,0 +1,1 @@
+"""Storage: ClickHouse, the writer and its spool, migrations, the accounts table."""
