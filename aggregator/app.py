@@ -51,6 +51,9 @@ RUNNER_OPTIONS: dict[str, Any] = {
 }
 
 
+API_MODULES = (admin, stats, export, openapi, account_api, register, dashboard, privacy_api)
+
+
 async def create_app(
     collector_config: CollectorConfig,
     aggregator_config: AggregatorConfig,
@@ -59,6 +62,25 @@ async def create_app(
 ) -> web.Application:
     """The whole service. ``clock``: the wall clock for arrival times, windows and viewer-key
     days; only tests pass another one (a test clock, so that hours and days pass in seconds)."""
+    app, service, accounts = await open_service(
+        collector_config, aggregator_config, admin_token, clock
+    )
+    setup_collector(app, collector_config, accounts, service, clock)
+    drain.install(app)
+    for module in API_MODULES:
+        app.router.add_routes(module.routes)
+    finish_app(app, collector_config)
+    return app
+
+
+async def open_service(
+    collector_config: CollectorConfig,
+    aggregator_config: AggregatorConfig,
+    admin_token: AdminToken | None,
+    clock: Callable[[], float],
+) -> tuple[web.Application, Service, AccountStore]:
+    """The store (migrated), the accounts and the counting service, in an application that
+    has no routes yet (``serve`` adds the collector's, ``aggregate`` the link's)."""
     metrics_address = parse_listen(collector_config.metrics_listen)
     preflight.distinct_listeners(collector_config.host, collector_config.port, metrics_address)
     data_dir = collector_config.data_dir.resolve()
@@ -96,29 +118,21 @@ async def create_app(
     app[SERVICE] = service
     app[admin.DEFAULT_K] = aggregator_config.default_k
     app[admin.DEFAULT_RETENTION] = aggregator_config.retention_days
-    setup_collector(app, collector_config, accounts, service, clock)
-    drain.install(app)
-    for module in (
-        admin,
-        stats,
-        export,
-        openapi,
-        account_api,
-        register,
-        dashboard,
-        privacy_api,
-    ):
-        app.router.add_routes(module.routes)
+    return app, service, accounts
+
+
+def finish_app(app: web.Application, collector_config: CollectorConfig) -> None:
+    """Health, the operator listener, the lifetimes (store closed last) and purges."""
+    service = app[SERVICE]
     app.router.add_get("/healthz", healthz)
     # GET /metrics is not a route of this (public) app: see aggregator/opmetrics.py.
     app[OPERATOR_LISTENER] = OperatorListener(
-        metrics_address, service.update_gauges, RUNNER_OPTIONS
+        parse_listen(collector_config.metrics_listen), service.update_gauges, RUNNER_OPTIONS
     )
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(service.lifetime)
     app.cleanup_ctx.append(app[OPERATOR_LISTENER].lifetime)
     purge.install(app)  # finishes any purge a crash interrupted, before the first request
-    return app
 
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -4,6 +4,8 @@ Every failure to start is one line on stderr, ``streamtally: <setting>: <cause>`
 status 2; other failures (a server's refusal, an unreachable server) exit with status 1.
 
 streamtally serve [--port 8080 --data-dir ./streamtally-data ...]
+streamtally aggregate --shard I/M --listen HOST:PORT --cluster-secret S ...  (clustercmd.py)
+streamtally collect --aggregators HOST:PORT,... --cluster-secret S ...
 streamtally migrate
 streamtally accounts create --name NAME --origin https://example.com [--k 10]
                             [--stream NAME] [--stream-pattern 'match-*']
@@ -26,13 +28,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aggregator import benchcmd
+from aggregator import benchcmd, clustercmd
 from aggregator.api import account_api, export
 from aggregator.client import DEFAULT_SERVER, admin_token, print_result, request
 from aggregator.config import AggregatorConfig
 from collector import preflight, settings
 from collector.config import CollectorConfig
 from collector.errors import ConfigError, StorageError, StreamTallyError
+from collector.linkconfig import ClusterConfig
 
 if TYPE_CHECKING:
     from aggregator.hot_restart import Inherited
@@ -54,6 +57,12 @@ def _configs(args: argparse.Namespace) -> tuple[CollectorConfig, AggregatorConfi
         settings.load(CollectorConfig, args, os.environ, file_values),
         settings.load(AggregatorConfig, args, os.environ, file_values),
     )
+
+
+def _cluster_config(args: argparse.Namespace) -> ClusterConfig:
+    config_path = args.config or os.environ.get(settings.env_name("config"))
+    file_values = settings.read_file(Path(config_path) if config_path else None)
+    return settings.load(ClusterConfig, args, os.environ, file_values)
 
 
 def _add_service_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
@@ -201,6 +210,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvloop
 
     collector_config, aggregator_config = _configs(args)
+    cluster_config = _cluster_config(args)
+    if cluster_config.workers > 1:
+        from aggregator.workers import serve_workers
+
+        preflight.data_dir(collector_config.data_dir.resolve())
+        _setup_logging(aggregator_config.log_level)
+        uvloop.run(serve_workers(collector_config, aggregator_config, cluster_config))
+        return 0
     _check_machine(collector_config)
     _setup_logging(aggregator_config.log_level)
     signal.signal(signal.SIGHUP, _note_hangup)  # until the server installs its own
@@ -297,7 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run collector and aggregator in one process")
     _add_service_flags(serve)
+    settings.add_arguments(serve, ClusterConfig, only=("workers",))
     serve.set_defaults(func=cmd_serve)
+
+    clustercmd.add_cli(sub)
 
     mig = sub.add_parser("migrate", help="apply the ClickHouse schema migrations")
     _add_service_flags(mig, MIGRATE_SETTINGS)

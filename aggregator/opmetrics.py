@@ -45,7 +45,7 @@ COARSE_RULE: Final = (
 
 # Labels any exposed sample may carry: each from a small fixed set, none about a client.
 ALLOWED_LABELS: Final = frozenset(
-    {"reason", "step", "outcome", "quantile", "le", "field"}
+    {"reason", "step", "outcome", "quantile", "le", "field", "shard"}
     | {"implementation", "major", "minor", "patchlevel", "version"}  # python_info
 )
 
@@ -81,6 +81,14 @@ EXPOSURE: Final[Mapping[str, Exposure]] = {
         "summed over every account: what a player sends, never what was in it",
     ),
     "process_cpu_seconds": _LOAD,
+    # the cluster link (collector and aggregator shard; ``shard``: its index, a fixed set)
+    "streamtally_link_up": Exposure("exact", "whether the link to each shard is up"),
+    "streamtally_link_buffered_events": _STATE,
+    "streamtally_link_events_sent": _LOAD,
+    "streamtally_link_events": _LOAD,
+    "streamtally_link_refused": Exposure(
+        "exact", "link connections that did not prove the cluster secret: nodes, not viewers"
+    ),
     # aggregator: state held in memory, before k
     "streamtally_active_sessions": _STATE,
     "streamtally_open_cells": _STATE,

@@ -146,6 +146,12 @@ class Service:
     def accepting(self) -> bool:
         return self.writer.accepting()
 
+    def accepting_for(self, account_id: str) -> bool:
+        return True  # one process counts every account: accepting() decides
+
+    async def delivered(self) -> bool:
+        return True  # submit() took the events in this process
+
     # -- status ----------------------------------------------------------------------------
 
     def spool_bytes(self) -> int:

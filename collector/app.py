@@ -23,7 +23,14 @@ from collector.accounts import Account, AccountDirectory
 from collector.clientip import ClientIP
 from collector.config import CollectorConfig
 from collector.dedupe import Deduper
-from collector.errors import ConfigError, Forbidden, HTTPProblem, NotFound, PayloadTooLarge
+from collector.errors import (
+    ConfigError,
+    Forbidden,
+    HTTPProblem,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+)
 from collector.geo import load_country_db
 from collector.handover import Sink
 from collector.keys import KeyStore
@@ -63,15 +70,20 @@ def build_pipeline(
     accounts: AccountDirectory,
     sink: Sink,
     clock: Callable[[], float] = time.time,
+    viewers: ViewerKeys | None = None,
+    deduper: Deduper | None = None,
 ) -> tuple[Pipeline, KeyStore, ViewerKeys]:
     """``clock``: the server's wall clock (arrival times, viewer-key days); tests pass a
-    test clock so that hours and days pass in seconds."""
+    test clock so that hours and days pass in seconds. A cluster collector passes the
+    ``viewers`` of its owner shards and a ``deduper`` that lets everything through (the
+    owner counts each event once, whichever collector it came through)."""
     keys = KeyStore.open(
         config.data_dir / "keys",
         config.key_overlap_seconds,
         rotation_seconds=config.key_rotation_seconds,
     )
-    viewers = ViewerKeys(grace_seconds=config.viewer_key_grace_seconds, clock=clock)
+    if viewers is None:
+        viewers = ViewerKeys(grace_seconds=config.viewer_key_grace_seconds, clock=clock)
     pipeline = Pipeline(
         accounts=accounts,
         keys=keys,
@@ -84,7 +96,7 @@ def build_pipeline(
         address_limiter=RateLimiter(
             config.address_rate_limit_per_second, config.address_rate_limit_burst
         ),
-        deduper=Deduper(idle_seconds=config.session_idle_seconds),
+        deduper=deduper or Deduper(idle_seconds=config.session_idle_seconds),
         max_body_bytes=config.max_body_bytes,
         clock=clock,
     )
@@ -97,8 +109,10 @@ def setup_collector(
     accounts: AccountDirectory,
     sink: Sink,
     clock: Callable[[], float] = time.time,
+    viewers: ViewerKeys | None = None,
+    deduper: Deduper | None = None,
 ) -> None:
-    pipeline, keys, viewers = build_pipeline(config, accounts, sink, clock)
+    pipeline, keys, viewers = build_pipeline(config, accounts, sink, clock, viewers, deduper)
     app[PIPELINE] = pipeline
     app[KEYSTORE] = keys
     app[VIEWERS] = viewers
@@ -171,6 +185,10 @@ async def post_report(request: web.Request) -> web.StreamResponse:
     if account is None and origin is not None:
         account = pipeline.accounts.by_embed_key(embed_key)
     cors = _cors_headers(account, origin)
+    if outcome.accepted and not await pipeline.sink.delivered():
+        late = Overloaded("the report could not be passed on in time; retry", retry_after=1)
+        REPORTS_REJECTED.labels(late.reason).inc()
+        return problem_response(late, cors)
     if outcome.problem is not None:
         return problem_response(outcome.problem, cors)
     return web.Response(status=204, headers=cors)

@@ -5,8 +5,8 @@ Everything that crosses this seam is free of raw identifiers: no IP address, use
 secret (``collector/viewer.py``); a playback session is an opaque 64-bit keyed hash of
 (account, ``sid``) under a per-process in-memory secret. Dimensions are coarse classes
 from small sets. In single-node mode the Sink is the aggregator in the same process; in
-scale-out it is a client that ships partial aggregates to the aggregator that owns the
-account (design.md).
+a cluster it is the link client (``collector/link.py``) that ships events to the aggregator
+shard that owns the account (design.md).
 """
 
 from __future__ import annotations
@@ -69,3 +69,11 @@ class Sink(Protocol):
 
     def accepting(self) -> bool:
         """False when events cannot be kept safely now (spool full): reports get 503."""
+
+    async def delivered(self) -> bool:
+        """Whether the events of the report just handed over are safe (a cluster collector
+        waits for its owner's acknowledgement; one process: at once). False: 503."""
+
+    def accepting_for(self, account_id: str) -> bool:
+        """False when this account's events cannot be taken now (in a cluster: its owner
+        shard is away or its link's buffer is full): its reports get 503."""

@@ -221,6 +221,12 @@ class Pipeline:
                 Forbidden("the page's Origin is not among the account's origins", key="Origin")
             )
         r.account = account
+        if not self.sink.accepting_for(account.account_id):
+            return Reject(
+                Overloaded(
+                    "this account's events cannot be taken right now; retry later", retry_after=2
+                )
+            )
         ua = classify_ua(r.user_agent)
         if ua.bot is not None:
             return Drop(ua.bot)

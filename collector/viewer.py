@@ -123,6 +123,15 @@ class ViewerKeys:
             del self._hashers[day]  # freed now: CPython zeroes a BLAKE2 object's state
         self._next_expiry = min(map(self._expiry, self._secrets), default=math.inf)
 
+    def open_days(self, lookahead_seconds: float) -> None:
+        """Draw the secret of today and, within ``lookahead_seconds`` of midnight, of
+        tomorrow, before any report needs them (a cluster shard hands them to collectors)."""
+        now = self._clock()
+        for at in (now, now + lookahead_seconds):
+            day = int(at // DAY_SECONDS)
+            if day not in self._hashers:
+                self._open_day(day)
+
     def handover_secrets(self) -> tuple[bytearray, dict[int, bytearray]]:
         """The live secrets for a hot restart: the process secret and each day's (by day
         number). The buffers themselves, not copies: write them, never keep or log them."""

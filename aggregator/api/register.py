@@ -218,15 +218,29 @@ def categories(
             "nothing: only counts (unique_viewers) are written",
         ),
         Category(
+            "API requests passed on (serve --workers)",
+            "With collector worker processes, a request for the customer or admin API that "
+            "reaches a worker (headers and body as sent: the bearer token, the JSON body) is "
+            "passed on unchanged to the aggregator process on the loopback interface, and the "
+            "answer back; hop-by-hop headers are dropped.",
+            ("request:read",),
+            "process memory of the worker while the request is passed on",
+            "the request's duration",
+            "serving the API on the same port as the reports",
+            "nothing",
+        ),
+        Category(
             "Viewer secret",
             "The 32-byte random secret of each UTC day behind the viewer keys, and the "
             "per-process secret behind session and client handles.",
             (),
             "process memory only; never written, logged or pickled. A hot restart (SIGHUP) "
             "hands it to the new code of the same process through anonymous memory (memfd, "
-            "closed and the buffers zeroed once read), never a file. A cold restart (stop, "
-            "crash) loses it on purpose: a viewer seen before and after one counts twice in "
-            "that day's unique viewers",
+            "closed and the buffers zeroed once read), never a file. In a cluster the shard "
+            "that owns an account draws it and sends it to the collectors over the cluster "
+            "link, sealed (AES-256-GCM) under the link's session key; they hold it in memory "
+            "and destroy it with the day. A cold restart (stop, crash) loses it on purpose: a "
+            "viewer seen before and after one counts twice in that day's unique viewers",
             "the day's secret: until the day ends plus the grace period, then zeroed; the "
             "per-process secret: the process's lifetime, hot restarts included",
             "keyed hashing (viewer keys, session handles, rate-limit address and client handles)",

@@ -291,6 +291,11 @@ class AccountStore:
         """Every known account, deleted ones included."""
         return list(self._by_id.values())
 
+    @property
+    def version(self) -> int:
+        """The newest version of any account or token row known here (grows with changes)."""
+        return self._last_version
+
     async def verify_token(self, token: str) -> Account | None:
         """The live account an API token belongs to, or None (unknown, revoked, deleted)."""
         if not isinstance(token, str) or len(token) != TOKEN_LENGTH:

@@ -7,7 +7,9 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-import aggregator.app  # noqa: F401  (imports every module that defines a metric)
+import aggregator.app
+import aggregator.link_server  # noqa: F401  (and the cluster link's, both ends)
+import collector.link  # noqa: F401
 from aggregator.opmetrics import (
     ALLOWED_LABELS,
     COARSE_FLOOR,

@@ -33,19 +33,22 @@ from cryptography.x509.oid import NameOID
 from prometheus_client import REGISTRY
 
 import aggregator.app  # registers the aggregator's metrics
+import aggregator.link_server
 import aggregator.purge  # noqa: F401
-import collector.app  # noqa: F401  (registers the collector's metrics)
+import collector.app
+import collector.link  # noqa: F401  (registers the collector's link metrics)
 from aggregator.cli import build_parser
 from aggregator.config import AggregatorConfig
 from aggregator.opmetrics import EXPOSURE
 from aggregator.storage.cluster_schema import check_cluster_name
 from collector import errors, settings
 from collector.config import CollectorConfig
+from collector.linkconfig import ClusterConfig
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 CLUSTER = DEPLOY / "cluster"
 K8S = DEPLOY / "kubernetes"
-CONFIGS = (CollectorConfig, AggregatorConfig)
+CONFIGS = (CollectorConfig, AggregatorConfig, ClusterConfig)
 DECLARED = {f.name: f for cls in CONFIGS for f in dataclasses.fields(cls)}
 
 
@@ -59,24 +62,11 @@ class ClusterBranch:
     metrics: frozenset[str]
 
 
-CLUSTER_BRANCH = ClusterBranch(
-    commands={
-        "collect": frozenset({"--aggregators", "--port", "--data-dir"}),
-        "aggregate": frozenset({"--shard", "--listen", "--port", "--data-dir"}),
-    },
-    settings=frozenset(
-        {
-            "aggregators",
-            "shard",
-            "listen",
-            "cluster_secret",
-            "cluster_tls_cert",
-            "cluster_tls_key",
-            "cluster_tls_ca",
-        }
-    ),
-    secret_settings=frozenset({"cluster_secret"}),
-    metrics=frozenset({"streamtally_link_up", "streamtally_link_buffered_events"}),
+CLUSTER_BRANCH = ClusterBranch(  # everything of it is in the code now (merged)
+    commands={},
+    settings=frozenset(),
+    secret_settings=frozenset(),
+    metrics=frozenset(),
 )
 SECRET_SETTINGS = {n for n, f in DECLARED.items() if f.metadata["secret"]} | set(
     CLUSTER_BRANCH.secret_settings

@@ -44,9 +44,11 @@ class ServeProcess:
     def operator_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}"
 
+    command = "serve"
+
     def start(self, timeout: float = 60.0) -> None:
         cmd = [
-            sys.executable, "-m", "aggregator.cli", "serve",
+            sys.executable, "-m", "aggregator.cli", self.command,
             "--host", "127.0.0.1", "--port", str(self.port),
             "--data-dir", str(self.data_dir),
             "--metrics-listen", f"127.0.0.1:{self.metrics_port}", *self.args,
@@ -71,7 +73,7 @@ class ServeProcess:
                 break
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError("streamtally serve did not start:\n" + "".join(self.output))
+        raise RuntimeError(f"streamtally {self.command} did not start:\n" + "".join(self.output))
 
     def _read(self) -> None:
         assert self.proc is not None

@@ -1,0 +1,240 @@
+"""``streamtally aggregate`` and ``streamtally collect``: the two halves of a cluster.
+
+streamtally aggregate --shard I/M --listen HOST:PORT --port P --clickhouse-url URL
+                      --data-dir D --cluster-secret S --admin-token T [--aggregators ...]
+streamtally collect --aggregators HOST:PORT,HOST:PORT,... --port P --data-dir D
+                    --cluster-secret S [--trusted-proxies ...]
+
+Settings come from the command line, then ``STREAMTALLY_*``, then the ``--config`` file, as
+for ``serve``; a missing or invalid one stops the start with one line naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+from collector import preflight, settings
+from collector.config import CollectorConfig
+from collector.errors import ConfigError, StorageError
+from collector.linkconfig import ClusterConfig, client_tls, server_tls, tls_problem
+
+log = logging.getLogger("streamtally")
+
+LISTEN_BACKLOG = 1024
+TLS = ("cluster_tls_cert", "cluster_tls_key", "cluster_tls_ca")
+AGGREGATE_CLUSTER = (
+    "shard",
+    "listen",
+    "aggregators",
+    "cluster_secret",
+    "accounts_poll_seconds",
+    *TLS,
+)
+COLLECT_CLUSTER = (
+    "aggregators",
+    "cluster_secret",
+    "link_buffer_events",
+    "link_batch_events",
+    "link_window",
+    "api_upstream",
+    *TLS,
+)
+
+
+def _file_values(args: argparse.Namespace) -> dict[str, Any]:
+    config_path = args.config or os.environ.get(settings.env_name("config"))
+    return settings.read_file(Path(config_path) if config_path else None)
+
+
+def _cluster(args: argparse.Namespace, file_values: dict[str, Any]) -> ClusterConfig:
+    config = settings.load(ClusterConfig, args, os.environ, file_values)
+    if not config.cluster_secret:
+        raise ConfigError(
+            "cluster_secret", "needed: --cluster-secret or STREAMTALLY_CLUSTER_SECRET"
+        )
+    problem = tls_problem(config)
+    if problem is not None:
+        raise ConfigError(*problem)
+    try:
+        server_tls(config)
+        client_tls(config)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("cluster_tls_cert", f"the TLS files cannot be used: {exc}") from None
+    return config
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _run(app: Any, host: str, port: int, *, reuse_port: bool = False) -> None:
+    """Serve ``app`` on host:port until SIGTERM or SIGINT, then shut it down cleanly."""
+    from aiohttp import web
+
+    from aggregator.app import RUNNER_OPTIONS
+
+    runner = web.AppRunner(app, **RUNNER_OPTIONS)
+    await runner.setup()
+    try:
+        sock = socket.create_server((host, port), backlog=LISTEN_BACKLOG, reuse_port=reuse_port)
+    except OSError as exc:
+        await runner.cleanup()
+        raise preflight.bind_error(exc, host, port, "host", "port") from None
+    gc.collect()
+    gc.freeze()
+    site = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG)
+    await site.start()
+    print(f"streamtally listening on http://{host}:{sock.getsockname()[1]}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(  # not the default action (exit without the final flush)
+        signal.SIGHUP, lambda: log.warning("hot restart is not supported here yet: ignored")
+    )
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
+
+
+# -- aggregate -----------------------------------------------------------------------------
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from aggregator.config import AggregatorConfig
+
+    file_values = _file_values(args)
+    collector_config = settings.load(CollectorConfig, args, os.environ, file_values)
+    aggregator_config = settings.load(AggregatorConfig, args, os.environ, file_values)
+    cluster_config = _cluster(args, file_values)
+    if not cluster_config.listen:
+        raise ConfigError("listen", "needed: --listen HOST:PORT for the collectors' links")
+    if not aggregator_config.admin_token:
+        raise ConfigError("admin_token", "needed: --admin-token or STREAMTALLY_ADMIN_TOKEN")
+    preflight.data_dir(collector_config.data_dir.resolve())
+    listen = settings.parse_listen(cluster_config.listen)
+    assert listen is not None
+    preflight.listen_address(*listen, host_setting="listen", port_setting="listen")
+    preflight.listen_address(
+        collector_config.host, collector_config.port, host_setting="host", port_setting="port"
+    )
+    _setup_logging(aggregator_config.log_level)
+
+    async def main() -> None:
+        from aggregator.api.admintoken import AdminToken
+        from aggregator.shard import create_shard_app
+
+        data_dir = collector_config.data_dir.resolve()
+        token, _ = AdminToken.setup(data_dir, aggregator_config.admin_token)
+        try:
+            app = await create_shard_app(collector_config, aggregator_config, cluster_config, token)
+        except StorageError as exc:
+            raise ConfigError("clickhouse_url", f"ClickHouse cannot be used: {exc}") from None
+        await _run(app, collector_config.host, collector_config.port)
+
+    uvloop.run(main())
+    return 0
+
+
+# -- collect -------------------------------------------------------------------------------
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    import uvloop
+
+    file_values = _file_values(args)
+    collector_config = settings.load(CollectorConfig, args, os.environ, file_values)
+    cluster_config = _cluster(args, file_values)
+    if not cluster_config.aggregators:
+        raise ConfigError("aggregators", "needed: --aggregators HOST:PORT,... (every shard)")
+    preflight.data_dir(collector_config.data_dir.resolve())
+    reuse_port = bool(getattr(args, "reuse_port", False))
+    if not reuse_port:
+        preflight.listen_address(
+            collector_config.host, collector_config.port, host_setting="host", port_setting="port"
+        )
+    metrics = settings.parse_listen(collector_config.metrics_listen)
+    from aggregator.config import AggregatorConfig
+
+    log_level = settings.load(AggregatorConfig, args, os.environ, file_values).log_level
+    _setup_logging(log_level)
+
+    async def main() -> None:
+        from aiohttp import web
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from aggregator.opmetrics import operator_registry
+        from collector.collect import create_collect_app
+
+        registry = operator_registry()  # the operator's view, as serve and aggregate show
+
+        async def metrics_handler(request: web.Request) -> web.Response:
+            return web.Response(
+                body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )
+
+        metrics_app = web.Application()
+        metrics_app.router.add_get("/metrics", metrics_handler)
+
+        app = create_collect_app(collector_config, cluster_config)
+        metrics_runner: web.AppRunner | None = None
+        if metrics is not None:
+            metrics_runner = web.AppRunner(metrics_app, access_log=None, handle_signals=False)
+            await metrics_runner.setup()
+            try:
+                await web.TCPSite(metrics_runner, *metrics, reuse_port=reuse_port).start()
+            except OSError as exc:
+                raise preflight.bind_error(
+                    exc, *metrics, "metrics_listen", "metrics_listen"
+                ) from None
+        try:
+            await _run(app, collector_config.host, collector_config.port, reuse_port=reuse_port)
+        finally:
+            if metrics_runner is not None:
+                await metrics_runner.cleanup()
+
+    uvloop.run(main())
+    return 0
+
+
+def add_cli(sub: Any) -> None:
+    """The two commands on the ``streamtally`` parser."""
+    from aggregator.config import AggregatorConfig
+
+    aggregate = sub.add_parser(
+        "aggregate", help="run counting shard I of M of a cluster (link listener + API)"
+    )
+    aggregate.add_argument("--config", help="a TOML file of settings (env STREAMTALLY_CONFIG)")
+    settings.add_arguments(aggregate, CollectorConfig, AggregatorConfig)
+    settings.add_arguments(aggregate, ClusterConfig, only=AGGREGATE_CLUSTER)
+    aggregate.set_defaults(func=cmd_aggregate)
+
+    collect = sub.add_parser(
+        "collect", help="run a cluster's player-facing collector (reports, keys)"
+    )
+    collect.add_argument("--config", help="a TOML file of settings (env STREAMTALLY_CONFIG)")
+    settings.add_arguments(collect, CollectorConfig)
+    settings.add_arguments(collect, ClusterConfig, only=COLLECT_CLUSTER)
+    settings.add_arguments(collect, AggregatorConfig, only=("log_level",))
+    collect.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="share the port with other collect processes (SO_REUSEPORT), as serve --workers does",
+    )
+    collect.set_defaults(func=cmd_collect)
