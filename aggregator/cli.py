@@ -28,9 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aggregator import benchcmd, clustercmd
+from aggregator import benchcmd
 from aggregator.api import account_api, export
 from aggregator.client import DEFAULT_SERVER, admin_token, print_result, request
+from aggregator.cluster import commands as clustercmd
 from aggregator.config import AggregatorConfig
 from collector import preflight, settings
 from collector.config import CollectorConfig
@@ -212,7 +213,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     collector_config, aggregator_config = _configs(args)
     cluster_config = _cluster_config(args)
     if cluster_config.workers > 1:
-        from aggregator.workers import serve_workers
+        from aggregator.cluster.workers import serve_workers
 
         preflight.data_dir(collector_config.data_dir.resolve())
         _setup_logging(aggregator_config.log_level)

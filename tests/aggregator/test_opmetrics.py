@@ -8,7 +8,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, gener
 from prometheus_client.parser import text_string_to_metric_families
 
 import aggregator.app
-import aggregator.link_server  # noqa: F401  (and the cluster link's, both ends)
+import aggregator.cluster.link_server  # noqa: F401  (and the cluster link's, both ends)
 import collector.link  # noqa: F401
 from aggregator.opmetrics import (
     ALLOWED_LABELS,

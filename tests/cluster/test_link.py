@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestServer
 from prometheus_client import REGISTRY
 
 from aggregator.app import RUNNER_OPTIONS
-from aggregator.link_server import LINK_SERVER, LinkServer
-from aggregator.shard import create_shard_app
+from aggregator.cluster.link_server import LINK_SERVER, LinkServer
+from aggregator.cluster.shard import create_shard_app
 from collector import linkproto
 from collector.collect import LINK_SINK, create_collect_app
 from collector.handover import Dimensions, Event

@@ -33,7 +33,7 @@ from cryptography.x509.oid import NameOID
 from prometheus_client import REGISTRY
 
 import aggregator.app  # registers the aggregator's metrics
-import aggregator.link_server
+import aggregator.cluster.link_server
 import aggregator.purge  # noqa: F401
 import collector.app
 import collector.link  # noqa: F401  (registers the collector's link metrics)

@@ -138,7 +138,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         from aggregator.api.admintoken import AdminToken
-        from aggregator.shard import create_shard_app
+        from aggregator.cluster.shard import create_shard_app
 
         data_dir = collector_config.data_dir.resolve()
         token, _ = AdminToken.setup(data_dir, aggregator_config.admin_token)

@@ -116,8 +116,8 @@ async def serve_workers(
 ) -> None:
     from aggregator.api.admintoken import AdminToken
     from aggregator.app import RUNNER_OPTIONS
-    from aggregator.link_server import LINK_SERVER
-    from aggregator.shard import create_shard_app
+    from aggregator.cluster.link_server import LINK_SERVER
+    from aggregator.cluster.shard import create_shard_app
 
     host, port = collector_config.host, collector_config.port
     # Holds the public port for the children (and picks it if port is 0); never listens.

@@ -1,7 +1,7 @@
 """``streamtally aggregate``: one counting shard of a cluster.
 
 The shard is the single-node service without the collector: no report endpoint, but the
-cluster link (``aggregator/link_server.py``) on ``--listen``, and the customer and admin API
+cluster link (``aggregator/cluster/link_server.py``) on ``--listen``, and the customer and admin API
 on ``--port``. That API acts on the whole cluster from any shard: an account purge runs on
 the account's owner (reached over the link, role ``peer``), and an admin flush flushes every
 shard. Stats, exports and accounts read ClickHouse, which every shard shares.
@@ -21,8 +21,8 @@ from aggregator.api import admin
 from aggregator.api.admintoken import AdminToken
 from aggregator.api.auth import require_admin
 from aggregator.app import API_MODULES, finish_app, open_service
+from aggregator.cluster.link_server import LINK_SERVER, LinkServer
 from aggregator.config import AggregatorConfig
-from aggregator.link_server import LINK_SERVER, LinkServer
 from aggregator.purge import PURGER
 from aggregator.purge.cluster import ClusterPurger as ClickHouseClusterPurger
 from aggregator.purge.purger import Purger
