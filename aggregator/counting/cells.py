@@ -40,6 +40,7 @@ __all__ = [
     "RowCell",
     "Sample",
     "Sums",
+    "add_amounts",
     "added_up",
     "empty_row",
     "row_values",
@@ -293,6 +294,15 @@ class Sums:
         self.bitrate_changes += other.bitrate_changes
 
 
+def add_amounts(into: dict[int, int], amounts: Mapping[int, int]) -> None:
+    """Add per-viewer amounts (of one sum) into ``into``."""
+    if into.keys().isdisjoint(amounts):  # the common case: other viewers
+        into.update(amounts)
+    else:
+        for viewer, amount in amounts.items():
+            into[viewer] = into.get(viewer, 0) + amount
+
+
 def slots(cls: type) -> tuple[str, ...]:
     """Every slot of ``cls`` and its bases (the fields of a slotted object)."""
     return tuple(sorted({f for c in cls.__mro__ for f in getattr(c, "__slots__", ())}))
@@ -363,11 +373,8 @@ class RawCell(Sums):
         mine = self.holders.get(name)
         if mine is None:
             self.holders[name] = dict(amounts)
-        elif mine.keys().isdisjoint(amounts):  # the common case: other viewers
-            mine.update(amounts)
         else:
-            for viewer, amount in amounts.items():
-                mine[viewer] = mine.get(viewer, 0) + amount
+            add_amounts(mine, amounts)
 
     def add_sums(self, other: RawCell) -> None:
         """Add another cell's viewers, sums with their holders, and values inside."""

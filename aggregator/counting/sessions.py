@@ -178,9 +178,7 @@ class Leaf:
 
     def add_playing(self, ms: int, kbps: int, viewer: int) -> None:
         self.playing_ms += ms
-        p = self.per.get(viewer)
-        if p is None:
-            p = self.per[viewer] = [0] * PER_SIZE
+        p = self.mine(viewer)
         p[PER_PLAYING] += ms
         if kbps:
             p[PER_KBPS_MS] += kbps * ms
@@ -352,8 +350,16 @@ class Session:
                         if dt > budget:
                             dt = max(int(budget), 0)
                         self.budget_ms = budget - dt
-                        if dt:
-                            leaf.add_playing(dt, self.bitrate, self.viewer)
+                        if dt:  # leaf.add_playing, inlined
+                            leaf.playing_ms += dt
+                            per = leaf.per.get(self.viewer)
+                            if per is None:
+                                per = leaf.per[self.viewer] = [0] * PER_SIZE
+                            per[PER_PLAYING] += dt
+                            kbps = self.bitrate
+                            if kbps:
+                                per[PER_KBPS_MS] += kbps * dt
+                                per[PER_BITRATE_MS] += dt
                         if self.conc_minute != m:
                             self.conc_minute = m
                             leaf.concurrent += 1

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from aggregator.counting.cells import SUMS, RawCell, RowCell
+from aggregator.counting.cells import SUMS, RawCell, RowCell, add_amounts
 
 __all__ = ["ALL_SUMS", "DOMINANCE", "counts_part", "safe", "shown_sums", "split"]
 
@@ -98,20 +98,20 @@ def _complementary(items: dict[str, list[RawCell | None]], name: str, k: int) ->
     held: dict[int, int] = {}
     for value, (cand, whole) in sorted(items.items()):
         if whole is not None:
-            _add(held, whole.holders.get(name, {}))
+            add_amounts(held, whole.holders.get(name, {}))
         holders = cand.holders.get(name) if cand is not None else None
         if not holders:
             continue
         if safe(holders, k):
             big.append((len(holders), value))
         else:
-            _add(held, holders)
+            add_amounts(held, holders)
     big.sort()
     while held and not safe(held, k) and big:
         _, value = big.pop(0)
         cand = items[value][0]
         assert cand is not None
-        _add(held, cand.holders[name])
+        add_amounts(held, cand.holders[name])
     return [value for _, value in big]
 
 
@@ -121,11 +121,6 @@ def safe(amounts: Mapping[int, int], k: int) -> bool:
         return False
     total = sum(amounts.values())
     return max(amounts.values()) <= DOMINANCE * total
-
-
-def _add(into: dict[int, int], amounts: Mapping[int, int]) -> None:
-    for viewer, amount in amounts.items():
-        into[viewer] = into.get(viewer, 0) + amount
 
 
 def split(cell: RawCell, shown: frozenset[str]) -> tuple[RowCell, RawCell | None]:
