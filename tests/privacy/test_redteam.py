@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
-from typing import Any
 
 import pytest
 
@@ -20,17 +19,15 @@ from aggregator.counting.cells import CellRow
 from aggregator.counting.histogram import bucket_of
 from aggregator.counting.windows import Aggregator
 from aggregator.release.ledger import Ledger
-from aggregator.service import SERVICE
 from collector.handover import Dimensions, Event
 from tests.privacy.auditor import Atom, Auditor, Row, RowKey
 from tests.privacy.inprocess import ACCOUNT, GRACE, _minutes, run
 from tests.privacy.test_service_audit import (  # the real service, one for the module
     Audited,
     _as_served,
-    _export,
-    _line,
     _viewers,
     audited,  # noqa: F401  (the fixture)
+    drive,
 )
 from tests.privacy.traffic import DE, FR, M0, T0, Session, dims, make_session, spans
 
@@ -419,34 +416,11 @@ async def serve(svc: Audited, sessions: list[Session], k: int) -> list[dict[RowK
     export read back. The served sessions' countries are the service's (DE -> GB, FR -> NL)."""
     epoch = next(svc.epoch) + 1000  # days apart from the service audit's examples
     offset = 3 * epoch
-    running, clock = svc.running, svc.clock
+    running = svc.running
     account = await running.create_account(name=f"redteam-{epoch}", k=k)
     who = _viewers(svc, sessions, epoch)
     served = _as_served(svc, sessions, offset, who)
-    lines: dict[int, list[tuple[int, Session, int, str, tuple[tuple[str, Any], ...]]]] = {}
-    for s in served:
-        base = s.atom.minute * 60_000
-        for n, (at_ms, sta, extra) in enumerate(s.steps):  # by arrival minute: may cross
-            at = base + at_ms
-            lines.setdefault(at // 60_000, []).append((at, s, n, sta, extra))
-    releases: list[dict[RowKey, Row]] = []
-    last = max(lines)
-    for minute in sorted(set(lines) | {last + 3, (last // 1440 + 1) * 1440 + 1}):
-        for at_ms, s, n, sta, extra in sorted(lines.get(minute, []), key=lambda x: x[0]):
-            clock.now = at_ms / 1000
-            ip, ua = who[s.atom.viewer]
-            resp = await running.post(
-                account["embed_key"],
-                _line(s, n, at_ms, sta, extra) + "\n",
-                ip=ip,
-                ua=ua,
-                player=s.atom.dim("player"),
-            )
-            assert resp.status == 204, await resp.text()
-        clock.now = (minute + 1) * 60 + 3
-        await running.app[SERVICE].flush()
-        releases.append(await _export(running, account["api_token"]))
-    return releases
+    return await drive(svc, account, served, who, by_arrival=True)
 
 
 async def test_service_export_total_minus_country_gives_back_a_lone_code_and_latency(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,34 +174,15 @@ async def test_nothing_the_service_releases_isolates_fewer_than_k_viewers(
 ) -> None:
     epoch = next(audited.epoch)
     offset = 3 * epoch  # days: every example starts on a fresh day, time only moves on
-    running, clock = audited.running, audited.clock
+    running = audited.running
     account = await running.create_account(name=f"audit-{epoch}", k=k)
     who = _viewers(audited, sessions, epoch)
     served = _as_served(audited, sessions, offset, who)
-    lines: dict[int, list[tuple[int, Session, int, str, tuple[tuple[str, Any], ...]]]] = {}
-    for s in served:
-        base = s.atom.minute * 60_000
-        for n, (at_ms, sta, extra) in enumerate(s.steps):
-            lines.setdefault(s.atom.minute, []).append((base + at_ms, s, n, sta, extra))
-    service = running.app[SERVICE]
-    releases: list[dict[RowKey, Row]] = []
-    last = max(lines)
-    for minute in sorted(set(lines) | {last + 3, (last // 1440 + 1) * 1440 + 1}):
-        for at_ms, s, n, sta, extra in sorted(lines.get(minute, []), key=lambda x: x[0]):
-            clock.now = at_ms / 1000
-            ip, ua = who[s.atom.viewer]
-            resp = await running.post(
-                account["embed_key"],
-                _line(s, n, at_ms, sta, extra) + "\n",
-                ip=ip,
-                ua=ua,
-                player=s.atom.dim("player"),
-            )
-            assert resp.status == 204, await resp.text()
-        clock.now = (minute + 1) * 60 + 3
-        await service.flush()
-        releases.append(await _export(running, account["api_token"]))
-        await _realtime_agrees(running, account["api_token"], releases[-1], minute)
+
+    async def realtime(release: dict[RowKey, Row], minute: int) -> None:
+        await _realtime_agrees(running, account["api_token"], release, minute)
+
+    releases = await drive(audited, account, served, who, by_arrival=False, after=realtime)
 
     note(f"{len(releases[-1])} rows, {len(who)} viewers, k={k}")
     violations = Auditor([s.atom for s in served], k).audit(releases)
@@ -273,3 +254,46 @@ async def _same_numbers_everywhere(
         if g == "day" and not b:
             days[stream] = days.get(stream, 0) + row.views
     assert listed == days
+
+
+async def drive(
+    svc: Audited,
+    account: dict[str, Any],
+    served: list[Session],
+    who: dict[int, tuple[str, str]],
+    *,
+    by_arrival: bool,
+    after: Callable[[dict[RowKey, Row], int], Awaitable[None]] | None = None,
+) -> list[dict[RowKey, Row]]:
+    """Post the served sessions' reports minute by minute on the test clock, let the
+    service flush after each minute (and once past the hour and the day), and read the
+    export back every time. ``by_arrival``: a report goes in the minute it arrives in
+    (else in its session's first minute); ``after``: a check of each release."""
+    running, clock = svc.running, svc.clock
+    lines: dict[int, list[tuple[int, Session, int, str, tuple[tuple[str, Any], ...]]]] = {}
+    for s in served:
+        base = s.atom.minute * 60_000
+        for n, (at_ms, sta, extra) in enumerate(s.steps):
+            at = base + at_ms
+            minute = at // 60_000 if by_arrival else s.atom.minute
+            lines.setdefault(minute, []).append((at, s, n, sta, extra))
+    releases: list[dict[RowKey, Row]] = []
+    last = max(lines)
+    for minute in sorted(set(lines) | {last + 3, (last // 1440 + 1) * 1440 + 1}):
+        for at_ms, s, n, sta, extra in sorted(lines.get(minute, []), key=lambda x: x[0]):
+            clock.now = at_ms / 1000
+            ip, ua = who[s.atom.viewer]
+            resp = await running.post(
+                account["embed_key"],
+                _line(s, n, at_ms, sta, extra) + "\n",
+                ip=ip,
+                ua=ua,
+                player=s.atom.dim("player"),
+            )
+            assert resp.status == 204, await resp.text()
+        clock.now = (minute + 1) * 60 + 3
+        await running.app[SERVICE].flush()
+        releases.append(await _export(running, account["api_token"]))
+        if after is not None:
+            await after(releases[-1], minute)
+    return releases
