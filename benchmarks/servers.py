@@ -229,7 +229,7 @@ class StreamTally(Server):
     def __init__(self, workdir: Path, cpu: int | None, extra: Sequence[str] = ()) -> None:
         port = free_port()
         self.metrics_port = free_port()
-        self.admin_token = secrets.token_urlsafe(24)
+        self.admin_token = "sta_" + secrets.token_urlsafe(24)  # never starts with "-"
         self.data_dir = workdir / "streamtally-data"
         command = [
             sys.executable, "-m", "aggregator.cli", "serve",
