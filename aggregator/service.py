@@ -50,6 +50,7 @@ OPEN_CELLS = Gauge("streamtally_open_cells", "Cells held in memory")
 
 STOP_MARK = "stopped_at"  # when the last run stopped: a cold start credits playing from it
 DRAIN_SECONDS = 2.0  # how often the spool is retried while ClickHouse is away
+BATCH_ROWS = 100_000  # rows per insert: a flush of everything (shutdown) is split in these
 WRITE_COLUMNS = (*COLUMNS, "part", "retention_days", "version", "is_deleted")
 BUDGET_COLUMNS = (
     "account_id",
@@ -230,13 +231,21 @@ class Service:
             for g in groups
             if g.closed or everything or (provisional and g.granularity != "minute")
         ]
+        # One version and one insert for the whole flush: a flush's rows land together (a
+        # reader never sees an hour's new version without the minute rows it adds), and the
+        # provisional flushes pay ClickHouse's per-insert cost once, not once per group.
+        version = self._next_version() if due else 0
+        values: list[list[object]] = []
         rows = tombstones = spooled = 0
         for group in due:
             await asyncio.sleep(0)  # one group's k-anonymity at a time between requests
-            batch, n_rows, n_tomb = self._batch(group)
+            n_rows, n_tomb = self._batch(group, version, values)
             rows += n_rows
             tombstones += n_tomb
-            if batch is not None and not await self.writer.write(batch):
+        for at in range(0, len(values), BATCH_ROWS):
+            token = f"cells:{self.part}:{version}:{at // BATCH_ROWS}"
+            batch = Batch("cells", WRITE_COLUMNS, values[at : at + BATCH_ROWS], token)
+            if not await self.writer.write(batch):
                 spooled += 1
         self.ledger.written(due)
         await self._write_budget(now)
@@ -293,25 +302,23 @@ class Service:
     def _group_id(group: Group) -> tuple[str, str, float]:
         return (group.account_id, group.granularity, group.window_start.timestamp())
 
-    def _batch(self, group: Group) -> tuple[Batch | None, int, int]:
+    def _batch(self, group: Group, version: int, out: list[list[object]]) -> tuple[int, int]:
+        """Append the group's rows (and tombstones for rows it no longer publishes) to
+        ``out`` under ``version``; returns how many of each."""
         published: list[CellRow] = group.to_rows()
         gid = self._group_id(group)
         before = self._published.get(gid, set())
         now_keys = {(r.key.stream, r.key.breakdown, r.key.value) for r in published}
         gone = before - now_keys
         if not published and not gone:
-            return None, 0, 0
-        version = self._next_version()
+            return 0, 0
         retention = self._retention(group.account_id)
-        values = [[*row_values(r), self.part, retention, version, 0] for r in published]
+        part = self.part
+        out.extend([*row_values(r), part, retention, version, 0] for r in published)
         for stream, breakdown, value in sorted(gone):
-            values.append(self._tombstone(group, stream, breakdown, value, retention, version))
+            out.append(self._tombstone(group, stream, breakdown, value, retention, version))
         self._published[gid] = now_keys
-        token = (
-            f"cells:{group.account_id}:{group.granularity}:"
-            f"{group.window_start.isoformat()}:{self.part}:{version}"
-        )
-        return Batch("cells", WRITE_COLUMNS, values, token), len(published), len(gone)
+        return len(published), len(gone)
 
     def _tombstone(
         self, group: Group, stream: str, breakdown: str, value: str, retention: int, version: int
