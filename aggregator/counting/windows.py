@@ -24,16 +24,14 @@ minutes stay only until they are taken.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
 from typing import Final
 
 from prometheus_client import Counter
 
-from aggregator.counting.cells import SUMS, Group, RawCell
-from aggregator.counting.histogram import bucket_of
+from aggregator.counting.cells import Group
+from aggregator.counting.close import close_minute
 from aggregator.counting.sessions import (
     LEFT_PLAYING_STATES,
-    PER_INDEX,
     Leaf,
     Session,
     mid_play,
@@ -42,11 +40,6 @@ from collector.handover import Dimensions, Event
 
 __all__ = ["CLOSE_GRACE_SECONDS", "DEFAULT_BREAKDOWNS", "Aggregator", "Group"]
 
-# A leaf's per-viewer amounts (Leaf.per) that are cell holders (RawCell.holders, by SUMS
-# name): a viewer is behind a sum where their amount is not 0.
-_HELD: Final = tuple((name, PER_INDEX[name]) for name in SUMS)
-_KBPS_MS: Final = PER_INDEX["kbps_ms"]
-_BITRATE_MS: Final = PER_INDEX["bitrate_ms"]
 
 DEFAULT_BREAKDOWNS: Final = ("", "country", "device", "os", "browser", "player")
 DIMENSIONS: Final = frozenset(DEFAULT_BREAKDOWNS[1:])
@@ -257,69 +250,5 @@ class Aggregator:
 
     def _close_minute_steps(self, m: int, slice_leaves: int) -> Iterator[None]:
         leaves = self._leaves.pop(m, {})
-        start = m * 60
-        breakdowns = self.breakdowns
-        minute_groups: dict[str, Group] = {}
-        for n, ((account_id, stream, dims), leaf) in enumerate(leaves.items(), 1):
-            if n % slice_leaves == 0:
-                yield
-            g = minute_groups.get(account_id)
-            if g is None:
-                g = minute_groups[account_id] = Group(
-                    account_id, "minute", datetime.fromtimestamp(start, UTC), start + 60
-                )
-            buckets = (
-                [(viewer, bucket_of(ms)) for viewer, ms in leaf.startups] if leaf.startups else None
-            )
-            held = _holders(leaf)
-            for b in breakdowns:
-                _add_leaf(g.cell(stream, b, getattr(dims, b) if b else ""), leaf, buckets, held)
-            leaf.clear()
-        for g in minute_groups.values():
-            g.closed = g.changed = True
-            self._closed.append(g)
-
-
-def _holders(leaf: Leaf) -> list[tuple[str, dict[int, int]]]:
-    """The leaf's per-viewer amounts as cell holders (SUMS name -> viewer -> amount)."""
-    out: dict[str, dict[int, int]] = {}
-    for viewer, amounts in leaf.per.items():
-        for name, i in _HELD:
-            amount = amounts[i]
-            if amount:
-                out.setdefault(name, {})[viewer] = amount
-    return list(out.items())
-
-
-def _add_leaf(
-    cell: RawCell,
-    leaf: Leaf,
-    startup_buckets: list[tuple[int, int]] | None,
-    held: list[tuple[str, dict[int, int]]],
-) -> None:
-    cell.viewers.update(leaf.viewers)
-    cell.views += leaf.views
-    cell.playing_ms += leaf.playing_ms
-    for name, by_viewer in held:
-        cell.hold(name, by_viewer)
-    for viewer, amounts in leaf.per.items():
-        if amounts[_BITRATE_MS]:
-            cell.sample("bitrate").add_one(viewer, amounts[_KBPS_MS], amounts[_BITRATE_MS])
-    cell.concurrent_peak += leaf.concurrent
-    if startup_buckets is not None:
-        for viewer, bucket in startup_buckets:
-            cell.add_startup_bucket(bucket, viewer)
-    if leaf.rare:
-        cell.rebuffer_count += leaf.rebuffer_count
-        cell.rebuffer_ms += leaf.rebuffer_ms
-        cell.failures += leaf.failures
-        if leaf.codes is not None:
-            for code, viewers in leaf.codes.items():
-                for viewer in viewers:
-                    cell.add_code(code, viewer)
-        cell.exits_before_start += leaf.exits_before_start
-        cell.bitrate_changes += leaf.bitrate_changes
-        if leaf.latency:
-            lat = cell.sample("latency")
-            for viewer, (total, weight) in leaf.latency.items():
-                lat.add_one(viewer, total, weight)
+        groups = yield from close_minute(leaves, m, self.breakdowns, slice_leaves)
+        self._closed.extend(groups)
