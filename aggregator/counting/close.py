@@ -28,6 +28,8 @@ __all__ = ["close_minute"]
 # A leaf's per-viewer amounts (Leaf.per) that are cell holders (RawCell.holders, by SUMS
 # name): a viewer is behind a sum where their amount is not 0.
 _HELD: Final = tuple((name, PER_INDEX[name]) for name in SUMS)
+# Sums a leaf holds only when it is ``rare`` (stalls, failures, exits, bitrate changes).
+_COMMON: Final = tuple((name, i) for name, i in _HELD if name in ("views", "playing", "concurrent"))
 _KBPS_MS: Final = PER_INDEX["kbps_ms"]
 _BITRATE_MS: Final = PER_INDEX["bitrate_ms"]
 
@@ -84,7 +86,9 @@ def _fill(cell: RawCell, leaves: list[Leaf], buckets: dict[int, list[tuple[int, 
     per: dict[int, list[int]] = {}
     entries = 0
     views = playing = concurrent = 0
+    rare = False
     for leaf in leaves:
+        rare = rare or leaf.rare
         viewers.update(leaf.viewers)
         per.update(leaf.per)
         entries += len(leaf.per)
@@ -97,7 +101,7 @@ def _fill(cell: RawCell, leaves: list[Leaf], buckets: dict[int, list[tuple[int, 
     cell.playing_ms = playing
     cell.concurrent_peak = concurrent
     holders = cell.holders
-    for name, i in _HELD:
+    for name, i in _HELD if rare else _COMMON:
         held = {viewer: amounts[i] for viewer, amounts in per.items() if amounts[i]}
         if held:
             holders[name] = held
