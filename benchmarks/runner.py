@@ -629,6 +629,18 @@ class Bench:
                 start_ms=self.start_ms,
                 batch=main,
             )
+            # one flow per further batch size, shared by the targets as `flow` is: a second
+            # target continues the sessions (same sid, new sn), never repeats their events
+            batched = {
+                b: traffic.Traffic(
+                    traffic.load_templates(),
+                    concurrent=self.plan.concurrent_sessions,
+                    seed=self.seed + 10 + b,
+                    start_ms=self.start_ms,
+                    batch=b,
+                )
+                for b in extra
+            }
             path = f"/v1/r/{load['embed_key']}"
             phases: list[PhaseCount] = []
             counters = [self._counters(server)]
@@ -661,8 +673,9 @@ class Bench:
                 self._measure(name, server, make, ceiling, on_phase(name), main)
                 for batch in extra:
                     self._batched(
-                        name, server, host, path, sealed_key, batch, ceiling, on_phase(name)
-                    )
+                        name, server, batched[batch], host, path, sealed_key, ceiling,
+                        on_phase(name),
+                    )  # fmt: skip
                 if self.profile:
                     self._profile(server, name, make)
                     counters.append(self._counters(server))  # profiled load is not checked
@@ -682,23 +695,17 @@ class Bench:
         self,
         name: str,
         server: servers.StreamTally,
+        flow: traffic.Traffic,
         host: str,
         path: str,
         key: KeyConfig | None,
-        batch: int,
         ceiling: float,
         on_phase: Callable[[str, str, Any, Sequence[int]], None],
     ) -> None:
-        """One more saturation run of ``name`` with ``batch`` events per report (a pool as
-        large as for the main run: a sealed request can be sent once only)."""
+        """One more saturation run of ``name`` with ``flow.batch`` events per report (a pool
+        as large as for the main run: a sealed request can be sent once only)."""
         result = self.results[name]
-        flow = traffic.Traffic(
-            traffic.load_templates(),
-            concurrent=self.plan.concurrent_sessions,
-            seed=self.seed + 10 + batch,
-            start_ms=self.start_ms,
-            batch=batch,
-        )
+        batch = flow.batch
         size = int(ceiling * self.plan.saturation_seconds * 1.15) + 1000
         if key is not None and size > 5000:
             self.say(f"    sealing {size:,} reports of {batch} events ...")
