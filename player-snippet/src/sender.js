@@ -152,7 +152,7 @@ export class Sender {
         if (!(error instanceof SealUnavailable) || this.seal === 'always') throw error;
       }
     }
-    const size = typeof payload === 'string' ? payload.length * 3 : payload.byteLength;
+    const size = typeof payload === 'string' ? new Blob([payload]).size : payload.byteLength;
     // Past the budget a keepalive fetch fails at once: such a report goes without keepalive.
     const keepalive = keepaliveBytes + size <= KEEPALIVE_LIMIT;
     if (keepalive) keepaliveBytes += size;

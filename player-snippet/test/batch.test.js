@@ -159,7 +159,7 @@ describe('the keepalive budget', () => {
       return new Promise((resolve) => answers.push(() => resolve(new Response(null, { status: 204 }))));
     };
     const sender = new Sender({ collector: 'https://stats.example', embedKey: 'pk', seal: 'never', fetch });
-    const big = line(0).repeat(165); // 3 bytes per character counted: 17,325 B each
+    const big = line(0).repeat(500); // 17,500 B each
     const sends = [sender.send(big), sender.send(big), sender.send(big), sender.send(big)];
     await settle();
     assert.deepEqual(inits.map((init) => init.keepalive), [true, true, true, false]);
