@@ -4,6 +4,7 @@ Markdown and a PNG plot, with a progress bar.
 python -m benchmarks            # the operator's full run (about 10 minutes)
 python -m benchmarks --quick    # CI: seconds, still checks sent == counted
 python -m benchmarks --only streamtally-plain,streamtally-sealed --profile
+python -m benchmarks --only streamtally-plain,streamtally-sealed --batch 1,4,8
 streamtally bench --url http://127.0.0.1:8080 --admin-token T --metrics-url http://127.0.0.1:9464
 """
 
@@ -54,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=42, help="traffic seed")
     parser.add_argument(
+        "--batch",
+        default=",".join(str(b) for b in runner.BATCHES),
+        help="comma-separated events per StreamTally report: the first for every phase, each "
+        "further one a saturation run of its own, for events/s and viewers per core "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
         "--url",
         help="measure a StreamTally already running at this http://host:port instead of "
         "starting one (only the streamtally targets; its CPU and memory are not measured)",
@@ -81,6 +89,13 @@ def run(args: argparse.Namespace) -> int:
         plan = replace(plan, rate_seconds=args.seconds, saturation_seconds=args.seconds)
     if args.fractions:
         plan = replace(plan, fractions=tuple(float(f) for f in args.fractions.split(",")))
+    try:
+        batches = tuple(int(b) for b in str(args.batch).split(","))
+    except ValueError:
+        batches = ()
+    if not batches or min(batches) < 1:
+        print(f"--batch: whole numbers of at least 1, got {args.batch!r}", file=sys.stderr)
+        return 2
     targets: tuple[str, ...] = runner.TARGETS
     if args.only:
         targets = tuple(t.strip() for t in args.only.split(","))
@@ -128,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             artifacts=out,
             remote=remote,
+            batches=batches,
         )
         bar = progress.Bar(bench.total_steps())
         bench.step = bar.step

@@ -74,6 +74,42 @@ def markdown(result: dict[str, Any], png: str | None) -> str:
                 )
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    batched = {n: t["batches"] for n, t in result["targets"].items() if t.get("batches")}
+    batched = {n: b for n, b in batched.items() if n.startswith("streamtally")}
+    if batched:
+        beats = result.get("heartbeats_s") or [10, 30]
+        lines += [
+            "## Events per report, events/s and viewers per core",
+            "",
+            "Saturation (wrk, as above) with reports of several events each, as the player "
+            "snippet queues them (`flushInterval`, player-snippet/src/batch.js): events per "
+            "report is what the answered reports carried on average (a session's last report "
+            "may carry fewer). Viewers per core at a heartbeat of H s = events per CPU-second "
+            "x H: a viewer sends one `t` event every H s (its few state changes per session "
+            "left out). With the snippet's default `flushInterval` of 5 s and a 10 s heartbeat "
+            "a playing viewer's reports carry one event each (its start-up several): the "
+            "1-event rows are that case; the others apply where `flushInterval` is raised to "
+            "N x the heartbeat.",
+            "",
+            "| server | events per report | reports/s | events/s | CPU-ms per 1,000 reports "
+            "| events per CPU-second | "
+            + " | ".join(f"viewers per core, {h} s heartbeat" for h in beats)
+            + " |",
+            "|---|---:|---:|---:|---:|---:|" + "---:|" * len(beats),
+        ]
+        for name, runs in batched.items():
+            for b in runs:
+                sat = b["saturation"]
+                viewers = b.get("viewers_per_core") or {}
+                lines.append(
+                    f"| {name} | {b['events_per_report']:.2f} ({b['batch']}) | "
+                    f"{_num(sat['rps'])} | {_num(b.get('events_rps'))} | "
+                    f"{_num(sat['cpu_seconds_per_1000'] * 1e3, 1)} | "
+                    f"{_num(b.get('events_per_cpu_second'))} | "
+                    + " | ".join(_num(viewers.get(str(h))) for h in beats)
+                    + " |"
+                )
+        lines.append("")
     check = result.get("generator_check")
     if check:
         point = check["open_loop"]

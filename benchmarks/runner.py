@@ -5,6 +5,13 @@ one core), then open-loop runs at fractions of that saturation with the generato
 ``loadgen`` (latency without coordinated omission), with the server's CPU time around each.
 StreamTally gets three more phases: memory per active session, correctness (events sent vs
 events counted, views sent vs views stored) and the per-step pipeline times from /metrics.
+
+Events per report: StreamTally's reports carry ``batches[0]`` events each in every phase (the
+player snippet queues several per report, player-snippet/src/batch.js); every further entry
+of ``batches`` gets a saturation run of its own, so that reports/s and events/s at one and at
+several events per report come from the same run. Viewers per core at a heartbeat of H s:
+events per CPU-second x H (a viewer sends one ``t`` event every H s; its few state changes
+per session are left out).
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ LABELS = {
 }
 SEALED = {HPKE, ST_SEALED}
 EXPECTED_CEILING = {ST_PLAIN: AIOHTTP, ST_SEALED: HPKE}  # cannot be faster than these
+BATCHES = (1, 4)  # events per report: the first for every phase, the others saturation only
+HEARTBEATS_S = (10, 30)  # seconds between a viewer's t events, for viewers per core
 
 
 @dataclass(frozen=True)
@@ -150,11 +159,42 @@ class Saturation:
 
 
 @dataclass
+class BatchRun:
+    """One saturation run with ``batch`` events per report (fewer at a session's end)."""
+
+    batch: int
+    events_per_report: float  # measured: the events of the reports answered, on average
+    saturation: Saturation
+
+    @property
+    def events_rps(self) -> float:
+        return self.saturation.rps * self.events_per_report
+
+    @property
+    def events_per_cpu_second(self) -> float:
+        return self.saturation.cpu_capacity_rps * self.events_per_report
+
+    def viewers_per_core(self, heartbeat_s: float) -> float:
+        """Viewers one core of the server keeps up with, each sending an event every
+        ``heartbeat_s`` seconds: events per CPU-second / (1 / heartbeat)."""
+        return self.events_per_cpu_second * heartbeat_s
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "events_rps": round(self.events_rps, 1),
+            "events_per_cpu_second": round(self.events_per_cpu_second, 1),
+            "viewers_per_core": {str(h): round(self.viewers_per_core(h)) for h in HEARTBEATS_S},
+        }
+
+
+@dataclass
 class TargetResult:
     name: str
     label: str
     sealed: bool
     saturation: Saturation | None = None
+    batches: list[BatchRun] = field(default_factory=list)  # StreamTally: events per report
     points: list[RatePoint] = field(default_factory=list)
     steps_us: dict[str, float] = field(default_factory=dict)  # per report, at saturation
     notes: list[str] = field(default_factory=list)
@@ -263,7 +303,11 @@ class Bench:
         artifacts: Path | None = None,
         remote: servers.Remote | None = None,
         step: Callable[[str], None] | None = None,
+        batches: Sequence[int] = BATCHES,
     ) -> None:
+        if not batches or min(batches) < 1:
+            raise ValueError("batches: one or more event counts per report, each at least 1")
+        self.batches = tuple(batches)
         self.plan = plan
         self.workdir = workdir
         self.targets = [t for t in TARGETS if t in targets]
@@ -421,9 +465,11 @@ class Bench:
         server: servers.Server,
         make: Callable[[int], pool.Pool],
         ceiling: float | None,
-        on_phase: Callable[[str, str, Any], None] | None = None,
+        on_phase: Callable[[str, str, Any, Sequence[int]], None] | None = None,
+        batch: int = 1,
     ) -> TargetResult:
-        """Saturation, then the latency curve. ``make(n)`` builds n requests to send once."""
+        """Saturation, then the latency curve. ``make(n)`` builds n requests to send once,
+        each carrying ``batch`` events (fewer at a session's end)."""
         plan = self.plan
         result = TargetResult(name, LABELS[name], name in SEALED)
         self.results[name] = result
@@ -432,7 +478,7 @@ class Bench:
             warm = make(int((ceiling or 20_000) * plan.warmup_seconds))
             run = self._loadgen(server, warm.requests, None, plan.warmup_seconds)
             if on_phase:
-                on_phase("warm-up", "loadgen", run)
+                on_phase("warm-up", "loadgen", run, warm.events)
             self.step(f"{name} warm-up")
         size = int((ceiling or 60_000) * plan.saturation_seconds * 1.15) + 1000
         sat_pool = make(size)
@@ -440,9 +486,12 @@ class Bench:
         saturation, raw = self._wrk(server, sat_pool, plan.saturation_seconds)
         steps_after = self._steps(server)
         if on_phase:
-            on_phase("saturation", "wrk" if raw else "loadgen", raw or saturation)
+            on_phase("saturation", "wrk" if raw else "loadgen", raw or saturation, sat_pool.events)
         self.step(f"{name} saturation")
         result.saturation = saturation
+        result.batches.append(
+            BatchRun(batch, _events_per_report(sat_pool.events, saturation.requests), saturation)
+        )
         if steps_before is not None and steps_after is not None:
             result.steps_us = _step_delta(steps_before, steps_after)
         self.say(
@@ -465,10 +514,10 @@ class Bench:
             result.notes.append("wrk needed more requests than the pool held (wrapped)")
         for fraction in plan.fractions:
             rate = max(1.0, saturation.rps * fraction)
-            batch = make(int(rate * plan.rate_seconds) + 1)
-            point, run = self._point(server, batch.requests, fraction, rate)
+            fixed = make(int(rate * plan.rate_seconds) + 1)
+            point, run = self._point(server, fixed.requests, fraction, rate)
             if on_phase:
-                on_phase(f"{fraction:.0%}", "loadgen", run)
+                on_phase(f"{fraction:.0%}", "loadgen", run, fixed.events)
             result.points.append(point)
             self.step(f"{name} {fraction:.0%}")
         return result
@@ -572,21 +621,37 @@ class Bench:
             check = server.create_account("bench-correctness", k=2)
             host = f"{server.host}:{server.port}"
             key = self._key(server.url)
+            main, *extra = self.batches
             flow = traffic.Traffic(
                 traffic.load_templates(),
                 concurrent=self.plan.concurrent_sessions,
                 seed=self.seed + 1,
                 start_ms=self.start_ms,
+                batch=main,
             )
+            # one flow per further batch size, shared by the targets as `flow` is: a second
+            # target continues the sessions (same sid, new sn), never repeats their events
+            batched = {
+                b: traffic.Traffic(
+                    traffic.load_templates(),
+                    concurrent=self.plan.concurrent_sessions,
+                    seed=self.seed + 10 + b,
+                    start_ms=self.start_ms,
+                    batch=b,
+                )
+                for b in extra
+            }
             path = f"/v1/r/{load['embed_key']}"
             phases: list[PhaseCount] = []
             counters = [self._counters(server)]
 
-            def on_phase(target: str) -> Callable[[str, str, Any], None]:
-                def record(phase: str, tool: str, outcome: Any) -> None:
+            def on_phase(target: str) -> Callable[[str, str, Any, Sequence[int]], None]:
+                def record(phase: str, tool: str, outcome: Any, events: Sequence[int]) -> None:
                     counters.append(self._settled_counters(server))
                     phases.append(
-                        _phase_count(f"{target} {phase}", tool, outcome, counters[-2], counters[-1])
+                        _phase_count(
+                            f"{target} {phase}", tool, outcome, counters[-2], counters[-1], events
+                        )
                     )
 
                 return record
@@ -605,7 +670,12 @@ class Bench:
                     if ceiling_of is not None and ceiling_of.saturation is not None
                     else (40_000.0 if name == ST_PLAIN else 16_000.0)
                 )
-                self._measure(name, server, make, ceiling, on_phase(name))
+                self._measure(name, server, make, ceiling, on_phase(name), main)
+                for batch in extra:
+                    self._batched(
+                        name, server, batched[batch], host, path, sealed_key, ceiling,
+                        on_phase(name),
+                    )  # fmt: skip
                 if self.profile:
                     self._profile(server, name, make)
                     counters.append(self._counters(server))  # profiled load is not checked
@@ -620,6 +690,45 @@ class Bench:
             }
             self.correctness = self._correctness(server, host, check, phases, counters)
             self.step("correctness")
+
+    def _batched(
+        self,
+        name: str,
+        server: servers.StreamTally,
+        flow: traffic.Traffic,
+        host: str,
+        path: str,
+        key: KeyConfig | None,
+        ceiling: float,
+        on_phase: Callable[[str, str, Any, Sequence[int]], None],
+    ) -> None:
+        """One more saturation run of ``name`` with ``flow.batch`` events per report (a pool
+        as large as for the main run: a sealed request can be sent once only)."""
+        result = self.results[name]
+        batch = flow.batch
+        size = int(ceiling * self.plan.saturation_seconds * 1.15) + 1000
+        if key is not None and size > 5000:
+            self.say(f"    sealing {size:,} reports of {batch} events ...")
+        sat_pool = pool.build(flow, size, host=host, path=path, key=key)
+        saturation, raw = self._wrk(server, sat_pool, self.plan.saturation_seconds)
+        on_phase(
+            f"saturation, {batch} events per report",
+            "wrk" if raw else "loadgen",
+            raw or saturation,
+            sat_pool.events,
+        )
+        run = BatchRun(batch, _events_per_report(sat_pool.events, saturation.requests), saturation)
+        result.batches.append(run)
+        self.step(f"{name} batch {batch}")
+        self.say(
+            f"    {batch} events per report ({run.events_per_report:.2f} measured): "
+            f"{saturation.rps:,.0f} reports/s = {run.events_rps:,.0f} events/s, "
+            f"{saturation.cpu_seconds_per_1000 * 1000:.1f} CPU-ms per 1,000 reports; viewers "
+            "per core "
+            + ", ".join(
+                f"{run.viewers_per_core(h):,.0f} at a {h} s heartbeat" for h in HEARTBEATS_S
+            )
+        )
 
     def _settled_counters(self, server: servers.StreamTally) -> dict[str, float]:
         """The counters once reports still in flight (wrk stops with requests open; a loaded
@@ -708,7 +817,9 @@ class Bench:
         # The memory phase was driven by loadgen: exact too.
         memory_run = self._memory_run
         assert memory_run is not None
-        phases.append(_phase_count("memory", "loadgen", memory_run, counters[-2], counters[-1]))
+        phases.append(
+            _phase_count("memory", "loadgen", memory_run, counters[-2], counters[-1], None)
+        )
         now = datetime.now(UTC)
         hour_end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
         if (hour_end - now).total_seconds() < 20:  # keep the check inside one hour cell
@@ -718,10 +829,12 @@ class Bench:
             plan.correctness_sessions,
             seed=self.seed + 3,
             start_ms=self.start_ms,
+            batch=self.batches[0],
         )
         self.say(
             f"  correctness: {plan.correctness_sessions} whole sessions "
-            f"({len(requests):,} events, {views} views), half sealed, to a second account"
+            f"({sum(r.events for r in requests):,} events in {len(requests):,} reports, "
+            f"{views} views), half sealed, to a second account"
         )
         path = f"/v1/r/{account['embed_key']}"
         key = self._key(server.url)
@@ -743,7 +856,9 @@ class Bench:
         before = self._counters(server)
         run = self._loadgen(server, built, 2000.0, len(built) / 2000.0 + 30, "correctness")
         after = self._settled_counters(server)
-        phases.append(_phase_count("correctness", "loadgen", run, before, after))
+        phases.append(
+            _phase_count("correctness", "loadgen", run, before, after, [r.events for r in requests])
+        )
         flushed = server.flush()
         start = datetime.fromtimestamp(self.start_ms / 1000, UTC) - timedelta(hours=1)
         end = datetime.now(UTC) + timedelta(hours=1)
@@ -809,7 +924,8 @@ class Bench:
         if NGINX in baselines and servers.nginx_available() is None:
             baselines.remove(NGINX)
         ours = [t for t in (ST_PLAIN, ST_SEALED) if t in self.targets]
-        return per_target * (len(baselines) + len(ours)) + (2 if ours else 0)
+        extra = len(self.batches) - 1
+        return per_target * (len(baselines) + len(ours)) + extra * len(ours) + (2 if ours else 0)
 
     def run(self) -> dict[str, Any]:
         started = datetime.now(UTC)
@@ -837,6 +953,7 @@ class Bench:
                     r.saturation.cpu_capacity_rps, 1
                 )
                 targets[name]["saturation"]["clean"] = r.saturation.clean
+            targets[name]["batches"] = [b.summary() for b in r.batches]
         return {
             "plan": asdict(self.plan),
             "started": started.isoformat(),
@@ -844,6 +961,8 @@ class Bench:
             "machine": info,
             "server_cpu": self.server_cpu,
             "generator_cpu": self.generator_cpu,
+            "batches": list(self.batches),
+            "heartbeats_s": list(HEARTBEATS_S),
             "targets": targets,
             "memory": asdict(self.memory) if self.memory else None,
             "correctness": asdict(self.correctness) if self.correctness else None,
@@ -869,28 +988,51 @@ def _step_delta(
     return out
 
 
+def _prefix_events(events: Sequence[int] | None, n: int) -> int:
+    """Events in the first ``n`` requests handed out from a pool (cycling, as wrk does)."""
+    if events is None or not events:
+        return n  # one event per request
+    cycles, rest = divmod(n, len(events))
+    return cycles * sum(events) + sum(events[:rest])
+
+
+def _events_per_report(events: Sequence[int], requests: int) -> float:
+    return _prefix_events(events, requests) / requests if requests > 0 else float("nan")
+
+
 def _phase_count(
-    phase: str, tool: str, outcome: Any, before: dict[str, float], after: dict[str, float]
+    phase: str,
+    tool: str,
+    outcome: Any,
+    before: dict[str, float],
+    after: dict[str, float],
+    events: Sequence[int] | None,
 ) -> PhaseCount:
+    """Events sent in a phase against events the service counted. The generators hand out
+    a pool's requests in order; ``events`` holds the event lines of each (None: one each)."""
     counted = int(after["accepted"] - before["accepted"])
     dropped = int(after["dropped"] - before["dropped"])
     rejected = int(after["rejected"] - before["rejected"])
     if isinstance(outcome, loadgen.RunResult):
         answered = outcome.statuses.get(204, 0)
-        sent = answered  # every request carries exactly one event line
-        ok = counted == sent and dropped == 0 and outcome.errors == 0
+        # every request sent was answered 204: exactly the first `sent` of the pool
+        sent = _prefix_events(events, outcome.sent if answered == outcome.sent else answered)
+        ok = counted == sent and dropped == 0 and outcome.errors == 0 and answered == outcome.sent
         return PhaseCount(phase, tool, answered, sent, sent, counted, dropped, rejected, ok)
     if isinstance(outcome, wrk.WrkResult):
         completed = outcome.requests - outcome.non_2xx
-        upper = outcome.generated
-        ok = completed <= counted <= upper and dropped == 0 and outcome.non_2xx == 0
-        return PhaseCount(phase, tool, completed, completed, upper, counted, dropped, rejected, ok)
+        upper = _prefix_events(events, outcome.generated)
+        # requests still open when wrk stopped are among the last handed out
+        most = max(events) if events else 1
+        lower = max(0, upper - (outcome.generated - completed) * most)
+        ok = lower <= counted <= upper and dropped == 0 and outcome.non_2xx == 0
+        return PhaseCount(phase, tool, completed, lower, upper, counted, dropped, rejected, ok)
     assert isinstance(outcome, Saturation)
-    ok = counted == outcome.requests and dropped == 0 and outcome.non_2xx == 0
+    sent = _prefix_events(events, outcome.requests)
+    ok = counted == sent and dropped == 0 and outcome.non_2xx == 0
     return PhaseCount(
-        phase, "loadgen", outcome.requests, outcome.requests, outcome.requests, counted,
-        dropped, rejected, ok,
-    )  # fmt: skip
+        phase, "loadgen", outcome.requests, sent, sent, counted, dropped, rejected, ok
+    )
 
 
 def goals(results: dict[str, TargetResult], memory: Memory | None) -> list[dict[str, Any]]:

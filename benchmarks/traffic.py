@@ -8,7 +8,10 @@ server trusts from 127.0.0.1) and a browser user agent drawn from a few hundred 
 variants; request headers are those a browser sends (about 700 bytes, as in the captures).
 
 Requests interleave a fixed number of concurrently active sessions; when one ends, a new
-viewer starts one. All randomness comes from one seeded ``random.Random``.
+viewer starts one. A report carries ``batch`` consecutive events of its session (fewer at
+the session's end), as the player snippet's queue sends them (player-snippet/src/batch.js);
+``batch=1`` is one event per report, as hls.js and Shaka send by themselves. All randomness
+comes from one seeded ``random.Random``.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ class Viewer:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One report as a player sends it: one event line, plain text."""
+    """One report as a player sends it: one or more event lines, plain text."""
 
     viewer: Viewer
     player: str
@@ -251,7 +254,11 @@ class Traffic:
         max_events_per_session: int | None = None,
         sessions: int | None = None,
         streams: Sequence[str] | None = None,
+        batch: int = 1,
     ) -> None:
+        if batch < 1:
+            raise ValueError("batch: at least one event per report")
+        self.batch = batch
         self.rng = random.Random(seed)
         self.viewers = ViewerFactory(self.rng)
         self.templates = [t for t, _ in templates]
@@ -299,8 +306,12 @@ class Traffic:
         self.cursor = i + 1 + (self.rng.random() < 0.1)
         session = active[i]
         body = session.event()
+        events = 1
+        while events < self.batch and not session.done:
+            body += session.event()
+            events += 1
         request = Request(
-            session.viewer, session.template.player, body, session.index, session.stream, 1
+            session.viewer, session.template.player, body, session.index, session.stream, events
         )
         if session.done:
             if self.limit is None or self.sessions_started < self.limit:
@@ -348,6 +359,7 @@ def complete_sessions(
     seed: int,
     start_ms: int,
     streams: Sequence[str] = STREAMS[:2],
+    batch: int = 1,
 ) -> tuple[list[Request], int]:
     """``count`` whole sessions, interleaved, and the number of views they hold. Sessions
     take ``streams`` in turn, so that each stream has about count/len(streams) viewers: a
@@ -359,11 +371,12 @@ def complete_sessions(
         start_ms=start_ms,
         sessions=count,
         streams=streams,
+        batch=batch,
     )
     requests = list(traffic)
     by_session: dict[int, list[str]] = {}
     for r in requests:
-        by_session.setdefault(r.session, []).append(r.body.decode())
+        by_session.setdefault(r.session, []).extend(r.body.decode().splitlines())
     return requests, sum(views_in(lines) for lines in by_session.values())
 
 

@@ -22,6 +22,12 @@
  *
  *   node e2e/run.js --page URL --collector URL --key EMBED_KEY --src URL [--mode hlsjs|video|shaka|shaka-debug|shaka-plain|dashjs|dashjs-adapter|videojs]
  *                   [--ip 8.8.8.8 --ip 193.0.0.1] [--cid NAME] [--timeout 30]
+ *                   [--param flush=0 --param seal=never] [--close-after SECONDS]
+ *
+ * `--param`: more page parameters (page.html). `--close-after`: close the page once the
+ * video has played this many seconds, mid-batch, instead of at the end of playback; the
+ * outcome then has `closedAt`. Every context's `handed` is the number of CMCD events the
+ * player handed to the snippet (hls.js mode), read just before the page closes.
  * (the page's origin must be among the account's origins)
  */
 import { request as httpRequest, createServer } from 'node:http';
@@ -38,6 +44,8 @@ const { values: args } = parseArgs({
     cid: { type: 'string', default: 'e2e' },
     ip: { type: 'string', multiple: true, default: ['8.8.8.8'] },
     timeout: { type: 'string', default: '30' },
+    param: { type: 'string', multiple: true, default: [] },
+    'close-after': { type: 'string' },
     chromium: { type: 'string', default: '/usr/bin/chromium' },
   },
 });
@@ -67,8 +75,10 @@ const started = new Promise((resolve) => { startAll = resolve; });
 async function ready() {
   loaded += 1;
   if (loaded === args.ip.length) {
+    // The snippet holds events up to its flush interval (5 s): keep the first reports of all
+    // contexts within the same minute.
     const second = (Date.now() / 1000) % 60;
-    if (second > 55) await new Promise((resolve) => setTimeout(resolve, (61 - second) * 1000));
+    if (second > 45) await new Promise((resolve) => setTimeout(resolve, (61 - second) * 1000));
     startAll();
   }
   await started;
@@ -142,8 +152,10 @@ async function play(ip) {
   try {
     const result = await playThrough(ip, `http://127.0.0.1:${proxy.address().port}`, wire);
     // Closing the page fires `pagehide`, when the snippet sends what it still holds
-    // (keepalive): let those reports reach the collector before the proxy goes away.
-    await quiet(() => wire.open > 0, () => wire.lastActivity ?? 0, 5000);
+    // (keepalive; sealed first): let those reports reach the collector before the proxy goes
+    // away, counting the quiet time from the close at the earliest.
+    const closed = Date.now() + 1000;
+    await quiet(() => wire.open > 0, () => Math.max(wire.lastActivity ?? 0, closed), 8000);
     return { ...result, wire };
   } finally {
     proxy.closeAllConnections();
@@ -192,12 +204,17 @@ async function playThrough(ip, proxyUrl, wire) {
   page.on('requestfailed', (request) => settle(request, request.failure()?.errorText ?? 'failed'));
 
   const query = new URLSearchParams({ mode: args.mode, collector, key: args.key, src: args.src, cid: args.cid });
+  for (const param of args.param) query.append(...param.split(/=(.*)/s, 2));
   await page.goto(`${args.page}?${query}`);
   await page.waitForFunction(() => typeof window.go === 'function');
   await ready();
   await page.evaluate(() => window.go());
+  const closeAfter = args['close-after'] === undefined ? null : Number(args['close-after']);
   const outcome = await Promise.race([
-    page.evaluate(() => window.outcome),
+    closeAfter === null
+      ? page.evaluate(() => window.outcome)
+      : page.waitForFunction((s) => document.querySelector('video').currentTime >= s, closeAfter)
+        .then(() => page.evaluate(() => ({ closedAt: document.querySelector('video').currentTime, error: null }))),
     page.waitForTimeout(TIMEOUT_MS).then(() => page.evaluate(() => {
       const video = document.querySelector('video'); // where it stood, for the test's message
       return {
@@ -223,8 +240,15 @@ async function playThrough(ip, proxyUrl, wire) {
     indexedDB: (await indexedDB.databases()).map((db) => db.name),
   }));
   const cookies = await context.cookies();
+  const handed = await page.evaluate(() => window.handed ?? null);
   // Still open when the page goes: playwright will not see these end (the wire will).
   for (const report of pending.values()) report.closed = true;
+  // The page goes as a closed tab does: `pagehide`, when the snippet sends what it holds
+  // with keepalive. The browser context stays until those reports are through (a report
+  // whose CORS preflight is not cached yet needs it: closing the context would cancel it).
+  await page.close();
+  const closed = Date.now() + 1000;
+  await quiet(() => wire.open > 0, () => Math.max(wire.lastActivity ?? 0, closed), 8000);
   await context.close();
-  return { ip, outcome, reports, storage, cookies, errors };
+  return { ip, outcome, reports, storage, cookies, errors, handed };
 }

@@ -10,3 +10,4 @@ export { hlsjsCmcd, hlsjsLoader } from './hlsjs.js';
 export { shakaCmcd, shakaError } from './shaka.js';
 export { MediaTracker, State, trackMedia } from './media.js';
 export { EVENTS, INTERVAL_S, KEYS } from './targets.js';
+export { Batcher } from './batch.js';

@@ -3,6 +3,7 @@
  * on one): turns media element events into CMCD v2 events (`ps` with `sta`, interval `t`,
  * `e` errors, `bc` bitrate changes, `pr` playback rate) and sends them sealed.
  */
+import { Batcher } from './batch.js';
 import { encodeBody } from './cmcd.js';
 import { INTERVAL_S } from './targets.js';
 import { Sender } from './sender.js';
@@ -47,6 +48,9 @@ export function bufferAheadMs(media) {
  * @param {string} [options.player]   'html5' (default), 'video.js', 'dash.js', …
  * @param {number} [options.interval] seconds between `t` events (0: none)
  * @param {() => number|undefined} [options.bitrate]  current video bitrate in kbps, if known
+ * @param {number} [options.batchSize]  events per report at most
+ * @param {number} [options.flushInterval]  seconds an event waits at most before it is sent
+ *   (the end of playback, an error, a hidden or closed page send at once; batch.js)
  * @param {boolean} [options.mediaErrors]  report the element's own `error` events (default);
  *   false when the player reports its errors through `tracker.error(code)` (Video.js, dash.js),
  *   so that each failure has one code, the player's
@@ -70,6 +74,11 @@ export class MediaTracker {
       randomUUID = () => globalThis.crypto.randomUUID(),
       setInterval: every = globalThis.setInterval.bind(globalThis),
       clearInterval: stopEvery = globalThis.clearInterval.bind(globalThis),
+      batchSize,
+      flushInterval,
+      setTimeout,
+      clearTimeout,
+      page,
       ...senderOptions
     },
   ) {
@@ -82,13 +91,11 @@ export class MediaTracker {
     this.stopEvery = stopEvery;
     this.sender = sender ?? new Sender({ player, ...senderOptions });
     this.sender.warm();
-    this.queue = [];
-    this.flushing = false;
+    const batch = { batchSize, flushInterval, setTimeout, clearTimeout, page };
+    this.queue = new Batcher(this.sender, batch);
     this.newSession();
     this.onEvent = (event) => this.handle(event.type);
     for (const type of LISTENED) media.addEventListener(type, this.onEvent);
-    this.onPageHide = () => this.flush();
-    globalThis.addEventListener?.('pagehide', this.onPageHide);
     this.timer = interval > 0 ? every(() => this.tick(), interval * 1000) : null;
     if (media.autoplay || !media.paused) this.setState(State.STARTING);
     else this.setState(State.PRELOADING);
@@ -179,7 +186,7 @@ export class MediaTracker {
     this.record('ps', extra);
   }
 
-  /** Queue one CMCD event; events of the same task go out together in one report. */
+  /** Queue one CMCD event (batch.js decides when it goes out). */
   record(e, extra = {}) {
     if (e === 't' && this.bitrate) this.setBitrate(this.bitrate());
     const media = this.media;
@@ -197,26 +204,18 @@ export class MediaTracker {
       ...extra,
     };
     this.sn += 1;
-    this.queue.push(event);
-    if (!this.flushing) {
-      this.flushing = true;
-      queueMicrotask(() => this.flush());
-    }
+    this.queue.add(encodeBody([event]));
   }
 
   /** Send queued events now. */
   flush() {
-    this.flushing = false;
-    if (this.queue.length === 0) return Promise.resolve();
-    const body = encodeBody(this.queue.splice(0));
-    return this.sender.send(body);
+    return this.queue.flush();
   }
 
   /** Stop listening and send what is queued. */
   destroy() {
     for (const type of LISTENED) this.media.removeEventListener(type, this.onEvent);
-    globalThis.removeEventListener?.('pagehide', this.onPageHide);
     if (this.timer !== null) this.stopEvery(this.timer);
-    return this.flush();
+    return this.queue.destroy();
   }
 }

@@ -13,7 +13,8 @@ import { SEALED_CONTENT_TYPE, sealReport } from './seal.js';
 export const PLAIN_CONTENT_TYPE = 'application/cmcd';
 export const PLAYERS = ['hls.js', 'shaka', 'dash.js', 'video.js', 'html5'];
 const STOP_STATUSES = new Set([401, 403, 404, 410]);
-const KEEPALIVE_LIMIT = 60000; // browsers allow 64 KiB of keepalive bodies in flight
+const KEEPALIVE_LIMIT = 60000; // browsers allow 64 KiB of keepalive bodies in flight per page
+let keepaliveBytes = 0; // this page's keepalive bodies in flight, all senders together
 const STALE_KEY_PROBLEMS = new Set(['key_id', 'ciphertext']);
 
 /** The report URL for an embed key: `{collector}/v1/r/{embedKey}?player=…`. */
@@ -151,16 +152,23 @@ export class Sender {
         if (!(error instanceof SealUnavailable) || this.seal === 'always') throw error;
       }
     }
-    const size = typeof payload === 'string' ? payload.length * 3 : payload.byteLength;
-    const response = await this.fetch(this.url, {
-      method: 'POST',
-      headers: { 'Content-Type': type },
-      body: payload,
-      credentials: 'omit',
-      referrerPolicy: 'no-referrer',
-      keepalive: size <= KEEPALIVE_LIMIT,
-    });
-    return { response, sealed: type === SEALED_CONTENT_TYPE };
+    const size = typeof payload === 'string' ? new Blob([payload]).size : payload.byteLength;
+    // Past the budget a keepalive fetch fails at once: such a report goes without keepalive.
+    const keepalive = keepaliveBytes + size <= KEEPALIVE_LIMIT;
+    if (keepalive) keepaliveBytes += size;
+    try {
+      const response = await this.fetch(this.url, {
+        method: 'POST',
+        headers: { 'Content-Type': type },
+        body: payload,
+        credentials: 'omit',
+        referrerPolicy: 'no-referrer',
+        keepalive,
+      });
+      return { response, sealed: type === SEALED_CONTENT_TYPE };
+    } finally {
+      if (keepalive) keepaliveBytes -= size;
+    }
   }
 }
 

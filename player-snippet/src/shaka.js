@@ -2,28 +2,30 @@
  * Shaka Player 5: Shaka reports CMCD v2 events through its NetworkingEngine. Its event
  * target URL gets a `streamtally:` prefix, and a scheme plugin for that prefix seals and
  * sends the report with StreamTally's retry rules (Shaka's own retry would re-send the same
- * sealed bytes, which the collector rejects as a replay).
+ * sealed bytes, which the collector rejects as a replay). Shaka hands over every event at
+ * once (target `batchSize` 1); the snippet's queue (batch.js) sends several per report.
  *
  * Shaka 5.2 reports no failed `load()` and no error code, so `shakaError` sends the fatal
  * error itself, in Shaka's CMCD session (the snippet chooses Shaka's `sessionId`).
  */
+import { Batcher } from './batch.js';
 import { encodeBody } from './cmcd.js';
 import { EVENTS, INTERVAL_S, KEYS } from './targets.js';
 import { Sender } from './sender.js';
 
 export const SCHEME = 'streamtally';
-const senders = new Map();
-const sessions = new WeakMap(); // the config shakaCmcd returned -> {sender, sid, cid, failed}
+const queues = new Map(); // report URL -> Batcher
+const sessions = new WeakMap(); // the config shakaCmcd returned -> {queue, sid, cid, failed}
 const CRITICAL = 2; // shaka.util.Error.Severity.CRITICAL: Shaka gives up
 
-/** The Shaka scheme plugin: `streamtally:<report url>` → Sender for that URL. */
+/** The Shaka scheme plugin: `streamtally:<report url>` → the queue for that URL. */
 export function shakaSchemePlugin(shaka) {
   return (uri, request) => {
     const url = uri.slice(SCHEME.length + 1);
-    const sender = senders.get(url);
+    const queue = queues.get(url);
     const promise = (async () => {
       const body = request.body ? new TextDecoder().decode(request.body) : '';
-      const status = sender && body ? await sender.send(body) : 410;
+      const status = queue && body ? await queue.add(body) : 410;
       return {
         uri,
         originalUri: uri,
@@ -51,15 +53,21 @@ export function shakaCmcd(
     contentId,
     events = EVENTS,
     interval = INTERVAL_S,
-    batchSize = 1,
+    batchSize,
+    flushInterval,
     includeKeys = KEYS,
     randomUUID = () => globalThis.crypto.randomUUID(),
+    setTimeout,
+    clearTimeout,
+    page,
     ...senderOptions
   },
 ) {
   const sender = new Sender({ collector, embedKey, player: 'shaka', ...senderOptions });
   sender.warm();
-  senders.set(sender.url, sender);
+  queues.get(sender.url)?.destroy();
+  const queue = new Batcher(sender, { batchSize, flushInterval, setTimeout, clearTimeout, page });
+  queues.set(sender.url, queue);
   shaka.net.NetworkingEngine.registerScheme(SCHEME, shakaSchemePlugin(shaka));
   const sessionId = randomUUID(); // random, in memory only, as Shaka's own would be
   const cmcd = {
@@ -73,12 +81,12 @@ export function shakaCmcd(
         url: `${SCHEME}:${sender.url}`,
         events: [...events],
         interval,
-        batchSize,
+        batchSize: 1, // Shaka's own batch has no timer and is lost with the page (batch.js)
         includeKeys,
       },
     ],
   };
-  sessions.set(cmcd, { sender, sid: sessionId, cid: contentId, failed: false });
+  sessions.set(cmcd, { queue, sid: sessionId, cid: contentId, failed: false });
   return cmcd;
 }
 
@@ -95,5 +103,5 @@ export function shakaError(cmcd, error, now = Date.now) {
   session.failed = true;
   const base = { ts: now(), v: 2, sid: session.sid, cid: session.cid, sta: 'f' };
   const code = String(error.code ?? 'unknown');
-  return session.sender.send(encodeBody([{ e: 'ps', ...base }, { e: 'e', ...base, ec: [code] }]));
+  return session.queue.add(encodeBody([{ e: 'ps', ...base }, { e: 'e', ...base, ec: [code] }]));
 }

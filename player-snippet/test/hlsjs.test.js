@@ -7,7 +7,7 @@ import { fakeCollector, keyConfig, keyPair, ohttpKeys } from './helpers.js';
 
 const pair = await keyPair();
 
-function config(answers = []) {
+function config(answers = [], options = { flushInterval: 0 }) {
   const collector = fakeCollector({
     keys: ohttpKeys(keyConfig(3, pair.publicBytes)),
     answers,
@@ -20,6 +20,7 @@ function config(answers = []) {
     fetch: collector.fetch,
     wait: async () => {},
     maxRetries: 1,
+    ...options,
   });
   return { cmcd, calls: collector.calls };
 }
@@ -64,23 +65,46 @@ describe('hls.js integration', () => {
     assert.equal(typeof cmcd.loader, 'function');
   });
 
-  it('hls.js\'s reporter sends sealed events through the loader', async () => {
+  it('hls.js\'s reporter sends sealed events through the loader, a task\'s events in one report', async () => {
     const { cmcd, calls } = config();
     const reporter = hlsReporter(cmcd);
     reporter.update({ sta: 'd', sf: 'h' });
     reporter.update({ sta: 'p' });
     reporter.recordEvent('bc', { br: [1461] });
     reporter.recordEvent('e', { ec: ['manifestLoadError'] });
-    await until(() => calls.posts.length >= 4);
+    await until(() => calls.posts.length >= 1);
+    await settle();
     reporter.stop();
-    assert.ok(calls.posts.every((post) => post.sealed));
-    // hls.js sends each event at once; sealing may finish out of order, as in browsers
-    const sn = (line) => Number(/sn=(\d+)/.exec(line)[1]);
-    const lines = calls.posts.map((post) => post.body).sort((a, b) => sn(a) - sn(b));
+    assert.equal(calls.posts.length, 1);
+    assert.ok(calls.posts[0].sealed);
+    const lines = calls.posts[0].body.split(/(?<=\n)/);
+    assert.equal(lines.length, 4);
     assert.match(lines[0], /^cid="stream-42",e=ps,sf=h,sid="f4804fb9-[^"]+",sn=0,sta=d,ts=\d+,v=2\n$/);
     assert.match(lines[1], /e=ps,.*sn=1,sta=p,/);
     assert.match(lines[2], /^br=\(1461\),cid="stream-42",e=bc,/);
     assert.match(lines[3], /ec=\("manifestLoadError"\)/);
+  });
+
+  it('queues hls.js\'s events for flushInterval seconds, then sends them in one report', async () => {
+    const timers = [];
+    const { cmcd, calls } = config([], {
+      flushInterval: 5,
+      setTimeout: (fn, ms) => timers.push({ fn, ms }),
+      clearTimeout: () => {},
+    });
+    const reporter = hlsReporter(cmcd);
+    reporter.update({ sta: 's', sf: 'h' });
+    await settle();
+    reporter.update({ sta: 'p' });
+    reporter.recordEvent('t');
+    await settle();
+    assert.equal(calls.posts.length, 0);
+    assert.deepEqual(timers.map((t) => t.ms), [5000]); // one timer, from the first event
+    timers[0].fn();
+    await until(() => calls.posts.length >= 1);
+    reporter.stop();
+    assert.equal(calls.posts.length, 1);
+    assert.deepEqual(calls.posts[0].body.match(/sn=\d+/g), ['sn=0', 'sn=1', 'sn=2']);
   });
 
   it('a 410 ends hls.js\'s target: nothing more is sent', async () => {
@@ -103,14 +127,14 @@ describe('hls.js integration', () => {
     await until(() => calls.posts.length >= 2);
     await settle();
     reporter.update({ sta: 'p' });
-    await until(() => calls.posts.length >= 4);
+    await until(() => calls.posts.length >= 3);
+    await settle();
     reporter.stop();
     const bodies = calls.posts.map((post) => post.body);
-    assert.equal(bodies.length, 4); // sn=0 twice (503, 503), then sn=0 again, then sn=1
+    assert.equal(bodies.length, 3); // sn=0 twice (503, 503), then sn=0 again with sn=1
     assert.equal(bodies[0], bodies[1]);
-    const [again, next] = bodies.slice(2).sort(); // sent concurrently
-    assert.equal(again, bodies[0]);
-    assert.match(next, /sn=1,sta=p/);
+    assert.equal(bodies[2].split(/(?<=\n)/)[0], bodies[0]);
+    assert.match(bodies[2], /\n.*sn=1,sta=p,.*\n$/);
   });
 
   it('passes reports for other targets on unchanged', async () => {

@@ -47,11 +47,12 @@ function setup(options = {}) {
     randomUUID: () => `sid-${++uuid}`,
     setInterval: (fn, ms) => ticks.push({ fn, ms }),
     clearInterval: () => {},
+    flushInterval: 0, // each task's events at once; batching: test/batch.test.js
     ...options.tracker,
   });
   const events = () => bodies.flatMap((b) => b.trimEnd().split('\n')).map(parse);
   const settle = () => new Promise((resolve) => setImmediate(resolve));
-  return { media, tracker, events, settle, ticks, advance: (ms) => (clock += ms) };
+  return { media, tracker, events, settle, ticks, bodies, advance: (ms) => (clock += ms) };
 }
 
 describe('generic <video> adapter', () => {
@@ -179,14 +180,12 @@ describe('generic <video> adapter', () => {
   });
 
   it('batches events of the same task into one report', async () => {
-    const { media, settle, tracker } = setup();
-    const sent = [];
-    tracker.sender = { send: async (body) => sent.push(body) };
+    const { media, settle, bodies } = setup();
     media.fire('play', { paused: false });
     media.fire('playing');
     await settle();
-    assert.equal(sent.length, 1);
-    assert.equal(sent[0].trimEnd().split('\n').length, 3); // d, s, p
+    assert.equal(bodies.length, 1);
+    assert.equal(bodies[0].trimEnd().split('\n').length, 3); // d, s, p
   });
 
   it('starts a new session, sn from 0, when a new source loads after playback', async () => {

@@ -52,6 +52,7 @@ describe('Shaka integration', () => {
       collector: 'https://stats.example',
       embedKey: 'pk_shaka',
       fetch: collector.fetch,
+      flushInterval: 0,
     });
     const plugin = shaka.schemes.get('streamtally');
     const body = 'cid="c",e=ps,sid="s",sn=0,sta=p,ts=5,v=2\n';
@@ -93,5 +94,33 @@ describe('Shaka integration', () => {
         'cid="stream-42",e=e,ec=("1001"),sid="sid-1",sta=f,ts=5000,v=2\n',
     );
     assert.equal(await shakaError({}, { code: 1001, severity: 2 }), 0); // not a shakaCmcd config
+  });
+
+  it('queues Shaka\'s events and sends them with its fatal error in one report', async () => {
+    const shaka = fakeShaka();
+    const collector = fakeCollector({ keys: ohttpKeys(keyConfig(2, pair.publicBytes)) });
+    const timers = [];
+    const cmcd = shakaCmcd(shaka, {
+      collector: 'https://stats.example',
+      embedKey: 'pk_shaka_batch',
+      contentId: 'stream-42',
+      seal: 'never',
+      fetch: collector.fetch,
+      randomUUID: () => 'sid-2',
+      flushInterval: 5,
+      setTimeout: (fn, ms) => timers.push(ms),
+      clearTimeout: () => {},
+    });
+    const plugin = shaka.schemes.get('streamtally');
+    const line = 'cid="stream-42",e=t,sid="sid-2",sn=0,ts=4000,v=2\n';
+    const request = { body: new TextEncoder().encode(line).buffer, headers: {} };
+    const answered = plugin(cmcd.eventTargets[0].url, request).promise;
+    assert.equal(cmcd.eventTargets[0].batchSize, 1); // Shaka hands over every event at once
+    assert.deepEqual(timers, [5000]);
+    assert.equal(collector.calls.posts.length, 0);
+    assert.equal(await shakaError(cmcd, { code: 1001, severity: 2 }, () => 5000), 204);
+    assert.equal((await answered).status, 204);
+    assert.equal(collector.calls.posts.length, 1);
+    assert.equal(collector.calls.posts[0].body.split('\n').length - 1, 3);
   });
 });

@@ -103,15 +103,16 @@ def test_every_answered_event_is_counted(run: tuple[Path, dict[str, Any], str]) 
 def test_the_progress_bar_counts_every_phase_to_the_end(
     run: tuple[Path, dict[str, Any], str],
 ) -> None:
-    """Not a terminal here, so one line per step: saturation, 50 %, 80 %, memory,
-    correctness."""
+    """Not a terminal here, so one line per step: saturation, 50 %, 80 %, saturation with
+    four events per report (the default --batch 1,4), memory, correctness."""
     _, _, stderr = run
     steps = re.findall(r"^\[(\d+)/(\d+)\] (.+?)  \d+ s$", stderr, re.MULTILINE)
-    assert [(int(done), int(total)) for done, total, _ in steps] == [(i, 5) for i in range(1, 6)]
+    assert [(int(done), int(total)) for done, total, _ in steps] == [(i, 6) for i in range(1, 7)]
     assert [label for _, _, label in steps] == [
         "streamtally-plain saturation",
         "streamtally-plain 50%",
         "streamtally-plain 80%",
+        "streamtally-plain batch 4",
         "memory",
         "correctness",
     ]

@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
+from benchmarks import runner
+
 ROOT = Path(__file__).resolve().parents[2]
 QUICK_LIMIT_SECONDS = 60
 
@@ -93,3 +95,22 @@ def test_result_files_are_written(quick_run: tuple[Path, dict[str, Any], str], n
         text = data.decode()
         assert "| StreamTally, sealed CMCD |" in text
         assert "## Correctness" in text
+
+
+@pytest.mark.parametrize("target", ["streamtally-plain", "streamtally-sealed"])
+def test_streamtally_is_measured_at_one_and_at_several_events_per_report(
+    quick_run: tuple[Path, dict[str, Any], str], target: str
+) -> None:
+    out, result, _ = quick_run
+    batches = result["targets"][target]["batches"]
+    assert [b["batch"] for b in batches] == list(runner.BATCHES) == result["batches"]
+    one, several = batches
+    assert one["events_per_report"] == 1
+    assert one["events_rps"] == pytest.approx(one["saturation"]["rps"], rel=1e-3)
+    assert 1 < several["events_per_report"] <= several["batch"]
+    for b in batches:
+        assert b["events_rps"] > 0
+        per_core = b["viewers_per_core"]
+        assert set(per_core) == {"10", "30"}
+        assert per_core["10"] == pytest.approx(b["events_per_cpu_second"] * 10, rel=1e-3)
+    assert "## Events per report, events/s and viewers per core" in (out / "results.md").read_text()

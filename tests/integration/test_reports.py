@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from aggregator.api.auth import ACCOUNT_STORE
 from collector import app as collector_app
 from collector.app import KEYSTORE
+from collector.cmcd import MAX_LINES
 from tests.captures import CMCD_CAPTURES
 from tests.integration.conftest import (
     SEALED,
@@ -255,6 +256,82 @@ async def test_bad_line_is_reported_and_good_lines_are_kept(running: Running) ->
     assert problem["errors"][0]["line"] == 2
     assert problem["errors"][0]["key"] == "sn"
     assert await accepted_events(running) == before + 2
+
+
+# ---- batches: several events per report (player-snippet/src/batch.js) ----------------------
+
+
+def snippet_line(sn: int, e: str = "t", sta: str = "p", sid: str = "b-1") -> str:
+    """A line as the snippet's hls.js target sends it (~230 characters)."""
+    ts = 1795480000000 + sn * 10_000
+    return (
+        f'bl=(12000),br=(1461),cid="stream-42",e={e},msd=812,pt={sn * 10_000},sf=h,'
+        f'sid="{sid}-0f3c2a71-5a9e-4c55-9d1e-6b1d3f0a9e21",sn={sn},sta={sta},st=v,'
+        f"ts={ts},v=2\n"
+    )
+
+
+async def post_batch(running: Running, embed_key: str, body: str, sealed: bool) -> Any:
+    if not sealed:
+        return await running.post(embed_key, body)
+    [config] = await running.keys()
+    return await running.post(embed_key, seal_independently(body.encode(), config), ctype=SEALED)
+
+
+BATCH_FORMS = [pytest.param(False, id="plain"), pytest.param(True, id="sealed")]
+
+
+@pytest.mark.parametrize("sealed", BATCH_FORMS)
+@pytest.mark.parametrize(
+    "events",
+    [
+        pytest.param(6, id="30s-at-10s-heartbeat"),  # t x3, ps s and p, bc: one flush's worth
+        pytest.param(30, id="snippet-batch-size"),  # BATCH_SIZE: the most the snippet queues
+        pytest.param(72, id="snippet-batch-bytes"),  # past BATCH_BYTES (16 KiB) of such lines
+    ],
+)
+async def test_every_event_of_a_batch_is_counted(
+    running: Running, sealed: bool, events: int
+) -> None:
+    account = await running.create_account()
+    before = await accepted_events(running)
+    body = "".join(snippet_line(sn) for sn in range(events))
+    # under the body limit with the sealed frame's 55 bytes
+    assert len(body) < running.app[collector_app.COLLECTOR_CONFIG].max_body_bytes - 64
+    resp = await post_batch(running, account["embed_key"], body, sealed)
+    assert resp.status == 204, await resp.text()
+    assert await accepted_events(running) == before + events
+
+
+@pytest.mark.parametrize("sealed", BATCH_FORMS)
+async def test_a_bad_line_in_a_batch_does_not_drop_the_good_ones(
+    running: Running, sealed: bool
+) -> None:
+    account = await running.create_account()
+    before = await accepted_events(running)
+    lines = [snippet_line(sn) for sn in range(10)]
+    lines[3] = lines[3].replace("sn=3,", "sn=three,")
+    lines[7] = "e=t,this is not a dictionary\n"
+    resp = await post_batch(running, account["embed_key"], "".join(lines), sealed)
+    problem = await assert_problem(resp, 400, "line 4")
+    assert problem["accepted"] == 8
+    assert [error["line"] for error in problem["errors"]] == [4, 8]
+    assert await accepted_events(running) == before + 8
+
+
+@pytest.mark.parametrize("sealed", BATCH_FORMS)
+async def test_a_batch_of_max_lines_short_events_is_counted_whole(
+    running: Running, sealed: bool
+) -> None:
+    """The per-report limits: MAX_LINES lines and max_body_bytes (the sealed frame's size
+    when sealed). Short lines reach the line limit first: all of them count."""
+    account = await running.create_account()
+    before = await accepted_events(running)
+    body = "".join(f"e=t,sn={sn},ts={sn}\n" for sn in range(MAX_LINES))
+    assert len(body) < running.app[collector_app.COLLECTOR_CONFIG].max_body_bytes - 64
+    resp = await post_batch(running, account["embed_key"], body, sealed)
+    assert resp.status == 204, await resp.text()
+    assert await accepted_events(running) == before + MAX_LINES
 
 
 @pytest.mark.parametrize(

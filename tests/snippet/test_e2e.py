@@ -20,6 +20,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -236,7 +237,24 @@ SCENARIOS = {  # name: (page mode, stream); page modes: player-snippet/e2e/page.
     "fail-dash.js-adapter": ("dashjs-adapter", MISSING_DASH),
     # Not a missing HLS manifest: for that, Video.js 8 (VHS) reports vjs-2 or vjs-4, by timing.
     "fail-video.js": ("videojs", MISSING_MP4),
+    # Batching (player-snippet/src/batch.js): the snippet's default (several events per
+    # report, at most every 5 s) against one report per task, sealed and plain, and a page
+    # closed mid-batch (its events held for 600 s: only the page's leaving sends them).
+    "play-hls.js-unbatched": ("hlsjs", STREAM),
+    "play-hls.js-plain": ("hlsjs", STREAM),
+    "close-hls.js": ("hlsjs", STREAM),
+    "close-hls.js-plain": ("hlsjs", STREAM),
 }
+CLOSE_AFTER_S = 4  # the close- scenarios: the page closes once this much has played
+EXTRA_ARGS = {  # more driver arguments (player-snippet/e2e/run.js) for some scenarios
+    "play-hls.js-unbatched": ["--param", "flush=0"],
+    "play-hls.js-plain": ["--param", "seal=never"],
+    "close-hls.js": ["--param", "flush=600", "--close-after", str(CLOSE_AFTER_S)],
+    "close-hls.js-plain": [
+        "--param", "flush=600", "--param", "seal=never", "--close-after", str(CLOSE_AFTER_S),
+    ],
+}  # fmt: skip
+UNSEALED = {"play-hls.js-plain", "close-hls.js-plain"}  # the snippet with seal: 'never'
 # page mode: (the `player` the report URL names, whether the snippet seals the reports)
 MODES = {
     "hlsjs": ("hls.js", True),
@@ -250,7 +268,9 @@ MODES = {
 }
 
 
-def driver_args(node: str, site: str, serve: ServeProcess, run: Run, src: str) -> list[str]:
+def driver_args(
+    node: str, site: str, serve: ServeProcess, run: Run, src: str, name: str
+) -> list[str]:
     args = [
         node, "e2e/run.js", "--page", f"{site}/", "--collector", serve.url,
         "--key", run.account["embed_key"], "--src", src, "--mode", run.mode, "--cid", run.mode,
@@ -258,7 +278,7 @@ def driver_args(node: str, site: str, serve: ServeProcess, run: Run, src: str) -
     ]  # fmt: skip
     for ip in IPS:
         args += ["--ip", ip]
-    return args
+    return args + EXTRA_ARGS.get(name, [])
 
 
 @pytest.fixture(scope="module")
@@ -283,7 +303,7 @@ def runs(
             stdout, err = (out / f"{name}.out").open("wb"), (out / f"{name}.err").open("wb")
             with stdout, err:
                 proc = subprocess.Popen(
-                    driver_args(node, site, service, runs[name], src),
+                    driver_args(node, site, service, runs[name], src, name),
                     cwd=SNIPPET, stdout=stdout, stderr=err,
                 )  # fmt: skip
             playing[name] = (proc, time.monotonic() + RUN_TIMEOUT_S)
@@ -342,10 +362,12 @@ def test_reports_are_sealed_preflighted_and_accepted(
     (``application/cmcd``, which is not CORS-safelisted, so preflighted too) without it."""
     run = runs[name]
     player, sealed = MODES[run.mode]
+    sealed = sealed and name not in UNSEALED
     report_path = f"/v1/r/{run.account['embed_key']}?player={player}"
     for context in contexts_of(runs, name):
         seen = context["reports"]
-        assert seen, f"the page sent nothing to the service: {context['errors']}"
+        # A page closed mid-batch sends its reports as it goes: the wire has them, not the page.
+        assert seen or name.startswith("close-"), f"the page sent nothing: {context['errors']}"
         # The page's own view: no request failed (CORS, network). A request still open when
         # the page closed has no outcome here ("closed"); the wire below has its answer.
         # Playwright may miss a response event on a busy machine, so the statuses are
@@ -475,3 +497,82 @@ def test_dashjs_by_itself_reports_its_failure_with_a_bare_number(
             assert "ec=25," in w["body"], w
             assert "sta=f" not in w["body"], w
         assert {w["status"] for w in posts} == {204}
+
+
+# ---- batching: several events per report, nothing lost -------------------------------------
+
+
+def posts(context: dict[str, Any]) -> list[dict[str, Any]]:
+    return [w for w in context["wire"] if w["method"] == "POST"]
+
+
+def wire_events(context: dict[str, Any]) -> set[tuple[str, int]]:
+    """(sid, sn) of every CMCD line of a context's plain reports, as they went over the wire."""
+    seen = set()
+    for w in posts(context):
+        for line in w["body"].splitlines():
+            sid = re.search(r'(?:^|,)sid="([^"]*)"', line)
+            sn = re.search(r"(?:^|,)sn=(\d+)", line)
+            assert sid, line
+            assert sn, line
+            seen.add((sid[1], int(sn[1])))
+    return seen
+
+
+COUNTS = ("views", "failures", "exits_before_start")
+
+
+@pytest.mark.parametrize("batched", ["play-hls.js", "play-hls.js-plain"])
+def test_a_batched_playback_counts_as_an_unbatched_one_with_fewer_reports(
+    runs: dict[str, Run], service: ServeProcess, batched: str
+) -> None:
+    """The snippet's default batch (sealed, and plain) against one report per task: the
+    same views, viewers, failures and exits, the same playing time but for how long each
+    played, and fewer reports (each an HPKE open at the collector when sealed)."""
+    unbatched = "play-hls.js-unbatched"
+    got = {name: stats(service, runs[name], "granularity=day") for name in (batched, unbatched)}
+    for metric in COUNTS:
+        assert total(got[batched], metric) == total(got[unbatched], metric), metric
+    viewers = {name: max(r["unique_viewers"] for r in got[name]["rows"]) for name in got}
+    assert viewers[batched] == viewers[unbatched] == 2
+    played = {n: sum(c["outcome"]["currentTime"] for c in contexts_of(runs, n)) for n in got}
+    ratio = {name: total(got[name], "playing_seconds") / played[name] for name in got}
+    assert abs(ratio[batched] - ratio[unbatched]) <= 0.15, ratio
+    reports = {name: sum(len(posts(c)) for c in contexts_of(runs, name)) for name in got}
+    handed = {name: sum(c["handed"] for c in contexts_of(runs, name)) for name in got}
+    assert reports[batched] < reports[unbatched], (reports, handed)
+    assert handed[batched] >= 2 * reports[batched], (reports, handed)  # events per report
+
+
+def test_batched_plain_reports_carry_every_event_hls_js_handed_over(runs: dict[str, Run]) -> None:
+    for context in contexts_of(runs, "play-hls.js-plain"):
+        events = wire_events(context)
+        assert len({sid for sid, _ in events}) == 1
+        assert sorted(sn for _, sn in events) == list(range(context["handed"]))
+        assert len(posts(context)) < len(events)
+
+
+@pytest.mark.parametrize("name", ["close-hls.js", "close-hls.js-plain"])
+def test_a_page_closed_mid_batch_still_delivers_its_queued_events(
+    runs: dict[str, Run], service: ServeProcess, name: str
+) -> None:
+    """The snippet holds every event (flushInterval 600 s) until the page is closed after
+    CLOSE_AFTER_S s of playing: leaving the page sends the whole batch, in one report with
+    keepalive (sealed: the seal finishes while the page goes), and the collector counts it."""
+    for context in contexts_of(runs, name):
+        assert context["outcome"]["closedAt"] >= CLOSE_AFTER_S, context["outcome"]
+        sent = posts(context)
+        assert [w["status"] for w in sent] == [204], sent  # one report, sent on leaving
+        if name in UNSEALED:
+            assert sorted(sn for _, sn in wire_events(context))[: context["handed"]] == list(
+                range(context["handed"])
+            )
+        assert context["handed"] >= 4  # s, p, bitrate, t …: a batch, not one event
+    body = stats(service, runs[name], "granularity=day")
+    assert total(body, "views") == 2
+    assert max(row["unique_viewers"] for row in body["rows"]) == 2
+    assert total(body, "exits_before_start") == 0
+    assert total(body, "failures") == 0
+    # t every 2 s (page.html): at least the played time up to the last t before closing
+    assert total(body, "playing_seconds") >= 2 * (CLOSE_AFTER_S - 2.5)
+    assert all(row["startup_ms_p50"] and row["startup_ms_p50"] > 0 for row in body["rows"])
