@@ -5,6 +5,7 @@ python -m benchmarks            # the operator's full run (about 10 minutes)
 python -m benchmarks --quick    # CI: seconds, still checks sent == counted
 python -m benchmarks --only streamtally-plain,streamtally-sealed --profile
 python -m benchmarks --only streamtally-plain,streamtally-sealed --batch 1,4,8
+python -m benchmarks --workers 2   # StreamTally as serve --workers 2 (N collectors + 1 aggregator)
 streamtally bench --url http://127.0.0.1:8080 --admin-token T --metrics-url http://127.0.0.1:9464
 """
 
@@ -62,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default %(default)s)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="run the StreamTally targets as `streamtally serve --workers N` (N collector "
+        "processes sharing the port and one aggregator process) and report each process's CPU",
+    )
+    parser.add_argument(
         "--url",
         help="measure a StreamTally already running at this http://host:port instead of "
         "starting one (only the streamtally targets; its CPU and memory are not measured)",
@@ -103,6 +111,13 @@ def run(args: argparse.Namespace) -> int:
         if unknown:
             print(f"unknown target(s): {', '.join(unknown)}", file=sys.stderr)
             return 2
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
+        return 2
+    if workers > 1 and (args.url or args.profile):
+        print("--workers starts the server itself and does not profile it", file=sys.stderr)
+        return 2
     remote = None
     if args.url:
         if not args.admin_token or not args.metrics_url:
@@ -144,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
             artifacts=out,
             remote=remote,
             batches=batches,
+            workers=workers,
         )
         bar = progress.Bar(bench.total_steps())
         bench.step = bar.step

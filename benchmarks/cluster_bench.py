@@ -61,26 +61,28 @@ def call(url: str, method: str = "GET", body: dict[str, object] | None = None) -
         return json.loads(resp.read() or b"null")
 
 
-def event_rows(accounts: list[str], n: int, seed: int = 1) -> list[list[object]]:
+def event_rows(accounts: list[str], n: int, seed: int = 1) -> list[linkproto.Row]:
     rng = random.Random(seed)
     now = time.time()
     rows = []
+    sns: dict[int, int] = {}  # each session numbers its events 0, 1, 2, ... as players do
     for i in range(n):
         session = rng.randrange(20_000)
+        sn = sns[session] = sns.get(session, -1) + 1
         event = Event(
             accounts[session % len(accounts)], session, session * 7919 + 1, now,
             f"stream-{session % 12}", KINDS[i % len(KINDS)],
             Dimensions(COUNTRIES[session % 8], "desktop", "Windows", "Chrome", "hls.js"),
-            ts_ms=int(now * 1000) + i, seq=i // 20_000 * 0 + i, state="p",
+            ts_ms=int(now * 1000) + i, seq=sn, state="p",
             bitrate_kbps=3000, buffer_ms=12000, playhead_ms=i * 10,
         )  # fmt: skip
         rows.append(linkproto.event_row(event))
     return rows
 
 
-async def link_rate(port: int, secret: str, rows: list[list[object]], batch: int) -> float:
+async def link_rate(port: int, secret: str, rows: list[linkproto.Row], batch: int) -> float:
     frames = [
-        linkproto.pack("ev", seq, rows[i : i + batch])
+        linkproto.event_frame(seq, rows[i : i + batch])
         for seq, i in enumerate(range(0, len(rows), batch), 1)
     ]
     async with (

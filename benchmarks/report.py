@@ -23,6 +23,39 @@ def _num(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _processes(result: dict[str, Any]) -> list[str]:
+    """``--workers N``: the aggregator's and each collector's CPU at saturation."""
+    measured = [t for t in result["targets"].values() if t.get("processes")]
+    if not measured:
+        return []
+    cpus = result.get("server_cpus")
+    where = f"cores {', '.join(map(str, cpus))}" if cpus else "every core (not pinned)"
+    lines = [
+        f"## serve --workers {result['workers']}: each process at saturation",
+        "",
+        f"The aggregator and its {result['workers']} collectors ran on {where} (a process "
+        f"tree inherits one affinity), the generators on core {result['generator_cpu']}. "
+        "Busy: CPU seconds per wall second of the saturation run. Each report carries one "
+        "event.",
+        "",
+        "| server | aggregator CPU-s (busy) | aggregator events per CPU-second "
+        "| collectors' CPU-s (busy) | reports per collector CPU-second |",
+        "|---|---:|---:|---|---:|",
+    ]
+    for t in measured:
+        p = t["processes"]
+        each = ", ".join(
+            f"{c:.2f} ({b:.0%})"
+            for c, b in zip(p["collector_cpu_seconds"], p["collector_busy"], strict=True)
+        )
+        lines.append(
+            f"| {t['label']} | {p['aggregator_cpu_seconds']:.2f} ({p['aggregator_busy']:.0%}) "
+            f"| {_num(p['aggregator_events_per_cpu_second'])} | {each} "
+            f"| {_num(p['collector_reports_per_cpu_second'])} |"
+        )
+    return [*lines, ""]
+
+
 def markdown(result: dict[str, Any], png: str | None) -> str:
     """The tables of docs/performance.md for one run."""
     lines: list[str] = []
@@ -110,6 +143,7 @@ def markdown(result: dict[str, Any], png: str | None) -> str:
                     + " |"
                 )
         lines.append("")
+    lines += _processes(result)
     check = result.get("generator_check")
     if check:
         point = check["open_loop"]

@@ -189,6 +189,19 @@ class BatchRun:
 
 
 @dataclass
+class Processes:
+    """``serve --workers N`` at saturation: what each process of the server spent."""
+
+    workers: int
+    aggregator_cpu_seconds: float
+    aggregator_busy: float  # CPU seconds / wall seconds
+    aggregator_events_per_cpu_second: float
+    collector_cpu_seconds: list[float]
+    collector_busy: list[float]
+    collector_reports_per_cpu_second: float  # reports answered / the collectors' CPU seconds
+
+
+@dataclass
 class TargetResult:
     name: str
     label: str
@@ -198,6 +211,7 @@ class TargetResult:
     points: list[RatePoint] = field(default_factory=list)
     steps_us: dict[str, float] = field(default_factory=dict)  # per report, at saturation
     notes: list[str] = field(default_factory=list)
+    processes: Processes | None = None  # serve --workers N: each process at saturation
 
     def point(self, fraction: float) -> RatePoint | None:
         return next((p for p in self.points if abs(p.fraction - fraction) < 1e-9), None)
@@ -304,11 +318,13 @@ class Bench:
         remote: servers.Remote | None = None,
         step: Callable[[str], None] | None = None,
         batches: Sequence[int] = BATCHES,
+        workers: int = 1,
     ) -> None:
         if not batches or min(batches) < 1:
             raise ValueError("batches: one or more event counts per report, each at least 1")
         self.batches = tuple(batches)
         self.plan = plan
+        self.workers = workers
         self.workdir = workdir
         self.targets = [t for t in TARGETS if t in targets]
         self.say = progress
@@ -323,6 +339,15 @@ class Bench:
             self.server_cpu: int | None = available[1]
         else:
             self.generator_cpu = self.server_cpu = None
+        # serve --workers N: the aggregator and its collectors inherit one affinity: every
+        # core but the generator's when that leaves them two or more; else none (they share
+        # the machine, the generator's core too).
+        rest = frozenset(available) - {self.generator_cpu}
+        self.server_cpus: frozenset[int] | None = (
+            frozenset({self.server_cpu}) if self.server_cpu is not None else None
+        )
+        if workers > 1:
+            self.server_cpus = rest if len(rest) >= 2 else None
         self.results: dict[str, TargetResult] = {}
         self.memory: Memory | None = None
         self.correctness: Correctness | None = None
@@ -483,8 +508,27 @@ class Bench:
         size = int((ceiling or 60_000) * plan.saturation_seconds * 1.15) + 1000
         sat_pool = make(size)
         steps_before = self._steps(server)
+        procs_before, wall_before = self._process_cpu(server), time.monotonic()
         saturation, raw = self._wrk(server, sat_pool, plan.saturation_seconds)
+        procs_after, wall = self._process_cpu(server), time.monotonic() - wall_before
         steps_after = self._steps(server)
+        if procs_before is not None and procs_after is not None:
+            result.processes = _processes(
+                self.workers,
+                procs_before,
+                procs_after,
+                wall,
+                saturation.requests,
+                _prefix_events(sat_pool.events, saturation.requests),
+            )
+            p = result.processes
+            self.say(
+                f"    aggregator process: {p.aggregator_cpu_seconds:.2f} CPU-s (busy "
+                f"{p.aggregator_busy:.0%}), {p.aggregator_events_per_cpu_second:,.0f} events "
+                f"per CPU-second; {p.workers} collectors: busy "
+                f"{', '.join(f'{b:.0%}' for b in p.collector_busy)}, "
+                f"{p.collector_reports_per_cpu_second:,.0f} reports per CPU-second"
+            )
         if on_phase:
             on_phase("saturation", "wrk" if raw else "loadgen", raw or saturation, sat_pool.events)
         self.step(f"{name} saturation")
@@ -526,9 +570,14 @@ class Bench:
         result = self.results.get(name)
         return result.saturation.rps if result and result.saturation else default
 
-    def _steps(self, server: servers.Server) -> dict[str, tuple[float, float]] | None:
-        if not isinstance(server, servers.StreamTally):
+    def _process_cpu(self, server: servers.Server) -> dict[str, Any] | None:
+        if not isinstance(server, servers.StreamTally) or server.workers <= 1:
             return None
+        return server.process_cpu()
+
+    def _steps(self, server: servers.Server) -> dict[str, tuple[float, float]] | None:
+        if not isinstance(server, servers.StreamTally) or server.workers > 1:
+            return None  # --workers: the steps run in the children (their metrics are off)
         return promtext.steps(promtext.parse(server.metrics_text()))
 
     # -- baselines ---------------------------------------------------------------------------
@@ -607,12 +656,28 @@ class Bench:
 
     def run_streamtally(self) -> None:
         wanted = [t for t in (ST_PLAIN, ST_SEALED) if t in self.targets]
-        server = self.remote or servers.StreamTally(self.workdir, self.server_cpu)
+        server = self.remote or servers.StreamTally(
+            self.workdir, self.server_cpu, workers=self.workers, cpus=self.server_cpus
+        )
         if self.remote is not None:
             self.say(f"  streamtally at {server.url} (given by URL: not started here)")
             self.notes.append(
                 f"StreamTally was given by URL ({server.url}): its CPU time and memory were "
                 "not measured (read as 0)"
+            )
+        elif self.workers > 1:
+            where = (
+                f"cores {','.join(map(str, sorted(self.server_cpus)))}"
+                if self.server_cpus
+                else "every core (not pinned: too few cores to keep one for the generator)"
+            )
+            self.say(
+                f"  starting streamtally serve --workers {self.workers} (embedded ClickHouse; "
+                f"the aggregator and its collectors on {where}) ..."
+            )
+            self.notes.append(
+                f"serve --workers {self.workers}: the aggregator and its {self.workers} "
+                f"collectors ran on {where}; the generator on core {self.generator_cpu}"
             )
         else:
             self.say("  starting streamtally serve (embedded ClickHouse) ...")
@@ -656,6 +721,13 @@ class Bench:
 
                 return record
 
+            if self.workers > 1 and not self.plan.warmup_seconds:
+                # Each collector child loads its parsers and databases on its first report
+                # (~0.4 s each): a second of load first, so that a 1 s saturation run does
+                # not measure that. Counted like every phase.
+                warm = pool.build(flow, 3000, host=host, path=path)
+                run = self._loadgen(server, warm.requests, None, 1.5, "warm-up")
+                on_phase("workers")("warm-up", "loadgen", run, warm.events)
             for name in wanted:
                 sealed_key = key if name == ST_SEALED else None
 
@@ -748,10 +820,27 @@ class Bench:
 
     def _counters(self, server: servers.StreamTally) -> dict[str, float]:
         samples = promtext.parse(server.metrics_text())
+        if server.workers > 1:
+            link = promtext.by_label(samples, "streamtally_link_events_total", "outcome")
+            # The aggregator's own count: events counted once over the link (resent ones
+            # are duplicates, events of an account it refuses are refused). The collectors'
+            # counters are in the children, whose metrics listener is off.
+            return {
+                **self._state_counters(samples),
+                "accepted": link.get("counted", 0.0),
+                "dropped": link.get("refused", 0.0),
+                "rejected": 0.0,
+            }
         return {
+            **self._state_counters(samples),
             "accepted": promtext.total(samples, "streamtally_events_accepted_total"),
             "dropped": promtext.total(samples, "streamtally_events_dropped_total"),
             "rejected": promtext.total(samples, "streamtally_reports_rejected_total"),
+        }
+
+    @staticmethod
+    def _state_counters(samples: promtext.Samples) -> dict[str, float]:
+        return {
             "active": promtext.total(samples, "streamtally_active_sessions"),
             "flushes": promtext.total(samples, "streamtally_flush_seconds_count"),
             "flush_seconds": promtext.total(samples, "streamtally_flush_seconds_sum"),
@@ -932,8 +1021,15 @@ class Bench:
         info = machine_info()
         if self.generator_cpu is None:
             self.notes.append("fewer than 2 cores: server and generator share the CPU")
+        where = f"server on core {self.server_cpu}"
+        if self.workers > 1:
+            where = f"baselines on core {self.server_cpu}, serve --workers {self.workers} on " + (
+                f"cores {','.join(map(str, sorted(self.server_cpus)))}"
+                if self.server_cpus
+                else "every core"
+            )
         self.say(
-            f"streamtally benchmark ({self.plan.name}): server on core {self.server_cpu}, "
+            f"streamtally benchmark ({self.plan.name}): {where}, "
             f"generators on core {self.generator_cpu}; load average {info['load_average']}"
         )
         for name in (NGINX, AIOHTTP, HPKE):
@@ -963,6 +1059,8 @@ class Bench:
             "generator_cpu": self.generator_cpu,
             "batches": list(self.batches),
             "heartbeats_s": list(HEARTBEATS_S),
+            "workers": self.workers,
+            "server_cpus": sorted(self.server_cpus) if self.server_cpus is not None else None,
             "targets": targets,
             "memory": asdict(self.memory) if self.memory else None,
             "correctness": asdict(self.correctness) if self.correctness else None,
@@ -998,6 +1096,31 @@ def _prefix_events(events: Sequence[int] | None, n: int) -> int:
 
 def _events_per_report(events: Sequence[int], requests: int) -> float:
     return _prefix_events(events, requests) / requests if requests > 0 else float("nan")
+
+
+def _processes(
+    workers: int,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    wall: float,
+    reports: int,
+    events: int,
+) -> Processes:
+    """What each process of ``serve --workers`` spent between two readings."""
+    aggregator = after["aggregator"] - before["aggregator"]
+    collectors = [
+        cpu - before["collectors"].get(pid, 0.0) for pid, cpu in after["collectors"].items()
+    ]
+    spent = sum(collectors)
+    return Processes(
+        workers=workers,
+        aggregator_cpu_seconds=round(aggregator, 3),
+        aggregator_busy=round(aggregator / wall, 3) if wall > 0 else 0.0,
+        aggregator_events_per_cpu_second=round(events / aggregator, 1) if aggregator else 0.0,
+        collector_cpu_seconds=[round(c, 3) for c in collectors],
+        collector_busy=[round(c / wall, 3) if wall > 0 else 0.0 for c in collectors],
+        collector_reports_per_cpu_second=round(reports / spent, 1) if spent else 0.0,
+    )
 
 
 def _phase_count(

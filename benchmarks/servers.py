@@ -74,6 +74,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (from /proc/<pid>/stat's ppid field)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        if int(text[text.rindex(")") + 2 :].split()[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of a process, from /proc/<pid>/statm."""
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
@@ -102,11 +117,15 @@ class Server:
         cpu: int | None,
         workdir: Path,
         env: dict[str, str] | None = None,
+        cpus: frozenset[int] | None = None,
     ) -> None:
         self.name = name
         self.command = list(command)
         self.port = port
         self.cpu = cpu
+        # Several cores for the process and every child it starts (they inherit it);
+        # ``cpus`` wins over ``cpu``. Neither: not pinned.
+        self.cpus = cpus if cpus is not None else (frozenset({cpu}) if cpu is not None else None)
         self.workdir = workdir
         self.env = env
         self.output: list[str] = []
@@ -125,12 +144,12 @@ class Server:
         return self.proc.pid
 
     def start(self, timeout: float = 60.0) -> None:
-        cpu = self.cpu
+        cpus = self.cpus
 
         def pin() -> None:
             _die_with_parent()
-            if cpu is not None:
-                os.sched_setaffinity(0, {cpu})
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
 
         self.proc = subprocess.Popen(
             self.command,
@@ -226,8 +245,17 @@ def aiohttp_baseline(workdir: Path, cpu: int | None, *, hpke: bool) -> Server:
 class StreamTally(Server):
     """``streamtally serve`` with an admin token of its own and the client API it needs."""
 
-    def __init__(self, workdir: Path, cpu: int | None, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        cpu: int | None,
+        extra: Sequence[str] = (),
+        *,
+        workers: int = 1,
+        cpus: frozenset[int] | None = None,
+    ) -> None:
         port = free_port()
+        self.workers = workers
         self.metrics_port = free_port()
         self.admin_token = "sta_" + secrets.token_urlsafe(24)  # never starts with "-"
         self.data_dir = workdir / "streamtally-data"
@@ -240,12 +268,40 @@ class StreamTally(Server):
             "--admin-token", self.admin_token,
             "--default-k", "2",
             "--log-level", "warning",
+            *(("--workers", str(workers)) if workers > 1 else ()),
             *extra,
         ]  # fmt: skip
-        super().__init__("streamtally", command, port=port, cpu=cpu, workdir=workdir)
+        super().__init__("streamtally", command, port=port, cpu=cpu, workdir=workdir, cpus=cpus)
 
     def start(self, timeout: float = 120.0) -> None:
         super().start(timeout)
+        if self.workers > 1:  # the port answers once one child listens: wait for them all
+            deadline = time.monotonic() + timeout
+            while not any("collector workers)" in line for line in self.output):
+                if time.monotonic() > deadline or not self.alive():
+                    self.stop()
+                    raise ServerError(
+                        "streamtally --workers did not start:\n" + "".join(self.output[-40:])
+                    )
+                time.sleep(0.05)
+
+    def collector_pids(self) -> list[int]:
+        """With ``--workers``: the ``collect`` children (the parent is the aggregator)."""
+        if self.workers <= 1:
+            return []
+        return [pid for pid in children(self.pid) if _is_collector(pid)]
+
+    def cpu_seconds(self) -> float:
+        """The whole server: with ``--workers``, the aggregator and its collectors."""
+        own = cpu_seconds(self.pid)
+        return own + sum(_cpu_or_zero(pid) for pid in self.collector_pids())
+
+    def process_cpu(self) -> dict[str, Any]:
+        """CPU seconds so far of the aggregator process and of each collector child."""
+        return {
+            "aggregator": cpu_seconds(self.pid),
+            "collectors": {pid: _cpu_or_zero(pid) for pid in self.collector_pids()},
+        }
 
     def request(
         self,
@@ -308,6 +364,7 @@ class Remote(StreamTally):
             raise ServerError(f"--url must be http://host:port, not {url!r}")
         Server.__init__(self, "streamtally", [], port=parts.port or 80, cpu=None, workdir=Path())
         self.host = parts.hostname
+        self.workers = 1
         self.admin_token = admin_token
         self.metrics_url = metrics_url.rstrip("/")
         self.data_dir = Path()
@@ -340,6 +397,21 @@ class Remote(StreamTally):
             return fetch(url).decode()
         except OSError as exc:
             raise ServerError(f"{url}: {exc}") from None
+
+
+def _is_collector(pid: int) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"collect" in argv
+
+
+def _cpu_or_zero(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except OSError:  # it exited (the parent starts it again)
+        return 0.0
 
 
 def fetch(url: str, timeout: float = 30.0) -> bytes:

@@ -45,9 +45,11 @@ from __future__ import annotations
 import itertools
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import Counter
+
+from collector.handover import Event
 
 EVICTIONS = Counter(
     "streamtally_dedupe_evictions_total",
@@ -184,10 +186,58 @@ class Deduper:
         now = self._clock()
         if now >= self._next_rotation:
             self._rotate(now)
-        newest = self._newest
-        state = newest.get(session)
+        state = self._newest.get(session)
         if state is None:
             state = self._take(session)
+        return self._apply(session, state, sn, ts, kind)
+
+    def fresh(self, events: Iterable[Event]) -> list[Event]:
+        """The events seen for the first time, in order: :meth:`first_time` for a batch
+        (the cluster link's), with the clock read once and the usual case (an event with
+        an sn, a session without no-sn state) decided without a further call."""
+        now = self._clock()
+        if now >= self._next_rotation:
+            self._rotate(now)
+        newest = self._newest
+        take = self._take
+        apply = self._apply
+        with_sn = _with_sn
+        out: list[Event] = []
+        append = out.append
+        for ev in events:
+            session = ev.session
+            state = newest.get(session)
+            if state is None:
+                state = take(session)
+            sn = ev.seq
+            ts = ev.ts_ms or 0
+            if (
+                sn is not None
+                and 0 <= sn < _SN_LIMIT
+                and 0 <= ts <= _TS_MAX
+                and (state is None or type(state) is int)
+            ):
+                state = state or 0
+                if state >> _BASE_SHIFT == sn and ts > (state >> _FLOOR_SHIFT) & _TS_MAX:
+                    # _with_sn's usual case inline: the next sn in order, no gap open
+                    state += _BASE_ONE
+                    max_ts = state & _TS_MAX
+                    if ts > max_ts:
+                        state += ts - max_ts
+                    newest[session] = state
+                    append(ev)
+                    continue
+                new, newest[session] = with_sn(state, sn, ts)
+            else:
+                new = apply(session, state, sn, ts, ev.kind)
+            if new:
+                append(ev)
+        return out
+
+    def _apply(
+        self, session: int, state: _State | None, sn: int | None, ts: int, kind: str
+    ) -> bool:
+        newest = self._newest
         if ts > _TS_MAX:
             ts = _TS_MAX
         elif ts < 0:

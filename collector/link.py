@@ -180,8 +180,8 @@ class ShardLink:
         self.directory = directory
         self.viewers = viewers
         self.clock = clock
-        self.pending: deque[list[Any]] = deque()
-        self.inflight: dict[int, list[list[Any]]] = {}
+        self.pending: deque[linkproto.Row] = deque()
+        self.inflight: dict[int, list[linkproto.Row]] = {}
         self.sent_at: dict[int, float] = {}  # when each batch in flight was (last) sent
         self.held = 0  # events queued or in flight
         # Delivery receipts: every event pushed gets the next serial; a batch acknowledged
@@ -206,7 +206,7 @@ class ShardLink:
             return time.monotonic() - sent < ACK_LATE_SECONDS
         return True
 
-    def push(self, rows: list[list[Any]]) -> asyncio.Future[None]:
+    def push(self, rows: list[linkproto.Row]) -> asyncio.Future[None]:
         """Queue a report's events; the future is done once the shard has counted them."""
         self.pending.extend(rows)
         self.held += len(rows)
@@ -245,7 +245,10 @@ class ShardLink:
     async def _handshake(self, ws: aiohttp.ClientWebSocketResponse) -> bytes:
         first = linkproto.unpack(await ws.receive_bytes(timeout=10))
         if first[0] != "challenge" or first[1] != linkproto.VERSION:
-            raise ValueError("the shard did not send a challenge of link version 1")
+            raise ValueError(
+                f"the shard did not send a challenge of link version {linkproto.VERSION} "
+                "(every process of a cluster runs the same release)"
+            )
         server_nonce = bytes.fromhex(first[2])
         shard_index, shard_count = int(first[3]), int(first[4])
         client_nonce = linkproto.nonce()
@@ -270,7 +273,7 @@ class ShardLink:
         self.sent_at = {}
         for seq in sorted(self.inflight):
             self.sent_at[seq] = time.monotonic()
-            await ws.send_bytes(linkproto.pack("ev", seq, self.inflight[seq]))
+            await ws.send_bytes(linkproto.event_frame(seq, self.inflight[seq]))
         sender = asyncio.create_task(self._send(ws))
         try:
             await self._receive(ws, key)
@@ -297,7 +300,7 @@ class ShardLink:
             self.inflight[self.seq] = rows
             self.sent_at[self.seq] = time.monotonic()
             LINK_SENT.inc(n)
-            await ws.send_bytes(linkproto.pack("ev", self.seq, rows))
+            await ws.send_bytes(linkproto.event_frame(self.seq, rows))
 
     async def _receive(self, ws: aiohttp.ClientWebSocketResponse, key: bytes) -> None:
         async for msg in ws:

@@ -176,36 +176,31 @@ class LinkServer:
 
     # -- events ----------------------------------------------------------------------------
 
-    async def take(self, rows: list[Any]) -> None:
+    async def take(self, batch: list[Any]) -> None:
         """Count a batch: each event of a live account of this shard, once."""
         while not self.service.accepting():  # back-pressure: the ack waits  # noqa: ASYNC110
             await asyncio.sleep(0.2)
-        events = [self.decoder.event(row) for row in rows]
-        unknown = {ev.account_id for ev in events} - set(self._live_ids(events))
-        if unknown - self.gone:  # created on another aggregator a moment ago, perhaps
+        events, accounts = self.decoder.events(batch)
+        live = self._live_ids(accounts)
+        if accounts - live - self.gone:  # created on another aggregator a moment ago, perhaps
             await self.refresh()
-        live = self._live_ids(events)
-        first_time = self.deduper.first_time
-        fresh = []
-        refused = duplicates = 0
-        for ev in events:
-            if ev.account_id not in live:
-                refused += 1
-            elif first_time(ev.session, ev.seq, ev.ts_ms or 0, ev.kind):
-                fresh.append(ev)
-            else:
-                duplicates += 1
+            live = self._live_ids(accounts)
+        refused = 0
+        if len(live) < len(accounts):
+            taken = [ev for ev in events if ev.account_id in live]
+            refused, events = len(events) - len(taken), taken
+        fresh = self.deduper.fresh(events)
         if fresh:
             self.service.submit(fresh)
         LINK_EVENTS.labels("counted").inc(len(fresh))
-        if duplicates:
-            LINK_EVENTS.labels("duplicate").inc(duplicates)
+        if len(fresh) < len(events):
+            LINK_EVENTS.labels("duplicate").inc(len(events) - len(fresh))
         if refused:
             LINK_EVENTS.labels("refused").inc(refused)
 
-    def _live_ids(self, events: list[Any]) -> set[str]:
+    def _live_ids(self, account_ids: set[str]) -> set[str]:
         live = set()
-        for account_id in {ev.account_id for ev in events}:
+        for account_id in account_ids:
             account = self.accounts.by_id(account_id)
             if (
                 account is not None

@@ -65,6 +65,11 @@ class Peers:
                 ) as ws,
             ):
                 first = linkproto.unpack(await ws.receive_bytes(timeout=10))
+                if first[0] != "challenge" or first[1] != linkproto.VERSION:
+                    raise StorageError(
+                        f"shard {index} speaks another link version than "
+                        f"{linkproto.VERSION} (every process of a cluster runs one release)"
+                    )
                 server_nonce = bytes.fromhex(first[2])
                 if int(first[3]) != index:
                     raise StorageError(f"the address of shard {index} answers as {first[3]}")

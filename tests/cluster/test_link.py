@@ -280,7 +280,7 @@ async def test_a_batch_sent_twice_is_counted_once(linked: Linked) -> None:
         account["account_id"], 123, 456, time.time(), "live", "ps", Dimensions(),
         ts_ms=1_700_000_000_000, seq=0, state="p",
     )  # fmt: skip
-    frame = linkproto.pack("ev", 1, [linkproto.event_row(event)])
+    frame = linkproto.event_frame(1, [linkproto.event_row(event)])
     before = _counted("counted"), _counted("duplicate")
     async with linked.http.ws_connect(url) as ws:
         challenge = linkproto.unpack(await ws.receive_bytes(timeout=5))

@@ -289,3 +289,35 @@ def test_memory_and_speed_per_session() -> None:
     )
     assert measured < 200
     assert estimate == pytest.approx(measured, rel=0.35)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.integers(0, 4),  # session
+            st.one_of(st.none(), st.integers(-2, 40), st.just(2**32)),  # sn, some outside
+            st.one_of(st.integers(-5, 60), st.just(2**44)),  # ts, some clamped
+            st.sampled_from(["t", "ps", "rr", "xx"]),
+        ),
+        max_size=200,
+    ),
+    cut=st.integers(1, 50),
+)
+def test_property_a_batch_is_decided_as_one_event_at_a_time(events: list[Ev], cut: int) -> None:
+    """The link's batch call (fresh) keeps exactly the events first_time would count, in
+    order, whatever the mix of sns, no-sn events, restarts and out-of-range values."""
+    from collector.handover import Dimensions, Event
+
+    built = [
+        Event("acct", s, 1, 0.0, "live", kind, Dimensions(), ts_ms=TS0 + ts if ts < 2**40 else ts,
+              seq=sn)
+        for s, sn, ts, kind in events
+    ]  # fmt: skip
+    one, batched = Deduper(clock=Clock()), Deduper(clock=Clock())
+    expected = [ev for ev in built if one.first_time(ev.session, ev.seq, ev.ts_ms or 0, ev.kind)]
+    got = []
+    for i in range(0, len(built), cut):
+        got += batched.fresh(built[i : i + cut])
+    assert got == expected
+    assert [id(ev) for ev in got] == [id(ev) for ev in expected]
