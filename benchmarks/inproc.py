@@ -33,6 +33,7 @@ from benchmarks.traffic import Traffic, load_templates
 
 CONNECTIONS = 64
 GC_PAUSES: dict[int, list[float]] = {0: [], 1: [], 2: []}  # seconds, by generation
+GC_THRESHOLD: list[int] = []
 _recording = [False]  # GC pauses are kept only while requests are driven
 
 
@@ -163,28 +164,41 @@ async def _aiohttp_factory(
 async def run(
     names: Sequence[str], n: int, repeat: int, seed: int, lean: bool = True
 ) -> dict[str, float]:
+    """Every server set up at once, then ``repeat`` rounds that each measure every server
+    in turn (so that a busy spell of the machine hits all rows alike); the best round each."""
     from benchmarks.baseline_server import bare_app, hpke_app
 
-    results: dict[str, list[float]] = {}
-    gc.collect()
-    gc.freeze()
+    results: dict[str, list[float]] = {name: [] for name in names}
+    plans: dict[str, tuple[Factory, str, KeyConfig | None]] = {}
+    runners: list[web.AppRunner] = []
     if "aiohttp" in names:
         factory, runner = await _aiohttp_factory(bare_app(), access_log=None)
-        results["aiohttp"] = [
-            await drive(factory, _requests(n, seed + r, "/v1/r/x", None)) for r in range(repeat)
-        ]
-        await runner.cleanup()
+        plans["aiohttp"] = (factory, "/v1/r/x", None)
+        runners.append(runner)
     if "aiohttp+hpke" in names:
-        app = hpke_app()
-        factory, runner = await _aiohttp_factory(app, access_log=None)
-        key = await _keys_of(factory)
-        results["aiohttp+hpke"] = [
-            await drive(factory, _requests(n, seed + r, "/v1/r/x", key)) for r in range(repeat)
-        ]
-        await runner.cleanup()
-    wanted = [name for name in names if name.startswith("streamtally")]
-    if wanted:
-        results.update(await _streamtally(wanted, n, repeat, seed, lean))
+        factory, runner = await _aiohttp_factory(hpke_app(), access_log=None)
+        plans["aiohttp+hpke"] = (factory, "/v1/r/x", await _keys_of(factory))
+        runners.append(runner)
+    with tempfile.TemporaryDirectory(prefix="st-inproc-") as tmp:
+        app = None
+        if any(name.startswith("streamtally") for name in names):
+            app, factory, runner, path = await _streamtally(Path(tmp), lean)
+            runners.append(runner)
+            plans["streamtally-plain"] = (factory, path, None)
+            plans["streamtally-sealed"] = (factory, path, await _keys_of(factory))
+        gc.collect()
+        gc.freeze()
+        if GC_THRESHOLD:
+            gc.set_threshold(*GC_THRESHOLD)
+        for r in range(repeat):
+            for i, name in enumerate(names):
+                factory, path, key = plans[name]
+                requests = _requests(n, seed + 100 * i + r, path, key)
+                results[name].append(await drive(factory, requests))
+        if app is not None:
+            await _flush_stall(app)
+        for runner in runners:
+            await runner.cleanup()
     return {name: min(values) for name, values in results.items()}
 
 
@@ -214,41 +228,63 @@ async def _keys_of(factory: Factory) -> KeyConfig:
 
 
 async def _streamtally(
-    names: Sequence[str], n: int, repeat: int, seed: int, lean: bool
-) -> dict[str, list[float]]:
+    data_dir: Path, lean: bool
+) -> tuple[web.Application, Factory, web.AppRunner, str]:
+    """The whole service with one account (k = 2, every origin), as the benchmark sets it."""
     from aggregator.api.auth import ACCOUNT_STORE
     from aggregator.app import RUNNER_OPTIONS, create_app
     from aggregator.config import AggregatorConfig
     from aggregator.storage.accounts_store import AccountStore
     from collector.config import CollectorConfig
 
-    results: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory(prefix="st-inproc-") as tmp:
-        collector = CollectorConfig(
-            data_dir=Path(tmp), trusted_proxies=("127.0.0.1/32",), metrics_listen=""
-        )
-        aggregator = AggregatorConfig(
-            admin_token="sta_" + "x" * 32, default_k=2, flush_seconds=3600.0
-        )
-        app = await create_app(collector, aggregator)
-        factory, runner = await _aiohttp_factory(app, lean=lean, **RUNNER_OPTIONS)
-        store: AccountStore = app[ACCOUNT_STORE]
-        account, _ = await store.create("bench", ["*"], k=2)
-        path = f"/v1/r/{account.embed_key}"
-        gc.collect()
-        gc.freeze()
-        if "streamtally-plain" in names:
-            results["streamtally-plain"] = [
-                await drive(factory, _requests(n, seed + 100 + r, path, None))
-                for r in range(repeat)
-            ]
-        if "streamtally-sealed" in names:
-            key = await _keys_of(factory)
-            results["streamtally-sealed"] = [
-                await drive(factory, _requests(n, seed + 200 + r, path, key)) for r in range(repeat)
-            ]
-        await runner.cleanup()
-    return results
+    collector = CollectorConfig(
+        data_dir=data_dir, trusted_proxies=("127.0.0.1/32",), metrics_listen=""
+    )
+    aggregator = AggregatorConfig(admin_token="sta_" + "x" * 32, default_k=2, flush_seconds=3600.0)
+    app = await create_app(collector, aggregator)
+    factory, runner = await _aiohttp_factory(app, lean=lean, **RUNNER_OPTIONS)
+    store: AccountStore = app[ACCOUNT_STORE]
+    account, _ = await store.create("bench", ["*"], k=2)
+    return app, factory, runner, f"/v1/r/{account.embed_key}"
+
+
+async def _flush_stall(app: web.Application) -> float:
+    """The longest the event loop is held during a flush that closes the open minute (what
+    a request arriving meanwhile waits), in ms of process CPU (all threads: the loop's own
+    slices and a ClickHouse call that holds the GIL; time the OS gave to other processes
+    on a busy machine is left out), and of the loop thread's CPU alone; prints both."""
+    from aggregator.service import SERVICE
+
+    service = app[SERVICE]
+    longest = [0.0, 0.0, 0.0]  # wall, process CPU, loop-thread CPU
+    running = True
+
+    async def ticker() -> None:
+        last = (time.perf_counter(), time.process_time(), time.thread_time())
+        while running:
+            await asyncio.sleep(0)
+            now = (time.perf_counter(), time.process_time(), time.thread_time())
+            for i in range(3):
+                longest[i] = max(longest[i], now[i] - last[i])
+            last = now
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    started = time.perf_counter()
+    for pauses in GC_PAUSES.values():
+        pauses.clear()
+    _recording[0] = True
+    report = await service.flush(time.time() + 120)
+    _recording[0] = False
+    took = time.perf_counter() - started
+    running = False
+    await task
+    wall, cpu, own = (1e3 * x for x in longest)
+    print(
+        f"flush: {1e3 * took:.1f} ms, {report.rows} rows; longest loop stall: {cpu:.1f} ms "
+        f"of process CPU, {own:.1f} ms of loop-thread CPU, {wall:.1f} ms wall"
+    )
+    return cpu
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -262,7 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-lean", action="store_true", help="StreamTally on aiohttp's request path only"
     )
+    parser.add_argument("--gc-threshold", help="gc.set_threshold after start-up, e.g. 700,10,10")
     args = parser.parse_args(argv)
+    if args.gc_threshold:
+        GC_THRESHOLD[:] = [int(x) for x in args.gc_threshold.split(",")]
     names = [s.strip() for s in args.only.split(",") if s.strip()]
     gc.callbacks.append(_gc_timer())
     result = uvloop.run(run(names, args.requests, args.repeat, args.seed, not args.no_lean))
