@@ -128,6 +128,7 @@ async def _serve(
     from aggregator.app import RUNNER_OPTIONS, create_app
     from aggregator.opmetrics import OPERATOR_LISTENER
     from aggregator.service import SERVICE
+    from collector.lean import LeanAppRunner
 
     inherit = hot_restart.inherited()
     data_dir = collector_config.data_dir.resolve()
@@ -155,7 +156,8 @@ async def _serve(
     # process: keep it out of the cyclic GC's scans, which otherwise stall requests.
     gc.collect()
     gc.freeze()
-    runner = web.AppRunner(app, **RUNNER_OPTIONS)
+    # Report posts take the lean path (collector/lean.py); while draining, aiohttp's.
+    runner = LeanAppRunner(app, draining=lambda: app[drain.DRAINING].on, **RUNNER_OPTIONS)
     metrics = settings.parse_listen(collector_config.metrics_listen)
     try:
         await runner.setup()  # starts the operator metrics listener too (a cleanup_ctx)

@@ -40,6 +40,7 @@ from collector.ratelimit import RateLimiter
 from collector.replay import ReplayGuard
 from collector.screen import identifier_in
 from collector.strip import Stripper
+from collector.useragent import warm_up
 from collector.viewer import ViewerKeys
 
 PIPELINE = web.AppKey("pipeline", Pipeline)
@@ -82,6 +83,9 @@ def build_pipeline(
         config.key_overlap_seconds,
         rotation_seconds=config.key_rotation_seconds,
     )
+    # The user-agent parsers are built now (~0.2 s), not on the first report, and before the
+    # start-up heap is frozen out of the cyclic GC (aggregator/cli.py).
+    warm_up()
     if viewers is None:
         viewers = ViewerKeys(grace_seconds=config.viewer_key_grace_seconds, clock=clock)
     pipeline = Pipeline(
@@ -156,7 +160,25 @@ def _cors_headers(account: Account | None, origin: str | None) -> dict[str, str]
     }
 
 
+def answer_cors(
+    pipeline: Pipeline, report: Report, embed_key: str, origin: str | None
+) -> dict[str, str]:
+    """The CORS headers of a report's answer. The admit step already looked the account
+    up; refusals before it look it up here."""
+    account = report.account
+    if account is None and origin is not None:
+        account = pipeline.accounts.by_embed_key(embed_key)
+    return _cors_headers(account, origin)
+
+
+def late_problem() -> Overloaded:
+    """The answer when a report's events were not passed on in time (a cluster collector)."""
+    return Overloaded("the report could not be passed on in time; retry", retry_after=1)
+
+
 async def post_report(request: web.Request) -> web.StreamResponse:
+    """What the lean path (``collector/lean.py``) answers too, byte for byte: a change
+    here is a change there."""
     pipeline = request.app[PIPELINE]
     config = request.app[COLLECTOR_CONFIG]
     embed_key = request.match_info["embed_key"]
@@ -180,13 +202,9 @@ async def post_report(request: web.Request) -> web.StreamResponse:
         arrival=pipeline.clock(),
     )
     outcome = pipeline.run(report)
-    # The admit step already looked the account up; refusals before it look it up here.
-    account = report.account
-    if account is None and origin is not None:
-        account = pipeline.accounts.by_embed_key(embed_key)
-    cors = _cors_headers(account, origin)
+    cors = answer_cors(pipeline, report, embed_key, origin)
     if outcome.accepted and not await pipeline.sink.delivered():
-        late = Overloaded("the report could not be passed on in time; retry", retry_after=1)
+        late = late_problem()
         REPORTS_REJECTED.labels(late.reason).inc()
         return problem_response(late, cors)
     if outcome.problem is not None:
@@ -194,39 +212,54 @@ async def post_report(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204, headers=cors)
 
 
-async def preflight(request: web.Request) -> web.StreamResponse:
-    pipeline = request.app[PIPELINE]
-    account = pipeline.accounts.by_embed_key(request.match_info["embed_key"])
-    cors = _cors_headers(account, request.headers.get("Origin"))
+def preflight_answer(
+    pipeline: Pipeline, config: CollectorConfig, embed_key: str, origin: str | None
+) -> tuple[HTTPProblem | None, dict[str, str]]:
+    """A CORS preflight's answer: a problem, or 204 with these headers (and the lean path's)."""
+    account = pipeline.accounts.by_embed_key(embed_key)
+    cors = _cors_headers(account, origin)
     if not cors:
-        problem: HTTPProblem
         if account is None:
-            problem = NotFound("unknown embed key", key="embed_key")
-        else:
-            problem = Forbidden(
-                "the page's Origin is not among the account's origins", key="Origin"
-            )
-        return problem_response(problem)
+            return NotFound("unknown embed key", key="embed_key"), {}
+        return Forbidden("the page's Origin is not among the account's origins", key="Origin"), {}
     cors.update(
         {
             "Access-Control-Allow-Methods": "POST, OPTIONS",
             "Access-Control-Allow-Headers": "Content-Type",
-            "Access-Control-Max-Age": str(request.app[COLLECTOR_CONFIG].cors_max_age_seconds),
+            "Access-Control-Max-Age": str(config.cors_max_age_seconds),
         }
     )
+    return None, cors
+
+
+async def preflight(request: web.Request) -> web.StreamResponse:
+    problem, cors = preflight_answer(
+        request.app[PIPELINE],
+        request.app[COLLECTOR_CONFIG],
+        request.match_info["embed_key"],
+        request.headers.get("Origin"),
+    )
+    if problem is not None:
+        return problem_response(problem)
     return web.Response(status=204, headers=cors)
 
 
+KEYS_TYPE = "application/ohttp-keys"
+
+
+def keys_headers(config: CollectorConfig) -> dict[str, str]:
+    """GET /v1/keys's headers besides its Content-Type (and the lean path's)."""
+    return {
+        "Cache-Control": f"public, max-age={config.keys_max_age_seconds}",
+        "Access-Control-Allow-Origin": "*",
+    }
+
+
 async def get_keys(request: web.Request) -> web.StreamResponse:
-    keys = request.app[KEYSTORE]
-    max_age = request.app[COLLECTOR_CONFIG].keys_max_age_seconds
     return web.Response(
-        body=keys.ohttp_keys(),
-        content_type="application/ohttp-keys",
-        headers={
-            "Cache-Control": f"public, max-age={max_age}",
-            "Access-Control-Allow-Origin": "*",
-        },
+        body=request.app[KEYSTORE].ohttp_keys(),
+        content_type=KEYS_TYPE,
+        headers=keys_headers(request.app[COLLECTOR_CONFIG]),
     )
 
 
@@ -244,10 +277,16 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException:
         raise
     except Exception as exc:
-        frames = traceback.extract_tb(exc.__traceback__)
-        where = ", ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames[-4:])
-        log.error("unexpected %s in %s at %s", type(exc).__name__, loggable_path(request), where)
+        log_unexpected(exc, loggable_path(request))
         return problem_response(HTTPProblem("unexpected error; it was logged"))
+
+
+def log_unexpected(exc: Exception, path: str) -> None:
+    """The exception's type and where it happened; never its message (it could carry a
+    client's data)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = ", ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames[-4:])
+    log.error("unexpected %s in %s at %s", type(exc).__name__, path, where)
 
 
 def loggable_path(request: web.BaseRequest) -> str:

@@ -34,19 +34,27 @@ STEPS = ("receive", "admit", "open", "parse", "limit", "dedupe", "strip", "key",
 
 
 class StepTimes(Collector):
-    """Time and count per pipeline step, kept as two floats each: cheap on the hot path.
-
-    Exposed as the summary ``streamtally_pipeline_step_seconds{step}`` (``_count``, ``_sum``).
-    """
+    """Time and count per pipeline step, in two lists indexed like ``STEPS``: the pipeline
+    adds to them in place (no call per step), and this exposes them as the summary
+    ``streamtally_pipeline_step_seconds{step}`` (``_count``, ``_sum``)."""
 
     def __init__(self) -> None:
-        self.count = dict.fromkeys(STEPS, 0)
-        self.total = dict.fromkeys(STEPS, 0.0)
+        self.counts = [0] * len(STEPS)
+        self.totals = [0.0] * len(STEPS)
+
+    @property
+    def count(self) -> dict[str, int]:
+        return dict(zip(STEPS, self.counts, strict=True))
+
+    @property
+    def total(self) -> dict[str, float]:
+        return dict(zip(STEPS, self.totals, strict=True))
 
     def add(self, step: str, started: float) -> float:
         now = perf_counter()
-        self.count[step] += 1
-        self.total[step] += now - started
+        i = STEPS.index(step)
+        self.counts[i] += 1
+        self.totals[i] += now - started
         return now
 
     def collect(self) -> Iterator[Metric]:
@@ -55,8 +63,8 @@ class StepTimes(Collector):
             "Time spent in each step of the report pipeline",
             labels=["step"],
         )
-        for step in STEPS:
-            family.add_metric([step], self.count[step], self.total[step])
+        for step, count, total in zip(STEPS, self.counts, self.totals, strict=True):
+            family.add_metric([step], count, total)
         yield family
 
 

@@ -86,8 +86,11 @@ async def _run(app: Any, host: str, port: int, *, reuse_port: bool = False) -> N
     from aiohttp import web
 
     from aggregator.app import RUNNER_OPTIONS
+    from collector.lean import LeanAppRunner
 
-    runner = web.AppRunner(app, **RUNNER_OPTIONS)
+    # A collector's report posts take the lean path (collector/lean.py); an app without the
+    # collector's routes (aggregate) gets aiohttp's runner as it was.
+    runner = LeanAppRunner(app, **RUNNER_OPTIONS)
     await runner.setup()
     try:
         sock = socket.create_server((host, port), backlog=LISTEN_BACKLOG, reuse_port=reuse_port)

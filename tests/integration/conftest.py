@@ -24,6 +24,7 @@ from aggregator.app import RUNNER_OPTIONS, create_app
 from aggregator.config import AggregatorConfig
 from aggregator.opmetrics import OPERATOR_LISTENER
 from collector.config import CollectorConfig
+from collector.lean import LeanAppRunner
 from tests.conftest import ChDatabase
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -86,6 +87,9 @@ class Running:
     data_dir: Path
     ch: ChDatabase
     accounts: list[dict[str, Any]] = field(default_factory=list)
+    # Reports go on connections of their own, as a player's do (an admin call first would
+    # hand its connection to aiohttp for good: collector/lean.py).
+    player_http: aiohttp.ClientSession | None = None
 
     async def admin(self, method: str, path: str, json: Any = None) -> aiohttp.ClientResponse:
         return await self.http.request(
@@ -125,7 +129,7 @@ class Running:
             hdrs.update(headers)
         path = f"/v1/r/{embed_key}" + (f"?player={player}" if player else "")
         data = body.encode() if isinstance(body, str) else body
-        resp = await self.http.post(self.url + path, data=data, headers=hdrs)
+        resp = await (self.player_http or self.http).post(self.url + path, data=data, headers=hdrs)
         await resp.read()
         return resp
 
@@ -162,6 +166,14 @@ class Running:
         return await resp.text()
 
 
+class ServeLikeServer(TestServer):
+    """A test server with the runner ``streamtally serve`` uses: report posts take the lean
+    path (collector/lean.py), everything else aiohttp's, as in production."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        return LeanAppRunner(self.app, **kwargs)
+
+
 def make_configs(
     data_dir: Path, ch: ChDatabase, **overrides: Any
 ) -> tuple[CollectorConfig, AggregatorConfig]:
@@ -191,15 +203,16 @@ async def running(
     overrides = dict(marker.kwargs) if marker else {}
     collector_config, aggregator_config = make_configs(tmp_path / "data", ch_database, **overrides)
     app = await create_app(collector_config, aggregator_config)
-    server = TestServer(app, host="127.0.0.1")
+    server = ServeLikeServer(app, host="127.0.0.1")
     await server.start_server(**RUNNER_OPTIONS)
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession() as http, aiohttp.ClientSession() as player_http:
         yield Running(
             url=str(server.make_url("")).rstrip("/"),
             app=app,
             http=http,
             data_dir=tmp_path / "data",
             ch=ch_database,
+            player_http=player_http,
         )
     await server.close()
 
