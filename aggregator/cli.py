@@ -212,6 +212,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     collector_config, aggregator_config = _configs(args)
     cluster_config = _cluster_config(args)
+    signal.signal(signal.SIGHUP, _note_hangup)  # until the server installs its own
     if cluster_config.workers > 1:
         from aggregator.cluster.workers import serve_workers
 
@@ -221,7 +222,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
     _check_machine(collector_config)
     _setup_logging(aggregator_config.log_level)
-    signal.signal(signal.SIGHUP, _note_hangup)  # until the server installs its own
     handover = uvloop.run(_serve(collector_config, aggregator_config))
     if handover is not None:
         from aggregator.hot_restart import reexec

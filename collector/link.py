@@ -48,6 +48,15 @@ LINK_BUFFERED = Gauge(
     "streamtally_link_buffered_events", "Events held for the shard, not yet acknowledged", ["shard"]
 )
 LINK_SENT = Counter("streamtally_link_events_sent_total", "Events sent over the link (resent too)")
+LINK_RESENT = Counter(
+    "streamtally_link_batches_resent_total",
+    "Batches sent again after a reconnect (unacknowledged when the link broke)",
+)
+LINK_DOWN_SECONDS = Gauge(
+    "streamtally_link_last_down_seconds",
+    "How long the link to the shard was down before its last reconnect",
+    ["shard"],
+)
 RETRY_AFTER_SECONDS = 2
 BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)
 HEARTBEAT_SECONDS = 5.0
@@ -150,6 +159,16 @@ class LinkDirectory:
         self._by_embed_key = by_key
         self._tombstones = tombstones
 
+    def handover_state(self) -> tuple[int, list[Any], list[str]]:
+        """The directory as plain data, for a hot restart (the new code answers reports at
+        once, before a shard has sent the directory again)."""
+        accounts = [*self._by_embed_key.values(), *self._tombstones.values()]
+        return self.version, [linkproto.account_row(a) for a in accounts], sorted(self._deleted)
+
+    def take_over(self, version: int, rows: list[Any], deleted: list[str]) -> None:
+        self._deleted.update(str(account_id) for account_id in deleted)
+        self.update(int(version), rows)
+
     def _apply_deletions(self) -> None:
         for key, account in list(self._by_embed_key.items()):
             if account.account_id in self._deleted and not account.deleted:
@@ -191,6 +210,7 @@ class ShardLink:
         self.ends: dict[int, int] = {}  # batch seq -> serial of its last event
         self.waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self.up = False
+        self.down_since: float | None = None  # monotonic time the link last went down
         self.seq = 0
         self._wake = asyncio.Event()
         self._acked = asyncio.Event()
@@ -217,6 +237,22 @@ class ShardLink:
         self.waiters.append((self.pushed, receipt))
         return receipt
 
+    def held_rows(self) -> list[linkproto.Row]:
+        """Every event held (unacknowledged batches in order, then the queue), for a hot
+        restart: the new code sends them again (the owner's dedupe drops what it has)."""
+        rows = [row for seq in sorted(self.inflight) for row in self.inflight[seq]]
+        rows.extend(self.pending)
+        return rows
+
+    def restore(self, rows: list[linkproto.Row]) -> None:
+        """Queue the events the code before a hot restart held (no report waits on them:
+        each was answered already, 204 only if the shard had acknowledged it)."""
+        self.pending.extend(rows)
+        self.held += len(rows)
+        self.pushed += len(rows)
+        LINK_BUFFERED.labels(self._label).set(self.held)
+        self._wake.set()
+
     async def run(self, session: aiohttp.ClientSession) -> None:
         failures = 0
         while True:
@@ -237,6 +273,8 @@ class ShardLink:
                     why = str(exc) if type(exc) is ValueError else type(exc).__name__
                     log.warning("link to shard %d down: %s", self.index, why)
             finally:
+                if self.up:
+                    self.down_since = time.monotonic()
                 self.up = False
                 LINK_UP.labels(self._label).set(0)
             await asyncio.sleep(BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)])
@@ -274,6 +312,17 @@ class ShardLink:
         for seq in sorted(self.inflight):
             self.sent_at[seq] = time.monotonic()
             await ws.send_bytes(linkproto.event_frame(seq, self.inflight[seq]))
+        if self.down_since is not None:
+            down = time.monotonic() - self.down_since
+            LINK_RESENT.inc(len(self.inflight))
+            LINK_DOWN_SECONDS.labels(self._label).set(down)
+            log.info(
+                "link to shard %d up again after %.3f s; %d unacknowledged batch(es) sent again",
+                self.index,
+                down,
+                len(self.inflight),
+            )
+            self.down_since = None
         sender = asyncio.create_task(self._send(ws))
         try:
             await self._receive(ws, key)

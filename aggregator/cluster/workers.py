@@ -11,6 +11,14 @@ environment, never written anywhere). Every request that is not a report, a pref
 
 A child that dies is started again. SIGTERM stops the children first (each delivers what
 it holds), then the aggregator flushes everything, as ``serve`` does.
+
+SIGHUP rolls the children: one at a time, each is hot restarted in place (``collect``'s
+SIGHUP: same pid, same socket in the ``SO_REUSEPORT`` group, its buffers and rate limits
+handed over; the others keep taking reports meanwhile), the next once it listens again.
+The parent (the one counting process) is not re-executed: it is the children's parent and
+holds their pipes, and re-adopting live children across an ``exec`` is not built. To run
+new code in it, stop and start it (a cold restart, as for ``serve``), or run the cluster as
+``aggregate`` + ``collect``, whose every process restarts hot.
 """
 
 from __future__ import annotations
@@ -86,6 +94,22 @@ class Worker:
                 self.ready.set()  # the parent says where it listens, once, for all
             else:
                 print(f"[worker {self.index}] {line}", flush=True)
+
+    async def hot_restart(self) -> bool:
+        """SIGHUP to the child; True once it listens again (its new code), within
+        ``READY_SECONDS``."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return False
+        self.ready.clear()
+        proc.send_signal(signal.SIGHUP)
+        try:
+            await asyncio.wait_for(self.ready.wait(), READY_SECONDS)
+        except TimeoutError:
+            log.error("collector worker %d did not come back from its hot restart", self.index)
+            return False
+        log.info("collector worker %d: hot restart done (pid %d)", self.index, proc.pid)
+        return True
 
     async def watch(self) -> None:
         """Start the child again whenever it dies, until the service stops."""
@@ -181,10 +205,28 @@ async def serve_workers(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(
-        signal.SIGHUP, lambda: log.warning("hot restart is not supported with --workers")
-    )
+    rolling: list[asyncio.Task[None]] = []
+
+    async def roll() -> None:
+        for worker in workers:
+            if not worker.stopping:
+                await worker.hot_restart()
+        log.info(
+            "hot restart: every collector worker rolled; the aggregator (this process) is "
+            "not re-executed: stop and start it to run new code in it"
+        )
+
+    def on_hangup() -> None:
+        if rolling and not rolling[-1].done():
+            log.warning("hot restart: a roll of the collector workers is already under way")
+            return
+        log.info("hot restart: rolling the collector workers one at a time")
+        rolling.append(asyncio.create_task(roll()))
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     await stop.wait()
+    for task in rolling:
+        task.cancel()
     log.info("shutting down: collector workers first, then a flush of every open cell")
     for worker in workers:
         await worker.stop()
