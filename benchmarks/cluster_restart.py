@@ -135,7 +135,9 @@ def _restart(proc: ServeProcess, probers: Probers) -> dict[str, Any]:
     time.sleep(2.0)
     across = [a for a in probers.answers if a[1] >= hup]
     log = "".join(proc.output)
-    taken = re.search(r"taken over \((\d+) (?:sessions|held events), (\d+) bytes\) in ([\d.]+)", log)
+    taken = re.search(
+        r"taken over \((\d+) (?:sessions|held events), (\d+) bytes\) in ([\d.]+)", log
+    )
     return {
         "pid_unchanged": proc.alive() and proc.proc.pid == pid,
         "sighup_until_answering_s": round(back, 3),
@@ -163,7 +165,8 @@ def run(sessions: int, rate: float) -> dict[str, Any]:
         )  # fmt: skip
         try:
             collector.start()
-            account = _call(shard.url + "/v1/admin/accounts", "POST", {"name": "b", "origins": ["*"]})
+            body = {"name": "b", "origins": ["*"]}
+            account = _call(shard.url + "/v1/admin/accounts", "POST", body)
             embed_key = str(account["embed_key"])
             while _report(collector.port, embed_key, ["warm"], 1) != 204:
                 time.sleep(0.1)
@@ -197,11 +200,13 @@ def run(sessions: int, rate: float) -> dict[str, Any]:
             _call(shard.url + "/v1/admin/flush", "POST", {})
             token = str(account["api_token"])
             req = urllib.request.Request(
-                shard.url + "/v1/stats?granularity=day", headers={"Authorization": f"Bearer {token}"}
+                shard.url + "/v1/stats?granularity=day",
+                headers={"Authorization": f"Bearer {token}"},
             )
             with urllib.request.urlopen(req, timeout=120) as resp:
                 views = sum(int(r["views"]) for r in json.loads(resp.read())["rows"])
-            sent = 1 + (sessions // SESSIONS_PER_REPORT) * SESSIONS_PER_REPORT + len(probers.answers)
+            opened_sessions = (sessions // SESSIONS_PER_REPORT) * SESSIONS_PER_REPORT
+            sent = 1 + opened_sessions + len(probers.answers)  # the warm-up's, too
             return {
                 "sessions_opened": sessions,
                 "seconds_to_open_them": round(opened, 1),

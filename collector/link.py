@@ -62,6 +62,7 @@ BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)
 HEARTBEAT_SECONDS = 5.0
 ACK_LATE_SECONDS = 1.0
 DELIVERY_SECONDS = 3.0
+MAX_RESTART_SECONDS = 30.0  # the most a shard's "restarting" is believed
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 
@@ -211,6 +212,7 @@ class ShardLink:
         self.waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self.up = False
         self.down_since: float | None = None  # monotonic time the link last went down
+        self.back_by = 0.0  # a shard in a hot restart said it is back by then (monotonic)
         self.seq = 0
         self._wake = asyncio.Event()
         self._acked = asyncio.Event()
@@ -219,9 +221,14 @@ class ShardLink:
     def accepting(self) -> bool:
         """Up, room in the buffer, the owner's secrets here, and no acknowledgement late
         (a shard that stopped answering is refused within ``ACK_LATE_SECONDS``, long before
-        the heartbeat gives up on it: fewer events wait and arrive out of order later)."""
-        if not (self.up and self.held < self.limit and self.viewers.has_day(self.clock())):
+        the heartbeat gives up on it: fewer events wait and arrive out of order later).
+        While the shard is in a hot restart it announced, its events are held, not refused:
+        each report waits for its acknowledgement as always (503 after
+        ``DELIVERY_SECONDS``), so a restart shorter than that is only a delay to players."""
+        if not (self.held < self.limit and self.viewers.has_day(self.clock())):
             return False
+        if not self.up:
+            return time.monotonic() < self.back_by
         for sent in self.sent_at.values():  # the oldest first
             return time.monotonic() - sent < ACK_LATE_SECONDS
         return True
@@ -312,6 +319,7 @@ class ShardLink:
         for seq in sorted(self.inflight):
             self.sent_at[seq] = time.monotonic()
             await ws.send_bytes(linkproto.event_frame(seq, self.inflight[seq]))
+        self.back_by = 0.0
         if self.down_since is not None:
             down = time.monotonic() - self.down_since
             LINK_RESENT.inc(len(self.inflight))
@@ -371,6 +379,9 @@ class ShardLink:
                     self.held -= len(rows)
                     LINK_BUFFERED.labels(self._label).set(self.held)
                 self._acked.set()
+            elif kind == "restarting":
+                seconds = min(float(frame[1]), MAX_RESTART_SECONDS)
+                self.back_by = time.monotonic() + seconds
             elif kind == "accounts":
                 self.directory.update(int(frame[1]), frame[2])
             elif kind == "secrets":

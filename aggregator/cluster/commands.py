@@ -204,14 +204,19 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
             return None
         log.info("hot restart: draining requests, then handing the state over in memory")
         assert link.sock is not None
+        started = time.perf_counter()
         listen_fd, link_fd = os.dup(sock.fileno()), os.dup(link.sock.fileno())
         await _drain_for_handover(app, runner, site)
         service = app[SERVICE]
-        service.handing_over = True
+        service.handing_over = link.handing_over = True
         await runner.cleanup()  # the links close first: no event after this
-        started = time.perf_counter()
+        stopped = time.perf_counter()
         state_fd = restart.shard_state(app)
-        log.info("hot restart: state written to memory in %.3f s", time.perf_counter() - started)
+        log.info(
+            "hot restart: drained and stopped in %.3f s, state written to memory in %.3f s",
+            stopped - started,
+            time.perf_counter() - stopped,
+        )
         return hot_restart.Inherited(listen_fd, state_fd, service.generation + 1, link_fd)
 
     handover = uvloop.run(main())
@@ -290,12 +295,20 @@ def cmd_collect(args: argparse.Namespace) -> int:
                 await runner.cleanup()
                 return None
             log.info("hot restart: draining requests and links, then handing over the rest")
+            started = time.perf_counter()
             listen_fd = os.dup(sock.fileno())
             await _drain_for_handover(app, runner, site)
+            drained = time.perf_counter()
             restarts = app[RESTARTS]
             restarts.handing_over = True
             await runner.cleanup()  # reports answered; the links deliver for a bounded time
             state_fd = restart.collect_state(app)
+            log.info(
+                "hot restart: connections drained in %.3f s, reports answered and links "
+                "delivered in %.3f s",
+                drained - started,
+                time.perf_counter() - drained,
+            )
             return hot_restart.Inherited(listen_fd, state_fd, restarts.generation + 1)
         finally:
             if metrics_runner is not None:

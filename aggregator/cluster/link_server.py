@@ -60,6 +60,9 @@ LOOKAHEAD_SECONDS = 3600.0  # tomorrow's viewer secret exists this long before m
 HANDSHAKE_SECONDS = 10.0
 HEARTBEAT_SECONDS = 5.0
 MAX_FRAME_BYTES = 64 * 1024 * 1024
+# What a hot restart tells the collectors: back within this long (they hold this shard's
+# events meanwhile instead of refusing its reports; each report still waits for its ack).
+RESTART_SECONDS = 10.0
 BACKLOG = 1024  # collectors' reconnects wait here while a hot restart runs
 
 Call = Callable[[dict[str, Any]], Awaitable[tuple[int, Any]]]
@@ -100,6 +103,7 @@ class LinkServer:
         # The link's listening socket: made at start (or inherited over a hot restart,
         # set before the app starts); it outlives the listener so a hot restart keeps it.
         self.sock: socket.socket | None = None
+        self.handing_over = False  # a hot restart: collectors are told it is coming back
         self.viewers.open_days(LOOKAHEAD_SECONDS)
 
     # -- connections -----------------------------------------------------------------------
@@ -298,6 +302,9 @@ class LinkServer:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         for client in list(self.clients):
+            if self.handing_over and client.role == "collector":
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await client.ws.send_bytes(linkproto.pack("restarting", RESTART_SECONDS))
             await client.ws.close(code=aiohttp.WSCloseCode.GOING_AWAY)
         await runner.cleanup()
 
