@@ -138,12 +138,14 @@ def _restart(proc: ServeProcess, probers: Probers) -> dict[str, Any]:
     taken = re.search(
         r"taken over \((\d+) (?:sessions|held events), (\d+) bytes\) in ([\d.]+)", log
     )
+    written = re.search(r"state written to memory in ([\d.]+) s", log)
     return {
         "pid_unchanged": proc.alive() and proc.proc.pid == pid,
+        "state_write_s": float(written.group(1)) if written else None,
         "sighup_until_answering_s": round(back, 3),
         "longest_report_wait_s": round(max(a[1] - a[0] for a in across), 3),
         "reports_refused_then_resent": sum(a[2] for a in across),
-        "state": taken.groups() if taken else None,
+        "state_items_bytes_read_s": taken.groups() if taken else None,
     }
 
 
