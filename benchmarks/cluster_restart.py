@@ -106,7 +106,8 @@ class Probers:
         n = 0
         while not self.stop.is_set() and n < 20_000:
             sent = time.monotonic()
-            refusals = _until_204(self.port, self.embed_key, [f"p{worker}-{n}"], 7000 + worker)
+            viewer = 10_000 + worker * 20_000 + n  # a viewer each: every minute's cell has k
+            refusals = _until_204(self.port, self.embed_key, [f"p{worker}-{n}"], viewer)
             self.answers.append((sent, time.monotonic(), refusals))
             n += 1
             time.sleep(max(0.0, PROBERS / self.rate - (time.monotonic() - sent)))
@@ -167,7 +168,7 @@ def run(sessions: int, rate: float) -> dict[str, Any]:
         )  # fmt: skip
         try:
             collector.start()
-            body = {"name": "b", "origins": ["*"]}
+            body = {"name": "b", "origins": ["*"], "k": 2}
             account = _call(shard.url + "/v1/admin/accounts", "POST", body)
             embed_key = str(account["embed_key"])
             while _report(collector.port, embed_key, ["warm"], 1) != 204:

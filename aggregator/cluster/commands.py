@@ -103,7 +103,7 @@ def _inherited_socket(fd: int) -> socket.socket:
     return sock
 
 
-async def _serve(app: Any, sock: socket.socket) -> tuple[bool, Any, Any]:
+async def _serve(app: Any, sock: socket.socket, host: str) -> tuple[bool, Any, Any]:
     """Serve ``app`` on ``sock`` until SIGTERM or SIGINT (False) or SIGHUP (True: a hot
     restart); the runner and the site, still running."""
     from aiohttp import web
@@ -117,8 +117,7 @@ async def _serve(app: Any, sock: socket.socket) -> tuple[bool, Any, Any]:
     gc.freeze()
     site = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG)
     await site.start()
-    host, port = sock.getsockname()[:2]
-    print(f"streamtally listening on http://{host}:{port}", flush=True)
+    print(f"streamtally listening on http://{host}:{sock.getsockname()[1]}", flush=True)
     stop = asyncio.Event()
     hangup = False
 
@@ -197,7 +196,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
                 link.sock = _inherited_socket(inherit.link_fd)
         else:
             sock = _bind(collector_config.host, collector_config.port)
-        hangup, runner, site = await _serve(app, sock)
+        hangup, runner, site = await _serve(app, sock, collector_config.host)
         if not hangup:
             log.info("shutting down")
             await runner.cleanup()
@@ -289,7 +288,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
                     exc, *metrics, "metrics_listen", "metrics_listen"
                 ) from None
         try:
-            hangup, runner, site = await _serve(app, sock)
+            hangup, runner, site = await _serve(app, sock, collector_config.host)
             if not hangup:
                 log.info("shutting down")
                 await runner.cleanup()
