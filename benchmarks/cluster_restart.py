@@ -1,8 +1,10 @@
 """A hot restart (SIGHUP) of a cluster shard with many sessions, and of a collector, under load.
 
     python -m benchmarks.cluster_restart [--sessions 50000] [--reports-per-second 200]
+                                         [--clickhouse-server]
 
-Starts a real ``streamtally aggregate`` (shard 0/1, embedded store) and a real
+Starts a real ``streamtally aggregate`` (shard 0/1, the embedded store, or with
+``--clickhouse-server`` a ClickHouse HTTP server of its own, as a cluster runs) and a real
 ``streamtally collect`` on loopback, opens ``--sessions`` playback sessions through the
 collector (10 per report), then, while prober threads keep sending reports (a new session
 each, retried on 503 or a broken connection until answered 204, as players do), sends
@@ -30,7 +32,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.chserver import free_port
+from tests.chserver import ClickHouseProcess, free_port
 from tests.cluster.procs import AggregateProcess, CollectProcess
 from tests.integration.serveproc import ServeProcess
 
@@ -150,12 +152,18 @@ def _restart(proc: ServeProcess, probers: Probers) -> dict[str, Any]:
     }
 
 
-def run(sessions: int, rate: float) -> dict[str, Any]:
+def run(sessions: int, rate: float, server: bool = False) -> dict[str, Any]:
     secret = secrets.token_hex(32)
     with tempfile.TemporaryDirectory() as tmp:
+        store: list[str] = []
+        clickhouse: ClickHouseProcess | None = None
+        if server:
+            clickhouse = ClickHouseProcess(Path(tmp) / "clickhouse")
+            clickhouse.start()
+            store = ["--clickhouse-url", clickhouse.url]
         link_port = free_port()
         shard = AggregateProcess(
-            Path(tmp) / "agg", "--shard", "0/1", "--listen", f"127.0.0.1:{link_port}",
+            Path(tmp) / "agg", *store, "--shard", "0/1", "--listen", f"127.0.0.1:{link_port}",
             "--admin-token", ADMIN_TOKEN, "--cluster-secret", secret,
             "--flush-seconds", "3600", "--provisional-seconds", "3600",
         )  # fmt: skip
@@ -222,14 +230,20 @@ def run(sessions: int, rate: float) -> dict[str, Any]:
         finally:
             collector.stop()
             shard.stop()
+            if clickhouse is not None:
+                clickhouse.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sessions", type=int, default=50_000)
     parser.add_argument("--reports-per-second", type=float, default=200.0)
+    parser.add_argument(
+        "--clickhouse-server", action="store_true", help="a ClickHouse server, not chDB"
+    )
     args = parser.parse_args()
-    print(json.dumps(run(args.sessions, args.reports_per_second), indent=2))
+    result = run(args.sessions, args.reports_per_second, args.clickhouse_server)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

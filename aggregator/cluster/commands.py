@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -21,6 +22,7 @@ import socket
 import ssl
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from collector.linkconfig import ClusterConfig, client_tls, server_tls, tls_prob
 log = logging.getLogger("streamtally")
 
 LISTEN_BACKLOG = 1024
+LINKS_BACK_SECONDS = 2.0  # a restarted collector waits this long at most for its links
 TLS = ("cluster_tls_cert", "cluster_tls_key", "cluster_tls_ca")
 AGGREGATE_CLUSTER = (
     "shard",
@@ -103,15 +106,23 @@ def _inherited_socket(fd: int) -> socket.socket:
     return sock
 
 
-async def _serve(app: Any, sock: socket.socket, host: str) -> tuple[bool, Any, Any]:
+async def _serve(
+    app: Any,
+    sock: socket.socket,
+    host: str,
+    ready: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[bool, Any, Any]:
     """Serve ``app`` on ``sock`` until SIGTERM or SIGINT (False) or SIGHUP (True: a hot
-    restart); the runner and the site, still running."""
+    restart); the runner and the site, still running. ``ready``: awaited once the app has
+    started and before the first accept (connections wait in the backlog meanwhile)."""
     from aiohttp import web
 
     from aggregator.app import RUNNER_OPTIONS
 
     runner = web.AppRunner(app, **RUNNER_OPTIONS)
     await runner.setup()
+    if ready is not None:
+        await ready()
     # What is loaded now lives as long as the process: out of the cyclic GC's scans.
     gc.collect()
     gc.freeze()
@@ -144,6 +155,18 @@ async def _drain_for_handover(app: Any, runner: Any, site: Any) -> None:
     await site.stop()
     drain.start(app)
     await drain.until_quiet(runner)
+
+
+async def _links_back(app: Any) -> None:
+    """After a collector's hot restart: until every link is up with its shard's secrets,
+    for at most ``LINKS_BACK_SECONDS``, so that the reports waiting in the backlog are
+    taken rather than answered 503 while the links reconnect."""
+    from collector.collect import LINK_SINK
+
+    links = app[LINK_SINK].links
+    deadline = time.monotonic() + LINKS_BACK_SECONDS
+    while time.monotonic() < deadline and not all(link.accepting() for link in links):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
 
 
 # -- aggregate -----------------------------------------------------------------------------
@@ -288,7 +311,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
                     exc, *metrics, "metrics_listen", "metrics_listen"
                 ) from None
         try:
-            hangup, runner, site = await _serve(app, sock, collector_config.host)
+            ready = None if inherit is None else functools.partial(_links_back, app)
+            hangup, runner, site = await _serve(app, sock, collector_config.host, ready)
             if not hangup:
                 log.info("shutting down")
                 await runner.cleanup()
