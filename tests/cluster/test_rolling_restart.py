@@ -106,7 +106,7 @@ def test_a_rolling_hot_restart_of_every_process_counts_like_no_restart(
     many = Side([c.url for c in cluster.collect], [str(a["embed_key"]) for a in clustered])
     rng = random.Random(5)
     rollers: list[Roller] = []
-    wait_early_in_minute(12)  # the traffic and the restarts stay within one minute
+    wait_early_in_minute(25)  # the traffic and the restarts (10-25 s) stay within a minute
     started = time.monotonic()
     for n, request in enumerate(traffic):
         if n in at:
