@@ -9,8 +9,11 @@ short back-off), proves the cluster secret (``collector/linkproto.py``), and the
   event once);
 - holds at most ``link_buffer_events`` events (queued plus unacknowledged); past that, or
   while the link is down or the shard's viewer secrets have not arrived, reports for the
-  shard's accounts are refused with 503 and ``Retry-After`` (players send them again).
-  Nothing of it is ever written to disk;
+  shard's accounts are refused with 503 and ``Retry-After`` (players send them again),
+  except while a shard that announced a hot restart (``restarting``) is away: its events
+  are held then, for as long as it said (at most ``MAX_RESTART_SECONDS``). Nothing of it
+  is ever written to disk; a hot restart of the collector hands it to the new code in
+  memory (:meth:`ShardLink.held_rows`, :meth:`ShardLink.restore`);
 - receives the account directory (``accounts``) and the shard's viewer secrets
   (``secrets``, sealed under the link's session key), both kept in memory only.
 
