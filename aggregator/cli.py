@@ -218,7 +218,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         preflight.data_dir(collector_config.data_dir.resolve())
         _setup_logging(aggregator_config.log_level)
-        uvloop.run(serve_workers(collector_config, aggregator_config, cluster_config))
+        handed = uvloop.run(serve_workers(collector_config, aggregator_config, cluster_config))
+        if handed is not None:
+            from aggregator.hot_restart import reexec
+
+            reexec(handed)
         return 0
     _check_machine(collector_config)
     _setup_logging(aggregator_config.log_level)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import marshal
 import time
+from dataclasses import dataclass
 from typing import Any, Final
 
 from aiohttp import web
@@ -46,7 +47,14 @@ from aggregator.service import SERVICE
 from collector.app import PIPELINE, VIEWERS
 from collector.collect import LINK_SINK, RESTARTS
 
-__all__ = ["collect_state", "shard_state", "take_over_collect", "take_over_shard"]
+__all__ = [
+    "Loaded",
+    "collect_state",
+    "load_shard",
+    "shard_state",
+    "take_over_collect",
+    "take_over_shard",
+]
 
 log = logging.getLogger("streamtally.hot_restart")
 
@@ -62,8 +70,14 @@ def _zero(secrets: dict[int, bytearray]) -> None:
 # -- a shard --------------------------------------------------------------------------------
 
 
-def shard_state(app: web.Application) -> int:
-    """The shard's whole state in a new memfd; its fd."""
+def shard_state(
+    app: web.Application,
+    extra: dict[str, Any] | None = None,
+    extra_secrets: dict[int, bytearray] | None = None,
+) -> int:
+    """The shard's whole state in a new memfd; its fd. ``extra``: more plain data for the
+    new code (``serve --workers``: its children); ``extra_secrets``: more 32-byte secrets
+    beside the payload, under day numbers below -1 (its cluster secret)."""
     service = app[SERVICE]
     link = app[LINK_SERVER]
     state = to_state(
@@ -76,27 +90,59 @@ def shard_state(app: web.Application) -> int:
     state["role"] = SHARD_ROLE
     state["shard"] = link.config.shard
     state["gone"] = sorted(link.gone)
+    state["extra"] = extra or {}
     payload = marshal.dumps(state)
     del state
     process, days = link.viewers.handover_secrets()
-    return write_memfd(payload, process, days)
+    return write_memfd(payload, process, {**days, **(extra_secrets or {})})
 
 
-def take_over_shard(app: web.Application, inherit: Inherited) -> bool:
-    """Load what the shard's code before left (the app built, not yet serving); False (one
-    log line) if it could not be taken: the shard then starts as after a cold start."""
-    from aggregator.hot_restart import _reset
+@dataclass
+class Loaded:
+    """A state read from the memfd, not yet put into an app (zero ``buf`` and the secrets
+    once done: :meth:`forget`)."""
 
-    service = app[SERVICE]
-    link = app[LINK_SERVER]
-    service.generation = inherit.generation
-    started = time.perf_counter()
+    buf: bytearray
+    secrets: dict[int, bytearray]
+    state: dict[str, Any]
+
+    def forget(self) -> None:
+        _zero(self.secrets)
+        self.buf[:] = bytes(len(self.buf))
+
+
+def load_shard(inherit: Inherited) -> Loaded:
+    """Read a shard's state from the memfd (closed here); StateError (or OSError, ...) if
+    it is not one."""
     buf = bytearray()
     secrets: dict[int, bytearray] = {}
     try:
         buf, secrets, state = read_memfd(inherit.state_fd)
         if not isinstance(state, dict) or state.get("role") != SHARD_ROLE:
             raise StateError("not a shard's state")
+        return Loaded(buf, secrets, state)
+    except BaseException:
+        _zero(secrets)
+        buf[:] = bytes(len(buf))
+        raise
+    finally:
+        close_memfd(inherit.state_fd)
+
+
+def take_over_shard(app: web.Application, inherit: Inherited, loaded: Loaded | None = None) -> bool:
+    """Load what the shard's code before left (the app built, not yet serving); False (one
+    log line) if it could not be taken: the shard then starts as after a cold start.
+    ``loaded``: the state already read (:func:`load_shard`), else it is read here."""
+    from aggregator.hot_restart import _reset
+
+    service = app[SERVICE]
+    link = app[LINK_SERVER]
+    service.generation = inherit.generation
+    started = time.perf_counter()
+    try:
+        if loaded is None:
+            loaded = load_shard(inherit)
+        state, secrets = loaded.state, loaded.secrets
         if state.get("shard") != link.config.shard:
             raise StateError(f"the state of shard {state.get('shard')}")
         service_state = from_state(
@@ -107,10 +153,9 @@ def take_over_shard(app: web.Application, inherit: Inherited) -> bool:
             replay=None,
         )
         gone = {str(account_id) for account_id in state["gone"]}
-        del state
         service.take_over(service_state, inherit.generation)
         process = secrets.pop(PROCESS_DAY)
-        link.viewers.take_over(process, secrets)
+        link.viewers.take_over(process, {d: s for d, s in secrets.items() if d >= 0})
         process[:] = bytes(len(process))
         for account_id in gone:
             link.forget(account_id)
@@ -118,7 +163,7 @@ def take_over_shard(app: web.Application, inherit: Inherited) -> bool:
             "hot restart %d: state taken over (%d sessions, %d bytes) in %.3f s",
             inherit.generation,
             len(service.aggregator._sessions),
-            len(buf),
+            len(loaded.buf),
             time.perf_counter() - started,
         )
         return True
@@ -132,9 +177,8 @@ def take_over_shard(app: web.Application, inherit: Inherited) -> bool:
         _reset(app)  # the dedupe memory, whole or old, only ever drops repeats
         return False
     finally:
-        _zero(secrets)
-        buf[:] = bytes(len(buf))
-        close_memfd(inherit.state_fd)
+        if loaded is not None:
+            loaded.forget()
 
 
 # -- a collector ----------------------------------------------------------------------------
