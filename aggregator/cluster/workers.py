@@ -12,13 +12,12 @@ environment, never written anywhere). Every request that is not a report, a pref
 A child that dies is started again. SIGTERM stops the children first (each delivers what
 it holds), then the aggregator flushes everything, as ``serve`` does.
 
-SIGHUP rolls the children: one at a time, each is hot restarted in place (``collect``'s
+SIGHUP hot restarts every process in turn: the children one at a time (``collect``'s
 SIGHUP: same pid, same socket in the ``SO_REUSEPORT`` group, its buffers and rate limits
-handed over; the others keep taking reports meanwhile), the next once it listens again.
-The parent (the one counting process) is not re-executed: it is the children's parent and
-holds their pipes, and re-adopting live children across an ``exec`` is not built. To run
-new code in it, stop and start it (a cold restart, as for ``serve``), or run the cluster as
-``aggregate`` + ``collect``, whose every process restarts hot.
+handed over; the others keep taking reports meanwhile), each once the one before listens
+again, then this process, as ``aggregate`` restarts (its API and link sockets and its
+state cross the exec in memory), keeping its children: their pids and the read ends of
+their stdout pipes cross the exec too, and the new code watches them through pidfds.
 """
 
 from __future__ import annotations
