@@ -234,11 +234,26 @@ async def serve_workers(
     host, port = collector_config.host, collector_config.port
     secret = secrets.token_hex(32)
     if inherit is not None:
-        loaded = restart.load_shard(inherit)  # a state it cannot read: a cold restart
-        extra = loaded.state["extra"]
-        port = int(extra["port"])
-        children = [(int(pid), int(fd)) for pid, fd in extra["workers"]]
-        secret = bytes(loaded.secrets.pop(CLUSTER_SECRET_DAY)).hex()
+        try:
+            loaded = restart.load_shard(inherit)
+            extra = loaded.state["extra"]
+            port = int(extra["port"])
+            children = [(int(pid), int(fd)) for pid, fd in extra["workers"]]
+            secret = bytes(loaded.secrets.pop(CLUSTER_SECRET_DAY)).hex()
+        except (ValueError, KeyError, TypeError, EOFError, OSError) as exc:  # StateError too
+            log.error(
+                "hot restart %d: the state left by the code before cannot be taken (%s); "
+                "stopping the collector workers it left and starting cold",
+                inherit.generation,
+                type(exc).__name__,
+            )
+            if loaded is not None:
+                loaded.forget()
+            for fd in (inherit.listen_fd, inherit.link_fd):  # new ports for new workers
+                if fd is not None:
+                    os.close(fd)
+            inherit, loaded, children = None, None, []
+            _stop_orphans()
     # Holds the public port for the children (and picks it if port is 0); never listens.
     holder = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -363,6 +378,22 @@ async def serve_workers(
     await runner.cleanup()
     log.info("stopped")
     return None
+
+
+def _stop_orphans() -> None:
+    """SIGTERM every child of this process (workers of the code before a hot restart whose
+    state could not be read) and wait for them: they deliver what they hold and exit."""
+    pid = os.getpid()
+    try:
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return
+    for child in (int(c) for c in found):
+        try:
+            os.kill(child, signal.SIGTERM)
+            os.waitpid(child, 0)  # before the event loop serves anything: a short wait
+        except (ProcessLookupError, ChildProcessError):
+            continue
 
 
 def _inherited(fd: int) -> socket.socket:
