@@ -214,16 +214,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     collector_config, aggregator_config = _configs(args)
     cluster_config = _cluster_config(args)
+    signal.signal(signal.SIGHUP, _note_hangup)  # until the server installs its own
     if cluster_config.workers > 1:
         from aggregator.cluster.workers import serve_workers
 
         preflight.data_dir(collector_config.data_dir.resolve())
         _setup_logging(aggregator_config.log_level)
-        uvloop.run(serve_workers(collector_config, aggregator_config, cluster_config))
+        handed = uvloop.run(serve_workers(collector_config, aggregator_config, cluster_config))
+        if handed is not None:
+            from aggregator.hot_restart import reexec
+
+            reexec(handed)
         return 0
     _check_machine(collector_config)
     _setup_logging(aggregator_config.log_level)
-    signal.signal(signal.SIGHUP, _note_hangup)  # until the server installs its own
     handover = uvloop.run(_serve(collector_config, aggregator_config))
     if handover is not None:
         from aggregator.hot_restart import reexec

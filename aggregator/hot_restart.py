@@ -5,8 +5,9 @@ connections wait in its backlog), finishes the requests in flight, writes its wh
 into anonymous memory (``memfd_create``: no file on any disk, gone with its last fd), and
 re-executes the installed code in the same process (``execv``: same pid). Two fds cross the
 exec, named in the environment variable ``STREAMTALLY_HOT_RESTART``: the listening socket
-and the memfd. The new code reads the state, zeroes what it read it into, closes the memfd,
-and goes on counting where the old code stopped, in the same process run (``part``).
+and the memfd (a cluster shard passes its link listener too: ``link``). The new code reads
+the state, zeroes what it read it into, closes the memfd, and goes on counting where the
+old code stopped, in the same process run (``part``).
 
 The memfd holds, in this order::
 
@@ -29,7 +30,7 @@ import struct
 import sys
 import time
 from dataclasses import dataclass
-from typing import Final, NoReturn
+from typing import Any, Final, NoReturn
 
 from aiohttp import web
 
@@ -39,7 +40,17 @@ from aggregator.restart_state import FORMAT, StateError, from_state, to_state
 from aggregator.service import SERVICE
 from collector.app import PIPELINE, VIEWERS
 
-__all__ = ["ENV", "Inherited", "inherited", "reexec", "take_over", "write_state"]
+__all__ = [
+    "ENV",
+    "Inherited",
+    "close_memfd",
+    "inherited",
+    "read_memfd",
+    "reexec",
+    "take_over",
+    "write_memfd",
+    "write_state",
+]
 
 log = logging.getLogger("streamtally.hot_restart")
 
@@ -60,6 +71,7 @@ class Inherited:
     listen_fd: int
     state_fd: int
     generation: int
+    link_fd: int | None = None  # a cluster shard's link listener
 
 
 def inherited() -> Inherited | None:
@@ -70,7 +82,10 @@ def inherited() -> Inherited | None:
         return None
     try:
         fields = dict(part.split("=", 1) for part in value.split(","))
-        return Inherited(int(fields["listen"]), int(fields["state"]), int(fields["generation"]))
+        link = int(fields["link"]) if "link" in fields else None
+        return Inherited(
+            int(fields["listen"]), int(fields["state"]), int(fields["generation"]), link
+        )
     except (KeyError, ValueError):
         log.error("hot restart: %s is malformed; starting as a cold start", ENV)
         return None
@@ -94,6 +109,12 @@ def write_state(app: web.Application) -> int:
     payload = marshal.dumps(state)
     del state
     process, days = app[VIEWERS].handover_secrets()
+    return write_memfd(payload, process, days)
+
+
+def write_memfd(payload: bytes, process: bytearray, days: dict[int, bytearray]) -> int:
+    """A new memfd (at offset 0) holding the secrets (from their live buffers) and the
+    marshal ``payload``, in the layout above; its fd."""
     fd = os.memfd_create(MEMFD_NAME, 0)  # no MFD_CLOEXEC: it crosses the exec
     try:
         _write_all(fd, MAGIC + _HEAD.pack(FORMAT, 1 + len(days)))
@@ -119,9 +140,11 @@ def reexec(inherit: Inherited) -> NoReturn:
     """Run the installed code again in this process, handing it the two fds."""
     os.set_inheritable(inherit.listen_fd, True)
     os.set_inheritable(inherit.state_fd, True)
-    os.environ[ENV] = (
-        f"listen={inherit.listen_fd},state={inherit.state_fd},generation={inherit.generation}"
-    )
+    value = f"listen={inherit.listen_fd},state={inherit.state_fd},generation={inherit.generation}"
+    if inherit.link_fd is not None:
+        os.set_inheritable(inherit.link_fd, True)
+        value += f",link={inherit.link_fd}"
+    os.environ[ENV] = value
     for handler in logging.getLogger().handlers:
         handler.flush()
     sys.stdout.flush()
@@ -183,6 +206,27 @@ def take_over(app: web.Application, inherit: Inherited) -> bool:
             os.ftruncate(inherit.state_fd, 0)
         finally:
             os.close(inherit.state_fd)
+
+
+def read_memfd(fd: int) -> tuple[bytearray, dict[int, bytearray], Any]:
+    """What :func:`write_memfd` wrote: the whole buffer (zero it once done), the secrets
+    (fresh buffers: zero them once adopted) and the unmarshalled payload. Raises
+    :class:`StateError` (or OSError, EOFError, ValueError) on a state that cannot be read."""
+    buf = _read_all(fd)
+    try:
+        secrets, payload = _split(buf)
+        return buf, secrets, marshal.loads(payload)
+    except BaseException:
+        buf[:] = bytes(len(buf))
+        raise
+
+
+def close_memfd(fd: int) -> None:
+    """Empty and close the state's memfd (its pages go back at once)."""
+    try:
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
 
 
 def _read_all(fd: int) -> bytearray:

@@ -85,6 +85,10 @@ EXPOSURE: Final[Mapping[str, Exposure]] = {
     "streamtally_link_up": Exposure("exact", "whether the link to each shard is up"),
     "streamtally_link_buffered_events": _STATE,
     "streamtally_link_events_sent": _LOAD,
+    "streamtally_link_batches_resent": _LOAD,
+    "streamtally_link_last_down_seconds": Exposure(
+        "exact", "how long a link between two nodes was down: nodes, not viewers"
+    ),
     "streamtally_link_events": _LOAD,
     "streamtally_link_refused": Exposure(
         "exact", "link connections that did not prove the cluster secret: nodes, not viewers"

@@ -35,7 +35,16 @@ from collector.handover import Dimensions
 from collector.ratelimit import RateLimiter
 from collector.replay import ReplayGuard
 
-__all__ = ["FORMAT", "StateError", "from_state", "shapes", "to_state"]
+__all__ = [
+    "FORMAT",
+    "StateError",
+    "from_state",
+    "limiters_in",
+    "replay_in",
+    "replay_out",
+    "shapes",
+    "to_state",
+]
 
 FORMAT: Final = 3  # 2: the rate limiters' buckets; 3: rounding steps, the dp budget
 
@@ -75,10 +84,11 @@ def to_state(
     ledger: Ledger,
     service: dict[str, Any],
     deduper: Deduper,
-    replay: ReplayGuard,
+    replay: ReplayGuard | None,
     limiters: Sequence[RateLimiter | None] = (),
 ) -> dict[str, Any]:
     """Everything the next code needs to go on counting as if nothing happened.
+    ``replay``: None in a cluster shard (its collectors guard against replays).
     ``limiters``: the rate limiters (per session, per address), whose buckets are keyed by
     opaque handles under the process secret, never by an address or a session id."""
     return {
@@ -97,7 +107,7 @@ def to_state(
             deduper._oldest,
             deduper._next_rotation,
         ),
-        "replay": (replay._current, replay._previous, replay._rotated_at),
+        "replay": None if replay is None else replay_out(replay),
         "limiters": [None if lim is None else lim.handover_state() for lim in limiters],
     }
 
@@ -191,7 +201,7 @@ def from_state(
     aggregator: Aggregator,
     ledger: Ledger,
     deduper: Deduper,
-    replay: ReplayGuard,
+    replay: ReplayGuard | None,
     limiters: Sequence[RateLimiter | None] = (),
 ) -> dict[str, Any]:
     """Fill freshly built (empty) objects from ``state``; returns the service's part of it.
@@ -215,20 +225,36 @@ def from_state(
         newest, middle, oldest, next_rotation = state["deduper"]
         deduper._newest, deduper._middle, deduper._oldest = newest, middle, oldest
         deduper._next_rotation = float(next_rotation)
-        current, previous, rotated_at = state["replay"]
-        replay._current, replay._previous, replay._rotated_at = current, previous, rotated_at
-        packed_limiters = state["limiters"]
-        if len(packed_limiters) != len(limiters):
-            raise StateError("another number of rate limiters")
-        for limiter, packed_limiter in zip(limiters, packed_limiters, strict=True):
-            if limiter is not None and packed_limiter is not None:
-                limiter.take_over(*packed_limiter)
+        if (state["replay"] is None) != (replay is None):
+            raise StateError("a replay guard where none is kept, or none where one is")
+        if replay is not None:
+            replay_in(state["replay"], replay)
+        limiters_in(state["limiters"], limiters)
         service: dict[str, Any] = state["service"]
     except StateError:
         raise
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise StateError(f"damaged ({type(exc).__name__})") from None
     return service
+
+
+def replay_out(replay: ReplayGuard) -> tuple[Any, ...]:
+    """The replay guard's memory (hashes of sealed reports already opened)."""
+    return (replay._current, replay._previous, replay._rotated_at)
+
+
+def replay_in(packed: Sequence[Any], replay: ReplayGuard) -> None:
+    current, previous, rotated_at = packed
+    replay._current, replay._previous, replay._rotated_at = current, previous, rotated_at
+
+
+def limiters_in(packed: Sequence[Any], limiters: Sequence[RateLimiter | None]) -> None:
+    """The rate limiters' buckets, into ``limiters`` (built alike: the same settings)."""
+    if len(packed) != len(limiters):
+        raise StateError("another number of rate limiters")
+    for limiter, packed_limiter in zip(limiters, packed, strict=True):
+        if limiter is not None and packed_limiter is not None:
+            limiter.take_over(*packed_limiter)
 
 
 def _aggregator_in(packed: dict[str, Any], agg: Aggregator) -> None:

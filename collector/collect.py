@@ -26,8 +26,23 @@ from collector.dedupe import Deduper
 from collector.link import ClusterViewerKeys, LinkDirectory, LinkSink, ReceivedViewerKeys, ShardLink
 from collector.linkconfig import ClusterConfig
 
-LINK_SINK = web.AppKey("link_sink", LinkSink)
 DRAIN_SECONDS = 10.0
+HANDOVER_DRAIN_SECONDS = 2.0  # a hot restart hands over what is still held after this
+
+
+class Restarts:
+    """This process's hot restarts: how many so far, and whether one is under way (then
+    what the links hold is handed to the new code, not delivered at any cost)."""
+
+    __slots__ = ("generation", "handing_over")
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.handing_over = False
+
+
+LINK_SINK = web.AppKey("link_sink", LinkSink)
+RESTARTS = web.AppKey("restarts", Restarts)
 
 
 class EveryEvent(Deduper):
@@ -58,6 +73,7 @@ def create_collect_app(
         client_max_size=max(collector_config.max_body_bytes, 1024 * 1024),
     )
     app[LINK_SINK] = sink
+    app[RESTARTS] = Restarts()
     setup_collector(
         app,
         collector_config,
@@ -77,11 +93,13 @@ def create_collect_app(
 
 async def links_ctx(app: web.Application) -> AsyncIterator[None]:
     """The links; at shutdown (after the last report was answered) what they hold is
-    delivered first, for up to ``DRAIN_SECONDS``."""
+    delivered first, for up to ``DRAIN_SECONDS`` (``HANDOVER_DRAIN_SECONDS`` before a hot
+    restart, which hands the rest to the new code)."""
     sink = app[LINK_SINK]
     task = asyncio.create_task(sink.run())
     yield
-    deadline = time.monotonic() + DRAIN_SECONDS
+    most = HANDOVER_DRAIN_SECONDS if app[RESTARTS].handing_over else DRAIN_SECONDS
+    deadline = time.monotonic() + most
     while any(link.held and link.up for link in sink.links) and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.02)  # a bounded wait at shutdown
     task.cancel()
@@ -90,8 +108,13 @@ async def links_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Public: ok when every shard's link is up; which shards are away (never a count)."""
+    """Public: ok when every shard's link is up; which shards are away (never a count);
+    ``generation``: hot restarts of this process (0 at a cold start)."""
     links = request.app[LINK_SINK].links
     down = [link.index for link in links if not link.up]
-    body = {"status": "degraded" if down else "ok", "shards_down": down}
+    body = {
+        "status": "degraded" if down else "ok",
+        "shards_down": down,
+        "generation": request.app[RESTARTS].generation,
+    }
     return web.json_response(body, status=503 if down else 200)

@@ -9,8 +9,11 @@ short back-off), proves the cluster secret (``collector/linkproto.py``), and the
   event once);
 - holds at most ``link_buffer_events`` events (queued plus unacknowledged); past that, or
   while the link is down or the shard's viewer secrets have not arrived, reports for the
-  shard's accounts are refused with 503 and ``Retry-After`` (players send them again).
-  Nothing of it is ever written to disk;
+  shard's accounts are refused with 503 and ``Retry-After`` (players send them again),
+  except while a shard that announced a hot restart (``restarting``) is away: its events
+  are held then, for as long as it said (at most ``MAX_RESTART_SECONDS``). Nothing of it
+  is ever written to disk; a hot restart of the collector hands it to the new code in
+  memory (:meth:`ShardLink.held_rows`, :meth:`ShardLink.restore`);
 - receives the account directory (``accounts``) and the shard's viewer secrets
   (``secrets``, sealed under the link's session key), both kept in memory only.
 
@@ -48,11 +51,21 @@ LINK_BUFFERED = Gauge(
     "streamtally_link_buffered_events", "Events held for the shard, not yet acknowledged", ["shard"]
 )
 LINK_SENT = Counter("streamtally_link_events_sent_total", "Events sent over the link (resent too)")
+LINK_RESENT = Counter(
+    "streamtally_link_batches_resent_total",
+    "Batches sent again after a reconnect (unacknowledged when the link broke)",
+)
+LINK_DOWN_SECONDS = Gauge(
+    "streamtally_link_last_down_seconds",
+    "How long the link to the shard was down before its last reconnect",
+    ["shard"],
+)
 RETRY_AFTER_SECONDS = 2
 BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)
 HEARTBEAT_SECONDS = 5.0
 ACK_LATE_SECONDS = 1.0
 DELIVERY_SECONDS = 3.0
+MAX_RESTART_SECONDS = 30.0  # the most a shard's "restarting" is believed
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 
@@ -150,6 +163,16 @@ class LinkDirectory:
         self._by_embed_key = by_key
         self._tombstones = tombstones
 
+    def handover_state(self) -> tuple[int, list[Any], list[str]]:
+        """The directory as plain data, for a hot restart (the new code answers reports at
+        once, before a shard has sent the directory again)."""
+        accounts = [*self._by_embed_key.values(), *self._tombstones.values()]
+        return self.version, [linkproto.account_row(a) for a in accounts], sorted(self._deleted)
+
+    def take_over(self, version: int, rows: list[Any], deleted: list[str]) -> None:
+        self._deleted.update(str(account_id) for account_id in deleted)
+        self.update(int(version), rows)
+
     def _apply_deletions(self) -> None:
         for key, account in list(self._by_embed_key.items()):
             if account.account_id in self._deleted and not account.deleted:
@@ -191,6 +214,8 @@ class ShardLink:
         self.ends: dict[int, int] = {}  # batch seq -> serial of its last event
         self.waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self.up = False
+        self.down_since: float | None = None  # monotonic time the link last went down
+        self.back_by = 0.0  # a shard in a hot restart said it is back by then (monotonic)
         self.seq = 0
         self._wake = asyncio.Event()
         self._acked = asyncio.Event()
@@ -199,9 +224,14 @@ class ShardLink:
     def accepting(self) -> bool:
         """Up, room in the buffer, the owner's secrets here, and no acknowledgement late
         (a shard that stopped answering is refused within ``ACK_LATE_SECONDS``, long before
-        the heartbeat gives up on it: fewer events wait and arrive out of order later)."""
-        if not (self.up and self.held < self.limit and self.viewers.has_day(self.clock())):
+        the heartbeat gives up on it: fewer events wait and arrive out of order later).
+        While the shard is in a hot restart it announced, its events are held, not refused:
+        each report waits for its acknowledgement as always (503 after
+        ``DELIVERY_SECONDS``), so a restart shorter than that is only a delay to players."""
+        if not (self.held < self.limit and self.viewers.has_day(self.clock())):
             return False
+        if not self.up:
+            return time.monotonic() < self.back_by
         for sent in self.sent_at.values():  # the oldest first
             return time.monotonic() - sent < ACK_LATE_SECONDS
         return True
@@ -216,6 +246,22 @@ class ShardLink:
         receipt: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.waiters.append((self.pushed, receipt))
         return receipt
+
+    def held_rows(self) -> list[linkproto.Row]:
+        """Every event held (unacknowledged batches in order, then the queue), for a hot
+        restart: the new code sends them again (the owner's dedupe drops what it has)."""
+        rows = [row for seq in sorted(self.inflight) for row in self.inflight[seq]]
+        rows.extend(self.pending)
+        return rows
+
+    def restore(self, rows: list[linkproto.Row]) -> None:
+        """Queue the events the code before a hot restart held (no report waits on them:
+        each was answered already, 204 only if the shard had acknowledged it)."""
+        self.pending.extend(rows)
+        self.held += len(rows)
+        self.pushed += len(rows)
+        LINK_BUFFERED.labels(self._label).set(self.held)
+        self._wake.set()
 
     async def run(self, session: aiohttp.ClientSession) -> None:
         failures = 0
@@ -237,6 +283,8 @@ class ShardLink:
                     why = str(exc) if type(exc) is ValueError else type(exc).__name__
                     log.warning("link to shard %d down: %s", self.index, why)
             finally:
+                if self.up:
+                    self.down_since = time.monotonic()
                 self.up = False
                 LINK_UP.labels(self._label).set(0)
             await asyncio.sleep(BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)])
@@ -274,6 +322,18 @@ class ShardLink:
         for seq in sorted(self.inflight):
             self.sent_at[seq] = time.monotonic()
             await ws.send_bytes(linkproto.event_frame(seq, self.inflight[seq]))
+        self.back_by = 0.0
+        if self.down_since is not None:
+            down = time.monotonic() - self.down_since
+            LINK_RESENT.inc(len(self.inflight))
+            LINK_DOWN_SECONDS.labels(self._label).set(down)
+            log.info(
+                "link to shard %d up again after %.3f s; %d unacknowledged batch(es) sent again",
+                self.index,
+                down,
+                len(self.inflight),
+            )
+            self.down_since = None
         sender = asyncio.create_task(self._send(ws))
         try:
             await self._receive(ws, key)
@@ -322,6 +382,9 @@ class ShardLink:
                     self.held -= len(rows)
                     LINK_BUFFERED.labels(self._label).set(self.held)
                 self._acked.set()
+            elif kind == "restarting":
+                seconds = min(float(frame[1]), MAX_RESTART_SECONDS)
+                self.back_by = time.monotonic() + seconds
             elif kind == "accounts":
                 self.directory.update(int(frame[1]), frame[2])
             elif kind == "secrets":

@@ -20,6 +20,8 @@ After it::
     shard     -> ["ack", seq]                 the batch is counted (or was already)
     shard     -> ["accounts", version, [account, ...]]   the whole directory, on change
     shard     -> ["secrets", sealed_hex]      the shard's session secret and day secrets
+    shard     -> ["restarting", seconds]      a hot restart: the link closes now and the
+                                              shard is back within about that long
     peer      -> ["call", id, name, args]     flush / purge on the owner (aggregators only)
     shard     -> ["reply", id, status, body]
 """

@@ -208,9 +208,10 @@ def categories(
             "A 64-bit keyed BLAKE2b hash of (account, IP address, user agent) under a random "
             "secret of the UTC day that exists only in memory.",
             ("event:viewer", "report:viewer"),
-            "process memory of the aggregator (open cells' distinct-viewer sets); during a "
-            "hot restart (SIGHUP) also anonymous memory of the same process (memfd), never "
-            "a file",
+            "process memory of the aggregator (open cells' distinct-viewer sets); in a "
+            "cluster also of a collector, in the events it holds for their shard until the "
+            "shard acknowledges them; during a hot restart (SIGHUP) of either also anonymous "
+            "memory of the same process (memfd), never a file",
             "until the cell's window is written; the day's secret is destroyed "
             f"{_days(c.viewer_key_grace_seconds)} after the UTC day ends (setting "
             "viewer_key_grace_seconds), so a day's keys cannot be recomputed",
@@ -236,7 +237,8 @@ def categories(
             (),
             "process memory only; never written, logged or pickled. A hot restart (SIGHUP) "
             "hands it to the new code of the same process through anonymous memory (memfd, "
-            "closed and the buffers zeroed once read), never a file. In a cluster the shard "
+            "closed and the buffers zeroed once read), never a file (a restarted collector "
+            "gets its shards' secrets from them again). In a cluster the shard "
             "that owns an account draws it and sends it to the collectors over the cluster "
             "link, sealed (AES-256-GCM) under the link's session key; they hold it in memory "
             "and destroy it with the day. A cold restart (stop, crash) loses it on purpose: a "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -20,6 +21,8 @@ import signal
 import socket
 import ssl
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ from collector.linkconfig import ClusterConfig, client_tls, server_tls, tls_prob
 log = logging.getLogger("streamtally")
 
 LISTEN_BACKLOG = 1024
+LINKS_BACK_SECONDS = 2.0  # a restarted collector waits this long at most for its links
 TLS = ("cluster_tls_cert", "cluster_tls_key", "cluster_tls_ca")
 AGGREGATE_CLUSTER = (
     "shard",
@@ -81,8 +85,36 @@ def _setup_logging(level: str) -> None:
     )
 
 
-async def _run(app: Any, host: str, port: int, *, reuse_port: bool = False) -> None:
-    """Serve ``app`` on host:port until SIGTERM or SIGINT, then shut it down cleanly."""
+_early_hangup = False  # a SIGHUP before the server listens: acted on once it does
+
+
+def _note_hangup(signum: int, frame: object) -> None:
+    global _early_hangup
+    _early_hangup = True
+
+
+def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    try:
+        return socket.create_server((host, port), backlog=LISTEN_BACKLOG, reuse_port=reuse_port)
+    except OSError as exc:
+        raise preflight.bind_error(exc, host, port, "host", "port") from None
+
+
+def _inherited_socket(fd: int) -> socket.socket:
+    sock = socket.socket(fileno=fd)
+    sock.set_inheritable(False)
+    return sock
+
+
+async def _serve(
+    app: Any,
+    sock: socket.socket,
+    host: str,
+    ready: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[bool, Any, Any]:
+    """Serve ``app`` on ``sock`` until SIGTERM or SIGINT (False) or SIGHUP (True: a hot
+    restart); the runner and the site, still running. ``ready``: awaited once the app has
+    started and before the first accept (connections wait in the backlog meanwhile)."""
     from aiohttp import web
 
     from aggregator.app import RUNNER_OPTIONS
@@ -92,26 +124,52 @@ async def _run(app: Any, host: str, port: int, *, reuse_port: bool = False) -> N
     # collector's routes (aggregate) gets aiohttp's runner as it was.
     runner = LeanAppRunner(app, **RUNNER_OPTIONS)
     await runner.setup()
-    try:
-        sock = socket.create_server((host, port), backlog=LISTEN_BACKLOG, reuse_port=reuse_port)
-    except OSError as exc:
-        await runner.cleanup()
-        raise preflight.bind_error(exc, host, port, "host", "port") from None
+    if ready is not None:
+        await ready()
+    # What is loaded now lives as long as the process: out of the cyclic GC's scans.
     gc.collect()
     gc.freeze()
     site = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG)
     await site.start()
     print(f"streamtally listening on http://{host}:{sock.getsockname()[1]}", flush=True)
     stop = asyncio.Event()
+    hangup = False
+
+    def on_hangup() -> None:
+        nonlocal hangup
+        hangup = True
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(  # not the default action (exit without the final flush)
-        signal.SIGHUP, lambda: log.warning("hot restart is not supported here yet: ignored")
-    )
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    if _early_hangup:
+        on_hangup()
     await stop.wait()
-    log.info("shutting down")
-    await runner.cleanup()
+    return hangup, runner, site
+
+
+async def _drain_for_handover(app: Any, runner: Any, site: Any) -> None:
+    """No more accepts (new connections wait in the backlog); keep-alive clients told to
+    leave (``aggregator/drain.py``); the requests in flight answered."""
+    from aggregator import drain
+
+    await site.stop()
+    drain.start(app)
+    await drain.until_quiet(runner)
+
+
+async def _links_back(app: Any) -> None:
+    """After a collector's hot restart: until every link is up with its shard's secrets,
+    for at most ``LINKS_BACK_SECONDS``, so that the reports waiting in the backlog are
+    taken rather than answered 503 while the links reconnect."""
+    from collector.collect import LINK_SINK
+
+    links = app[LINK_SINK].links
+    deadline = time.monotonic() + LINKS_BACK_SECONDS
+    while time.monotonic() < deadline and not all(link.accepting() for link in links):  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
 
 
 # -- aggregate -----------------------------------------------------------------------------
@@ -120,6 +178,7 @@ async def _run(app: Any, host: str, port: int, *, reuse_port: bool = False) -> N
 def cmd_aggregate(args: argparse.Namespace) -> int:
     import uvloop
 
+    from aggregator import hot_restart
     from aggregator.config import AggregatorConfig
 
     file_values = _file_values(args)
@@ -133,25 +192,61 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     preflight.data_dir(collector_config.data_dir.resolve())
     listen = settings.parse_listen(cluster_config.listen)
     assert listen is not None
-    preflight.listen_address(*listen, host_setting="listen", port_setting="listen")
-    preflight.listen_address(
-        collector_config.host, collector_config.port, host_setting="host", port_setting="port"
-    )
+    if hot_restart.ENV not in os.environ:  # after a hot restart both are this process's own
+        preflight.listen_address(*listen, host_setting="listen", port_setting="listen")
+        preflight.listen_address(
+            collector_config.host, collector_config.port, host_setting="host", port_setting="port"
+        )
     _setup_logging(aggregator_config.log_level)
+    signal.signal(signal.SIGHUP, _note_hangup)  # until the server installs its own
 
-    async def main() -> None:
+    async def main() -> hot_restart.Inherited | None:
         from aggregator.api.admintoken import AdminToken
+        from aggregator.cluster import restart
+        from aggregator.cluster.link_server import LINK_SERVER
         from aggregator.cluster.shard import create_shard_app
+        from aggregator.service import SERVICE
 
+        inherit = hot_restart.inherited()
         data_dir = collector_config.data_dir.resolve()
         token, _ = AdminToken.setup(data_dir, aggregator_config.admin_token)
         try:
             app = await create_shard_app(collector_config, aggregator_config, cluster_config, token)
         except StorageError as exc:
             raise ConfigError("clickhouse_url", f"ClickHouse cannot be used: {exc}") from None
-        await _run(app, collector_config.host, collector_config.port)
+        link = app[LINK_SERVER]
+        if inherit is not None:
+            restart.take_over_shard(app, inherit)
+            sock = _inherited_socket(inherit.listen_fd)
+            if inherit.link_fd is not None:
+                link.sock = _inherited_socket(inherit.link_fd)
+        else:
+            sock = _bind(collector_config.host, collector_config.port)
+        hangup, runner, site = await _serve(app, sock, collector_config.host)
+        if not hangup:
+            log.info("shutting down")
+            await runner.cleanup()
+            return None
+        log.info("hot restart: draining requests, then handing the state over in memory")
+        assert link.sock is not None
+        started = time.perf_counter()
+        listen_fd, link_fd = os.dup(sock.fileno()), os.dup(link.sock.fileno())
+        await _drain_for_handover(app, runner, site)
+        service = app[SERVICE]
+        service.handing_over = link.handing_over = True
+        await runner.cleanup()  # the links close first: no event after this
+        stopped = time.perf_counter()
+        state_fd = restart.shard_state(app)
+        log.info(
+            "hot restart: drained and stopped in %.3f s, state written to memory in %.3f s",
+            stopped - started,
+            time.perf_counter() - stopped,
+        )
+        return hot_restart.Inherited(listen_fd, state_fd, service.generation + 1, link_fd)
 
-    uvloop.run(main())
+    handover = uvloop.run(main())
+    if handover is not None:
+        hot_restart.reexec(handover)
     return 0
 
 
@@ -161,6 +256,8 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 def cmd_collect(args: argparse.Namespace) -> int:
     import uvloop
 
+    from aggregator import hot_restart
+
     file_values = _file_values(args)
     collector_config = settings.load(CollectorConfig, args, os.environ, file_values)
     cluster_config = _cluster(args, file_values)
@@ -168,7 +265,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         raise ConfigError("aggregators", "needed: --aggregators HOST:PORT,... (every shard)")
     preflight.data_dir(collector_config.data_dir.resolve())
     reuse_port = bool(getattr(args, "reuse_port", False))
-    if not reuse_port:
+    if not reuse_port and hot_restart.ENV not in os.environ:
         preflight.listen_address(
             collector_config.host, collector_config.port, host_setting="host", port_setting="port"
         )
@@ -177,13 +274,16 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     log_level = settings.load(AggregatorConfig, args, os.environ, file_values).log_level
     _setup_logging(log_level)
+    signal.signal(signal.SIGHUP, _note_hangup)  # until the server installs its own
 
-    async def main() -> None:
+    async def main() -> hot_restart.Inherited | None:
         from aiohttp import web
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+        from aggregator import drain
+        from aggregator.cluster import restart
         from aggregator.opmetrics import operator_registry
-        from collector.collect import create_collect_app
+        from collector.collect import RESTARTS, create_collect_app
 
         registry = operator_registry()  # the operator's view, as serve and aggregate show
 
@@ -195,7 +295,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
         metrics_app = web.Application()
         metrics_app.router.add_get("/metrics", metrics_handler)
 
+        inherit = hot_restart.inherited()
         app = create_collect_app(collector_config, cluster_config)
+        drain.install(app)
+        if inherit is not None:
+            restart.take_over_collect(app, inherit)
+            sock = _inherited_socket(inherit.listen_fd)
+        else:
+            sock = _bind(collector_config.host, collector_config.port, reuse_port=reuse_port)
         metrics_runner: web.AppRunner | None = None
         if metrics is not None:
             metrics_runner = web.AppRunner(metrics_app, access_log=None, handle_signals=False)
@@ -207,12 +314,35 @@ def cmd_collect(args: argparse.Namespace) -> int:
                     exc, *metrics, "metrics_listen", "metrics_listen"
                 ) from None
         try:
-            await _run(app, collector_config.host, collector_config.port, reuse_port=reuse_port)
+            ready = None if inherit is None else functools.partial(_links_back, app)
+            hangup, runner, site = await _serve(app, sock, collector_config.host, ready)
+            if not hangup:
+                log.info("shutting down")
+                await runner.cleanup()
+                return None
+            log.info("hot restart: draining requests and links, then handing over the rest")
+            started = time.perf_counter()
+            listen_fd = os.dup(sock.fileno())
+            await _drain_for_handover(app, runner, site)
+            drained = time.perf_counter()
+            restarts = app[RESTARTS]
+            restarts.handing_over = True
+            await runner.cleanup()  # reports answered; the links deliver for a bounded time
+            state_fd = restart.collect_state(app)
+            log.info(
+                "hot restart: connections drained in %.3f s, reports answered and links "
+                "delivered in %.3f s",
+                drained - started,
+                time.perf_counter() - drained,
+            )
+            return hot_restart.Inherited(listen_fd, state_fd, restarts.generation + 1)
         finally:
             if metrics_runner is not None:
                 await metrics_runner.cleanup()
 
-    uvloop.run(main())
+    handover = uvloop.run(main())
+    if handover is not None:
+        hot_restart.reexec(handover)
     return 0
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -59,6 +60,10 @@ LOOKAHEAD_SECONDS = 3600.0  # tomorrow's viewer secret exists this long before m
 HANDSHAKE_SECONDS = 10.0
 HEARTBEAT_SECONDS = 5.0
 MAX_FRAME_BYTES = 64 * 1024 * 1024
+# What a hot restart tells the collectors: back within this long (they hold this shard's
+# events meanwhile instead of refusing its reports; each report still waits for its ack).
+RESTART_SECONDS = 10.0
+BACKLOG = 1024  # collectors' reconnects wait here while a hot restart runs
 
 Call = Callable[[dict[str, Any]], Awaitable[tuple[int, Any]]]
 
@@ -95,6 +100,10 @@ class LinkServer:
         self.gone: set[str] = set()  # deleted accounts: never counted again
         self._accounts_frame = b""
         self._refresh_lock = asyncio.Lock()
+        # The link's listening socket: made at start (or inherited over a hot restart,
+        # set before the app starts); it outlives the listener so a hot restart keeps it.
+        self.sock: socket.socket | None = None
+        self.handing_over = False  # a hot restart: collectors are told it is coming back
         self.viewers.open_days(LOOKAHEAD_SECONDS)
 
     # -- connections -----------------------------------------------------------------------
@@ -267,9 +276,15 @@ class LinkServer:
         link_app.router.add_get(linkproto.PATH, self.handle)
         runner = web.AppRunner(link_app, handle_signals=False, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, backlog=1024, ssl_context=server_tls(self.config))
+        if self.sock is None:
+            try:
+                self.sock = socket.create_server((host, port), backlog=BACKLOG)
+            except OSError:
+                await runner.cleanup()
+                raise
+        site = web.SockSite(runner, self.sock, backlog=BACKLOG, ssl_context=server_tls(self.config))
         await site.start()
-        self.port = _bound_port(runner, port)
+        self.port = int(self.sock.getsockname()[1])
         print(f"cluster link open on {host}:{self.port}", flush=True)
 
         async def loop() -> None:
@@ -287,6 +302,9 @@ class LinkServer:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         for client in list(self.clients):
+            if self.handing_over and client.role == "collector":
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await client.ws.send_bytes(linkproto.pack("restarting", RESTART_SECONDS))
             await client.ws.close(code=aiohttp.WSCloseCode.GOING_AWAY)
         await runner.cleanup()
 
@@ -298,13 +316,6 @@ def _listen(value: str) -> tuple[str, int]:
     if parsed is None:
         raise ValueError("listen")
     return parsed
-
-
-def _bound_port(runner: web.AppRunner, default: int) -> int:
-    for address in runner.addresses:
-        if isinstance(address, tuple):
-            return int(address[1])
-    return default
 
 
 LINK_SERVER = web.AppKey("link_server", LinkServer)

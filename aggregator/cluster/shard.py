@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from aggregator import drain
 from aggregator.api import admin
 from aggregator.api.admintoken import AdminToken
 from aggregator.api.auth import require_admin
@@ -189,6 +190,7 @@ async def create_shard_app(
     app[LINK_SERVER] = link
     app[PEERS] = peers
     app.middlewares.append(refresh_after_change)
+    drain.install(app)  # a hot restart tells keep-alive clients to leave (SIGHUP)
     for module in API_MODULES:
         for route in module.routes:
             if (
