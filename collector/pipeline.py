@@ -345,7 +345,7 @@ class Pipeline:
     def strip(self, r: Report) -> Stop | None:
         assert r.account is not None
         player = player_from_query(r.player)
-        r.dims = self.stripper.strip(r.ip, r.user_agent).dimensions(player)
+        r.dims = self.stripper.dimensions(r.ip, r.user_agent, player)
         r.player = None
         screen_events(r.fresh, r.account, player)
         return None
