@@ -155,8 +155,7 @@ class Pipeline:
         totals = STEP_TIMES.totals
         clock = perf_counter
         t = clock()
-        i = 0
-        for step in self._steps:
+        for i, step in enumerate(self._steps):
             stop = step(report)
             now = clock()
             totals[i] += now - t
@@ -164,7 +163,6 @@ class Pipeline:
             if stop is not None:
                 return self._stopped(report, stop)
             t = now
-            i += 1
         REPORTS_ACCEPTED.inc()
         return self._answer(report)
 

@@ -90,7 +90,6 @@ class Stripper:
             bot=ua_class.bot,
         )
 
-
     def dimensions(self, ip: str, ua: str, player: str = UNKNOWN) -> Dimensions:
         """``strip(ip, ua).dimensions(player)``, without building the ``Stripped``."""
         ua_class = classify_ua(ua)
