@@ -226,6 +226,8 @@ def parse(body: str) -> Parsed:
     else:
         errors_rest = None
     for number, line in enumerate(lines, 1):
+        if not line:
+            continue  # the empty string after a body's final newline: a blank line
         outcome = _parse_line(number, line)
         if outcome is None:
             continue

@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from time import perf_counter
 
-from prometheus_client import REGISTRY, Counter
-from prometheus_client.core import Metric, SummaryMetricFamily
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client.core import CounterMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
-REPORTS_ACCEPTED = Counter(
+
+class LoopCounter(Collector):
+    """A counter without labels for the report path, added to by the event loop's thread
+    only: ``inc`` is an attribute add (a ``prometheus_client.Counter`` takes a lock and
+    checks its arguments, ten times the cost, twice per report). Exposed as the same
+    counter family, with its ``_created`` sample."""
+
+    def __init__(
+        self, name: str, documentation: str, registry: CollectorRegistry = REGISTRY
+    ) -> None:
+        self.name = name.removesuffix("_total")
+        self.documentation = documentation
+        self.value = 0
+        self.created = time.time()
+        registry.register(self)
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation)
+        family.add_metric([], self.value, created=self.created)
+        yield family
+
+
+REPORTS_ACCEPTED = LoopCounter(
     "streamtally_reports_accepted_total", "Reports answered 204 (or 400 with good lines kept)"
 )
 REPORTS_REJECTED = Counter(
@@ -17,7 +43,9 @@ REPORTS_REJECTED = Counter(
     "Reports refused, by reason",
     ["reason"],
 )
-EVENTS_ACCEPTED = Counter("streamtally_events_accepted_total", "Events handed to the aggregator")
+EVENTS_ACCEPTED = LoopCounter(
+    "streamtally_events_accepted_total", "Events handed to the aggregator"
+)
 EVENTS_DROPPED = Counter(
     "streamtally_events_dropped_total",
     "Events not counted, by reason (bot, duplicate, invalid, late)",

@@ -31,6 +31,7 @@ from collector.useragent import classify_ua
 from collector.vocab import OTHER, error_code, event_type, player_state
 
 REDACTED = "(redacted)"  # the stream name of a report whose cid was screened out
+MAX_DIMENSIONS = 65536  # distinct Dimensions a Stripper keeps (coarse classes: a few thousand)
 MAX_STREAM_CHARS = 128  # CTA-5004: cid is at most 128 characters
 
 PLAYERS: frozenset[str] = frozenset({"hls.js", "shaka", "dash.js", "video.js", "html5"})
@@ -74,6 +75,10 @@ class Stripper:
 
     def __init__(self, countries: CountryLookup) -> None:
         self._countries = countries
+        # Each combination of classes made once: Dimensions is frozen (dear to build) and
+        # its key is coarse classes only (country, device, OS, browser, player), never an
+        # address or a user agent. Bounded: cleared if it ever holds MAX_DIMENSIONS.
+        self._dimensions: dict[tuple[str, str, str, str, str], Dimensions] = {}
 
     def strip(self, ip: str, ua: str) -> Stripped:
         ua_class = classify_ua(ua)
@@ -84,6 +89,18 @@ class Stripper:
             browser=ua_class.browser,
             bot=ua_class.bot,
         )
+
+    def dimensions(self, ip: str, ua: str, player: str = UNKNOWN) -> Dimensions:
+        """``strip(ip, ua).dimensions(player)``, without building the ``Stripped``."""
+        ua_class = classify_ua(ua)
+        key = (self._countries.country(ip), ua_class.device, ua_class.os, ua_class.browser, player)
+        dims = self._dimensions.get(key)
+        if dims is None:
+            if len(self._dimensions) >= MAX_DIMENSIONS:
+                self._dimensions.clear()
+            country, device, os, browser, _ = key
+            dims = self._dimensions[key] = Dimensions(country, device, os, browser, player)
+        return dims
 
 
 def reduce_url(url: str | None) -> str | None:

@@ -12,6 +12,7 @@ from collector.cmcd import CmcdEvent
 from collector.geo import load_country_db
 from collector.handover import UNKNOWN, Dimensions
 from collector.strip import (
+    MAX_DIMENSIONS,
     PLAYERS,
     REDACTED,
     Stripped,
@@ -89,6 +90,36 @@ def test_stripped_becomes_handover_dimensions(stripper: Stripper) -> None:
         country="NL", device="mobile", os="iOS", browser="Safari", player="shaka"
     )
     assert stripped.dimensions().player == UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("ip", "ua", "player"),
+    [
+        pytest.param(CANARY_IP, CANARY_UA, "shaka", id="iphone-in-nl-shaka"),
+        pytest.param("2001:4860:4860::8888", "Mozilla/5.0 (X11; Linux x86_64)", UNKNOWN, id="v6"),
+        pytest.param("10.0.0.1", "curl/8.5.0", "hls.js", id="curl-from-private"),
+        pytest.param("", "", UNKNOWN, id="nothing-known"),
+    ],
+)
+def test_dimensions_are_those_of_strip(stripper: Stripper, ip: str, ua: str, player: str) -> None:
+    expected = stripper.strip(ip, ua).dimensions(player)
+    first = stripper.dimensions(ip, ua, player)
+    assert first == expected
+    assert stripper.dimensions(ip, ua, player) is first  # made once per combination
+
+
+def test_dimensions_kept_are_bounded_and_hold_no_address_or_user_agent() -> None:
+    stripper = Stripper(load_country_db(None))
+    for player in (*PLAYERS, UNKNOWN):
+        stripper.dimensions(CANARY_IP, CANARY_UA, player)
+    kept = stripper._dimensions
+    assert len(kept) == len(PLAYERS) + 1
+    text = repr(kept)
+    for needle in (CANARY_IP, "193.0.0", CANARY_UA, "canary-7f3a9c", "iPhone OS 18_1"):
+        assert needle not in text
+    kept.update({(str(i), "", "", "", ""): Dimensions() for i in range(MAX_DIMENSIONS)})
+    stripper.dimensions("", "curl/8.5.0", "shaka")  # a new combination clears the full dict
+    assert len(kept) == 1
 
 
 @pytest.mark.parametrize(
