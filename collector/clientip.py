@@ -10,7 +10,6 @@ X-Forwarded-For headers are joined with "," by the caller, as RFC 9110 allows.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from collections.abc import Sequence
 from typing import TypeAlias
@@ -21,8 +20,9 @@ _Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 _Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _MAX_HOPS = 32  # a longer chain is not walked past this many entries from the right
-# Verdicts per hop text, in memory only: a viewer's reports repeat the same X-Forwarded-For.
-_HOP_CACHE = 65536
+# Trusted hops (the operator's own proxies) are remembered by their text, in memory only;
+# a viewer's address is parsed each time and never kept past its request (privacy register).
+_PROXY_CACHE = 1024
 
 
 def _parse(text: str) -> _Address | None:
@@ -61,14 +61,24 @@ class ClientIP:
                 message = f"entry {position} is not a CIDR network"
                 raise ConfigError("trusted_proxies", message) from None
         self._networks = tuple(networks)
-        self._hop = functools.lru_cache(maxsize=_HOP_CACHE)(self._evaluate)
+        self._proxies: dict[str, str] = {}  # text of a trusted hop -> its canonical form
 
-    def _evaluate(self, text: str) -> tuple[str, bool] | None:
-        """(canonical address, trusted?) of one peer or X-Forwarded-For entry; None if invalid."""
+    def _hop(self, text: str) -> tuple[str, bool] | None:
+        """(canonical address, trusted?) of one peer or X-Forwarded-For entry; None if invalid.
+        Only trusted hops are remembered: they are proxies, not viewers."""
+        known = self._proxies.get(text)
+        if known is not None:
+            return known, True
         address = _parse(text)
         if address is None:
             return None
-        return str(address), self._trusted(address)
+        canonical = str(address)
+        if not self._trusted(address):
+            return canonical, False
+        if len(self._proxies) >= _PROXY_CACHE:
+            self._proxies.clear()
+        self._proxies[text] = canonical
+        return canonical, True
 
     def _trusted(self, address: _Address) -> bool:
         return any(address in network for network in self._networks)

@@ -3,6 +3,8 @@ trusted proxies; a forged or broken chain never wins over the peer."""
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from collector.clientip import ClientIP
@@ -108,3 +110,39 @@ def test_bad_trusted_cidr_is_a_config_error_naming_the_setting() -> None:
         ClientIP(["10.0.0.0/8", "not-a-network"])
     assert caught.value.setting == "trusted_proxies"
     assert "entry 2" in str(caught.value)
+
+
+def _strings_reachable(root: object, depth: int = 4) -> set[str]:
+    """Every str an attacker with a heap dump finds within ``depth`` references of ``root``
+    (attributes, containers, the caches of functools wrappers)."""
+    seen: set[int] = set()
+    found: set[str] = set()
+    frontier = [root]
+    for _ in range(depth):
+        nxt = []
+        for obj in frontier:
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            if isinstance(obj, str):
+                found.add(obj)
+                continue
+            nxt.extend(gc.get_referents(obj))
+        frontier = nxt
+    return found | {o for o in frontier if isinstance(o, str)}
+
+
+@pytest.mark.parametrize(
+    ("peer", "xff"),
+    [("10.0.0.1", "203.0.113.77"), ("203.0.113.77", None), ("10.0.0.1", "10.0.0.9, 203.0.113.77")],
+    ids=["behind-a-proxy", "direct", "two-proxies"],
+)
+def test_a_viewers_address_is_not_kept_after_its_request(peer: str, xff: str | None) -> None:
+    """The privacy register says an IP address lives only while its report is processed: a
+    heap dump of the resolver after the requests finds no viewer's address (only the
+    operator's proxies, which it may remember)."""
+    resolver = ClientIP(["10.0.0.0/8"])
+    for _ in range(3):
+        assert resolver.resolve(peer, xff) == "203.0.113.77"
+    held = _strings_reachable(resolver)
+    assert not any("203.0.113.77" in s for s in held)
