@@ -29,6 +29,7 @@ from aggregator.release.noise import BOUNDS, DEFAULT_DELTA, DEFAULT_EPSILON_PER_
 from aggregator.storage.migrate import _HISTORY_TABLE, load_migrations
 from collector.cmcd import KNOWN_KEYS
 from collector.config import CollectorConfig
+from collector.useragent import CACHE_SIZE as UA_CACHE_SIZE
 
 routes = web.RouteTableDef()
 
@@ -104,7 +105,11 @@ def categories(
             "The User-Agent request header.",
             ("header:User-Agent", "report:user_agent"),
             "process memory of the collector",
-            REQUEST_ONLY,
+            f"while the report is processed; the classification cache (collector/"
+            f"useragent.py) also keeps up to {UA_CACHE_SIZE:,} distinct user-agent strings, "
+            "the most recently seen, with no time, address, viewer or report linked to them, "
+            "until newer ones push them out or the process stops (a hot restart does not "
+            "hand them over)",
             "device class, OS family and browser family (small fixed sets); bot filtering; "
             "input of the viewer key and, for reports without a sid, of the rate limiter's "
             "client handle",
