@@ -68,7 +68,10 @@ async def run(
         if privacy == "dp":
             start = account.privacy_from  # dp applies from the next UTC day
         service._last_provisional = start
+        # As `streamtally serve` does once started (aggregator/cli.py): what is loaded by
+        # then lives as long as the process and stays out of the cyclic GC's scans.
         gc.collect()
+        gc.freeze()
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
         events = written = 0
