@@ -22,14 +22,29 @@ def test_the_readme_links_the_operations_guide() -> None:
     assert "docs/operations.md" in (ROOT / "deploy" / "README.md").read_text()
 
 
+def _reports(text: str, label: str) -> int:
+    [value] = re.findall(rf"\| {re.escape(label)} \| ([\d,]+) \|", text)
+    return int(value.replace(",", ""))
+
+
 def per_core(kind: str) -> int:
-    """Reports per core the guide uses, checked against docs/performance.md's result."""
+    """Reports per core the guide uses, checked against docs/performance.md's result: the
+    run's ratio to its own baseline (bare aiohttp for plain, aiohttp + one HPKE open for
+    sealed), applied to that baseline on a quiet host as the guide states it."""
     text = DOC.read_text()
     [stated] = re.findall(rf"\| {kind} reports per core[^|]*\| ~([\d,]+) /s \|", text)
     value = int(stated.replace(",", ""))
+    [(aiohttp, hpke)] = re.findall(r"bare\s+aiohttp ([\d,]+) req/s, HPKE handler ([\d,]+)/s", text)
+    baseline = int((aiohttp if kind == "plain" else hpke).replace(",", ""))
     performance = (ROOT / "docs" / "performance.md").read_text()
-    [measured] = re.findall(rf"\| StreamTally, {kind} CMCD \| ([\d,]+) \|", performance)
-    assert abs(int(measured.replace(",", "")) - value) / value < 0.05, (kind, measured)
+    measured = _reports(performance, f"StreamTally, {kind} CMCD")
+    base_label = (
+        "aiohttp+uvloop 204 (framework limit)"
+        if kind == "plain"
+        else "aiohttp+uvloop + 1 HPKE open (sealed ceiling)"
+    )
+    ratio = measured / _reports(performance, base_label)
+    assert abs(ratio * baseline - value) / value < 0.10, (kind, ratio, baseline)
     return value
 
 
