@@ -20,7 +20,6 @@ import asyncio
 import gc
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -33,6 +32,7 @@ from aggregator.api import account_api, export
 from aggregator.client import DEFAULT_SERVER, admin_token, print_result, request
 from aggregator.cluster import commands as clustercmd
 from aggregator.config import AggregatorConfig
+from aggregator.signals import note_early_hangup, until_signal
 from collector import preflight, settings
 from collector.config import CollectorConfig
 from collector.errors import ConfigError, StorageError, StreamTallyError
@@ -108,14 +108,6 @@ def _setup_logging(level: str) -> None:
 # -- serve ---------------------------------------------------------------------------------
 
 
-_early_hangup = False  # a SIGHUP before the server listens: acted on once it does
-
-
-def _note_hangup(signum: int, frame: object) -> None:
-    global _early_hangup
-    _early_hangup = True
-
-
 async def _serve(
     collector_config: CollectorConfig, aggregator_config: AggregatorConfig
 ) -> Inherited | None:
@@ -174,21 +166,7 @@ async def _serve(
     await site.start()
     port = sock.getsockname()[1]
     print(f"streamtally listening on http://{collector_config.host}:{port}", flush=True)
-    stop = asyncio.Event()
-    hangup = False
-
-    def on_hangup() -> None:
-        nonlocal hangup
-        hangup = True
-        stop.set()
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, on_hangup)
-    if _early_hangup:
-        on_hangup()
-    await stop.wait()
+    hangup = await until_signal()
     if not hangup:
         log.info("shutting down: draining requests, flushing every open cell")
         await runner.cleanup()
@@ -214,7 +192,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     collector_config, aggregator_config = _configs(args)
     cluster_config = _cluster_config(args)
-    signal.signal(signal.SIGHUP, _note_hangup)  # until the server installs its own
+    note_early_hangup()  # a SIGHUP before the server listens is acted on once it does
     if cluster_config.workers > 1:
         from aggregator.cluster.workers import serve_workers
 

@@ -17,7 +17,6 @@ import functools
 import gc
 import logging
 import os
-import signal
 import socket
 import ssl
 import sys
@@ -26,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from aggregator.signals import note_early_hangup, until_signal
 from collector import preflight, settings
 from collector.config import CollectorConfig
 from collector.errors import ConfigError, StorageError
@@ -85,14 +85,6 @@ def _setup_logging(level: str) -> None:
     )
 
 
-_early_hangup = False  # a SIGHUP before the server listens: acted on once it does
-
-
-def _note_hangup(signum: int, frame: object) -> None:
-    global _early_hangup
-    _early_hangup = True
-
-
 def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     try:
         return socket.create_server((host, port), backlog=LISTEN_BACKLOG, reuse_port=reuse_port)
@@ -132,21 +124,7 @@ async def _serve(
     site = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG)
     await site.start()
     print(f"streamtally listening on http://{host}:{sock.getsockname()[1]}", flush=True)
-    stop = asyncio.Event()
-    hangup = False
-
-    def on_hangup() -> None:
-        nonlocal hangup
-        hangup = True
-        stop.set()
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, on_hangup)
-    if _early_hangup:
-        on_hangup()
-    await stop.wait()
+    hangup = await until_signal()
     return hangup, runner, site
 
 
@@ -198,7 +176,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
             collector_config.host, collector_config.port, host_setting="host", port_setting="port"
         )
     _setup_logging(aggregator_config.log_level)
-    signal.signal(signal.SIGHUP, _note_hangup)  # until the server installs its own
+    note_early_hangup()  # a SIGHUP before the server listens is acted on once it does
 
     async def main() -> hot_restart.Inherited | None:
         from aggregator.api.admintoken import AdminToken
@@ -274,7 +252,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     log_level = settings.load(AggregatorConfig, args, os.environ, file_values).log_level
     _setup_logging(log_level)
-    signal.signal(signal.SIGHUP, _note_hangup)  # until the server installs its own
+    note_early_hangup()  # a SIGHUP before the server listens is acted on once it does
 
     async def main() -> hot_restart.Inherited | None:
         from aiohttp import web
