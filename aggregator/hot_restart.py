@@ -42,9 +42,11 @@ from collector.app import PIPELINE, VIEWERS
 
 __all__ = [
     "ENV",
+    "TAKE_ERRORS",
     "Inherited",
     "close_memfd",
     "inherited",
+    "log_refused",
     "read_memfd",
     "reexec",
     "take_over",
@@ -53,6 +55,19 @@ __all__ = [
 ]
 
 log = logging.getLogger("streamtally.hot_restart")
+# What taking over a state can raise when the code before left one this code cannot read.
+TAKE_ERRORS = (StateError, ValueError, KeyError, EOFError, TypeError, OSError)
+
+
+def log_refused(generation: int, exc: BaseException) -> None:
+    """The state cannot be taken: the process starts empty. Names the exception's type
+    only (its message could quote the state), unless it is our own StateError."""
+    log.error(
+        "hot restart %d: the state left by the code before cannot be taken (%s); starting empty",
+        generation,
+        exc if isinstance(exc, StateError) else type(exc).__name__,
+    )
+
 
 ENV: Final = "STREAMTALLY_HOT_RESTART"
 MAGIC: Final = b"STREAMTALLY-HOT-RESTART\0"
@@ -191,13 +206,8 @@ def take_over(app: web.Application, inherit: Inherited) -> bool:
             time.perf_counter() - started,
         )
         return True
-    except (StateError, ValueError, KeyError, EOFError, TypeError, OSError) as exc:
-        log.error(
-            "hot restart %d: the state left by the code before cannot be taken (%s); "
-            "starting empty",
-            inherit.generation,
-            exc if isinstance(exc, StateError) else type(exc).__name__,
-        )
+    except TAKE_ERRORS as exc:
+        log_refused(inherit.generation, exc)
         _reset(app)
         return False
     finally:

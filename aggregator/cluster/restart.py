@@ -30,8 +30,10 @@ from aiohttp import web
 from aggregator.cluster.link_server import LINK_SERVER
 from aggregator.hot_restart import (
     PROCESS_DAY,
+    TAKE_ERRORS,
     Inherited,
     close_memfd,
+    log_refused,
     read_memfd,
     write_memfd,
 )
@@ -167,13 +169,8 @@ def take_over_shard(app: web.Application, inherit: Inherited, loaded: Loaded | N
             time.perf_counter() - started,
         )
         return True
-    except (StateError, ValueError, KeyError, EOFError, TypeError, OSError) as exc:
-        log.error(
-            "hot restart %d: the state left by the code before cannot be taken (%s); "
-            "starting empty",
-            inherit.generation,
-            exc if isinstance(exc, StateError) else type(exc).__name__,
-        )
+    except TAKE_ERRORS as exc:
+        log_refused(inherit.generation, exc)
         _reset(app)  # the dedupe memory, whole or old, only ever drops repeats
         return False
     finally:
@@ -238,13 +235,8 @@ def take_over_collect(app: web.Application, inherit: Inherited) -> bool:
             time.perf_counter() - started,
         )
         return True
-    except (StateError, ValueError, KeyError, EOFError, TypeError, OSError) as exc:
-        log.error(
-            "hot restart %d: the state left by the code before cannot be taken (%s); "
-            "starting empty",
-            inherit.generation,
-            exc if isinstance(exc, StateError) else type(exc).__name__,
-        )
+    except TAKE_ERRORS as exc:
+        log_refused(inherit.generation, exc)
         return False
     finally:
         _zero(secrets)
