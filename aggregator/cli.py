@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import socket
@@ -27,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aggregator import benchcmd
+from aggregator import benchcmd, gcpolicy
 from aggregator.api import account_api, export
 from aggregator.client import DEFAULT_SERVER, admin_token, print_result, request
 from aggregator.cluster import commands as clustercmd
@@ -145,9 +144,10 @@ async def _serve(
                 exc, collector_config.host, collector_config.port, "host", "port"
             ) from None
     # Everything loaded so far (modules, ClickHouse client, parsers) lives as long as the
-    # process: keep it out of the cyclic GC's scans, which otherwise stall requests.
-    gc.collect()
-    gc.freeze()
+    # process, and so does most of what comes: out of the cyclic GC's scans, which
+    # otherwise stall requests (aggregator/gcpolicy.py).
+    gcpolicy.settle()
+    retiring = asyncio.create_task(gcpolicy.retire_forever())
     # Report posts take the lean path (collector/lean.py); while draining, aiohttp's.
     runner = LeanAppRunner(app, draining=lambda: app[drain.DRAINING].on, **RUNNER_OPTIONS)
     metrics = settings.parse_listen(collector_config.metrics_listen)
@@ -167,6 +167,7 @@ async def _serve(
     port = sock.getsockname()[1]
     print(f"streamtally listening on http://{collector_config.host}:{port}", flush=True)
     hangup = await until_signal()
+    retiring.cancel()
     if not hangup:
         log.info("shutting down: draining requests, flushing every open cell")
         await runner.cleanup()

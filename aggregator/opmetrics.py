@@ -45,7 +45,7 @@ COARSE_RULE: Final = (
 
 # Labels any exposed sample may carry: each from a small fixed set, none about a client.
 ALLOWED_LABELS: Final = frozenset(
-    {"reason", "step", "outcome", "quantile", "le", "field", "shard"}
+    {"reason", "step", "outcome", "quantile", "le", "field", "shard", "generation"}
     | {"implementation", "major", "minor", "patchlevel", "version"}  # python_info
 )
 
@@ -81,6 +81,11 @@ EXPOSURE: Final[Mapping[str, Exposure]] = {
         "summed over every account: what a player sends, never what was in it",
     ),
     "process_cpu_seconds": _LOAD,
+    "streamtally_gc_pause_seconds": Exposure(
+        "exact",
+        "how long the cyclic collector held the process, by generation (a fixed set): "
+        "time, of the whole heap of every account",
+    ),
     # the cluster link (collector and aggregator shard; ``shard``: its index, a fixed set)
     "streamtally_link_up": Exposure("exact", "whether the link to each shard is up"),
     "streamtally_link_buffered_events": _STATE,

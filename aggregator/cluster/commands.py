@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import gc
 import logging
 import os
 import socket
@@ -25,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from aggregator import gcpolicy
 from aggregator.signals import note_early_hangup, until_signal
 from collector import preflight, settings
 from collector.config import CollectorConfig
@@ -118,13 +118,16 @@ async def _serve(
     await runner.setup()
     if ready is not None:
         await ready()
-    # What is loaded now lives as long as the process: out of the cyclic GC's scans.
-    gc.collect()
-    gc.freeze()
+    # Everything loaded so far (modules, ClickHouse client, parsers) lives as long as the
+    # process, and so does most of what comes: out of the cyclic GC's scans, which
+    # otherwise stall requests (aggregator/gcpolicy.py).
+    gcpolicy.settle()
+    retiring = asyncio.create_task(gcpolicy.retire_forever())
     site = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG)
     await site.start()
     print(f"streamtally listening on http://{host}:{sock.getsockname()[1]}", flush=True)
     hangup = await until_signal()
+    retiring.cancel()
     return hangup, runner, site
 
 

@@ -37,6 +37,7 @@ REQUEST_COUNTERS = frozenset(
         "streamtally_pipeline_step_seconds",  # _count and _sum per step: requests and time
         "streamtally_flush_seconds",  # one more flush cycle (the admin flush), its time
         "process_cpu_seconds_total",
+        "streamtally_gc_pause_seconds",  # passes of the collector: every request allocates
     }
 )
 STATE_GAUGES = ("streamtally_active_sessions", "streamtally_open_cells")
