@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import os
 import resource
@@ -55,6 +56,7 @@ class RunResult:
     generator_cpu: float  # CPU seconds this process used during the run
     answered_indexes: array[int] = field(default_factory=lambda: array("q"))
     send_lag: array[float] = field(default_factory=lambda: array("d"))
+    generator_stall: float = 0.0  # the longest the generator's own loop went without a turn (s)
 
     def send_lag_percentile(self, q: float) -> float:
         """How late (s) requests went out after their due time: near zero while the generator
@@ -163,6 +165,8 @@ class _Generator:
         self.progress: Callable[[int, int, float], None] | None = None
         self.next_progress = 0.0
         self.send_lag: array[float] = array("d")  # due time -> written to the socket
+        self.stall = 0.0  # longest time between two ticks (open loop)
+        self.last_tick = 0.0
 
     def due(self, now: float) -> int:
         """How many requests are due by ``now`` (open loop) or all of them (closed loop)."""
@@ -234,6 +238,9 @@ class _Generator:
         if finished is None or finished.done():
             return
         now = perf_counter()
+        if self.rate is not None and self.last_tick:
+            self.stall = max(self.stall, now - self.last_tick)
+        self.last_tick = now
         if now - self.t0 >= self.duration:
             self.stopping = True  # time is up: wait only for what is in flight
             self.check_finished()
@@ -277,6 +284,11 @@ async def run(
         gen.conns.append(conn)
     gen.idle = list(gen.conns)
     gen.finished = loop.create_future()
+    # The generator's own cyclic GC would walk every request it holds (and the runner's
+    # pools) in one pause, sending late: a stall of the generator, measured as latency.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     cpu0 = _cpu_seconds()
     gen.t0 = perf_counter()
     gen.last = gen.t0
@@ -284,8 +296,12 @@ async def run(
     gen.next_progress = gen.t0 + 1.0
     loop.call_soon(gen.tick)
     # Grace for answers still in flight when time is up.
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(gen.finished), duration + 10.0)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(gen.finished), duration + 10.0)
+    finally:
+        gc.enable()
+        gc.unfreeze()
     cpu = _cpu_seconds() - cpu0
     for conn in gen.conns:
         if conn.transport is not None:
@@ -301,6 +317,7 @@ async def run(
         generator_cpu=cpu,
         answered_indexes=gen.indexes,
         send_lag=gen.send_lag,
+        generator_stall=gen.stall,
     )
 
 

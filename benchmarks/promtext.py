@@ -35,3 +35,15 @@ def steps(samples: Samples) -> dict[str, tuple[float, float]]:
     counts = by_label(samples, "streamtally_pipeline_step_seconds_count", "step")
     sums = by_label(samples, "streamtally_pipeline_step_seconds_sum", "step")
     return {step: (counts[step], sums.get(step, 0.0)) for step in counts}
+
+
+def slow_passes(samples: Samples, histogram: str, bound: str) -> float:
+    """How many observations of a histogram (summed over its other labels) exceeded the
+    bucket bound ``bound`` (its ``le`` label as exposed, e.g. ``"0.01"``)."""
+    count = total(samples, histogram + "_count")
+    within = sum(
+        v
+        for (n, labels), v in samples.items()
+        if n == histogram + "_bucket" and dict(labels).get("le") == bound
+    )
+    return count - within

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 import uvloop
 
-from benchmarks import loadgen, pool, promtext, servers, traffic, wrk
+from benchmarks import loadgen, pool, promtext, servers, steal, traffic, wrk
 from benchmarks.ohttp_keys import KeyConfig, parse_ohttp_keys
 
 Progress = Callable[[str], None]
@@ -54,6 +54,10 @@ LABELS = {
 SEALED = {HPKE, ST_SEALED}
 EXPECTED_CEILING = {ST_PLAIN: AIOHTTP, ST_SEALED: HPKE}  # cannot be faster than these
 BATCHES = (1, 4)  # events per report: the first for every phase, the others saturation only
+# A fixed-rate run during which the host took this much of the cores (benchmarks/steal.py)
+# measured the host: it is run again, at most this many times.
+STEAL_LIMIT_MS = 20.0
+STEAL_RETRIES = 2
 HEARTBEATS_S = (10, 30)  # seconds between a viewer's t events, for viewers per core
 
 
@@ -132,6 +136,11 @@ class RatePoint:
     server_cpu_seconds: float
     cpu_seconds_per_1000: float
     kept_up: bool  # achieved >= 97% of offered and no errors
+    # StreamTally with its metrics: what ran in the server meanwhile (None: not known)
+    gc_pauses_over_10ms: int | None = None  # cyclic GC passes that held it >= 10 ms
+    flushes: int | None = None
+    generator_stall_ms: float = 0.0  # the longest the generator's loop went without a turn
+    steal_ms: float | None = None  # time the host took from the two cores (benchmarks/steal.py)
 
 
 @dataclass
@@ -451,8 +460,16 @@ class Bench:
         self, server: servers.Server, requests: Sequence[bytes], fraction: float, rate: float
     ) -> tuple[RatePoint, loadgen.RunResult]:
         cpu0 = server.cpu_seconds()
+        inside0 = self._inside(server)
+        stolen0 = steal.seconds(self._cores())
         run = self._loadgen(server, requests, rate, self.plan.rate_seconds, f"{fraction:.0%}")
         cpu = server.cpu_seconds() - cpu0
+        stolen1 = steal.seconds(self._cores())
+        inside = self._inside(server)
+        slow_gc = flushes = None
+        if inside0 is not None and inside is not None:
+            slow_gc = round(inside[0] - inside0[0])
+            flushes = round(inside[1] - inside0[1])
         statuses = {str(s): n for s, n in sorted(run.statuses.items())}
         kept_up = run.achieved_rate >= 0.97 * rate and run.errors == 0
         point = RatePoint(
@@ -473,14 +490,41 @@ class Bench:
             server_cpu_seconds=round(cpu, 3),
             cpu_seconds_per_1000=round(cpu / max(run.answered, 1) * 1000, 4),
             kept_up=kept_up,
+            gc_pauses_over_10ms=slow_gc,
+            flushes=flushes,
+            generator_stall_ms=_ms(run.generator_stall),
+            steal_ms=None if stolen0 is None or stolen1 is None else _ms(stolen1 - stolen0),
         )
         self.say(
             f"    {fraction:>4.0%} of saturation = {rate:>9,.0f} req/s offered: "
             f"{run.achieved_rate:>9,.0f} achieved, p50 {point.p50_ms:.2f} ms, "
             f"p99 {point.p99_ms:.2f} ms, p99.9 {point.p999_ms:.2f} ms"
+            + ("" if slow_gc is None else f"; {flushes} flushes, {slow_gc} GC passes >= 10 ms")
+            + f"; generator stall {point.generator_stall_ms:.1f} ms"
+            + ("" if point.steal_ms is None else f", host steal {point.steal_ms:.0f} ms")
             + ("" if kept_up else "  (did not keep up)")
         )
         return point, run
+
+    def _cores(self) -> list[int] | None:
+        """The generator's and the server's cores (None: not pinned, every core)."""
+        if self.generator_cpu is None or self.server_cpu is None:
+            return None
+        return sorted({self.generator_cpu, self.server_cpu} | set(self.server_cpus or ()))
+
+    @staticmethod
+    def _inside(server: servers.Server) -> tuple[float, float] | None:
+        """(GC passes that took 10 ms or more, flushes) so far, from a StreamTally's own
+        metrics; None for a baseline or the children of --workers (no metrics)."""
+        if not isinstance(server, servers.StreamTally) or server.workers > 1:
+            return None
+        try:
+            samples = promtext.parse(server.metrics_text())
+        except servers.ServerError:
+            return None
+        return promtext.slow_passes(samples, "streamtally_gc_pause_seconds", "0.01"), (
+            promtext.total(samples, "streamtally_flush_seconds_count")
+        )
 
     # -- one target ------------------------------------------------------------------------
 
@@ -558,10 +602,19 @@ class Bench:
             result.notes.append("wrk needed more requests than the pool held (wrapped)")
         for fraction in plan.fractions:
             rate = max(1.0, saturation.rps * fraction)
-            fixed = make(int(rate * plan.rate_seconds) + 1)
-            point, run = self._point(server, fixed.requests, fraction, rate)
-            if on_phase:
-                on_phase(f"{fraction:.0%}", "loadgen", run, fixed.events)
+            for attempt in range(1 + STEAL_RETRIES):
+                fixed = make(int(rate * plan.rate_seconds) + 1)
+                point, run = self._point(server, fixed.requests, fraction, rate)
+                if on_phase:
+                    again = f" (again, {attempt})" if attempt else ""
+                    on_phase(f"{fraction:.0%}{again}", "loadgen", run, fixed.events)
+                if point.steal_ms is None or point.steal_ms < STEAL_LIMIT_MS:
+                    break
+                result.notes.append(
+                    f"{fraction:.0%} of saturation: the host took {point.steal_ms:.0f} ms of "
+                    f"the cores during the run (steal, /proc/stat; p99 {point.p99_ms:.2f} ms)"
+                    + (": run again" if attempt < STEAL_RETRIES else ": kept, out of retries")
+                )
             result.points.append(point)
             self.step(f"{name} {fraction:.0%}")
         return result
