@@ -11,6 +11,7 @@ X-Forwarded-For headers are joined with "," by the caller, as RFC 9110 allows.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Sequence
 from typing import TypeAlias
 
@@ -61,6 +62,12 @@ class ClientIP:
                 message = f"entry {position} is not a CIDR network"
                 raise ConfigError("trusted_proxies", message) from None
         self._networks = tuple(networks)
+        # IPv4 networks as (network, mask) integers: the fast path's membership test
+        self._v4 = tuple(
+            (int(n.network_address), int(n.netmask))
+            for n in networks
+            if isinstance(n, ipaddress.IPv4Network)
+        )
         self._proxies: dict[str, str] = {}  # text of a trusted hop -> its canonical form
 
     def _hop(self, text: str) -> tuple[str, bool] | None:
@@ -69,6 +76,18 @@ class ClientIP:
         known = self._proxies.get(text)
         if known is not None:
             return known, True
+        # Fast path, most entries: a bare IPv4 address. inet_pton takes only the canonical
+        # dotted quad (four decimal octets, no leading zeros), which is what ipaddress
+        # accepts too and how it prints it: the text is its own canonical form.
+        bare = text.strip()
+        try:
+            packed = socket.inet_pton(socket.AF_INET, bare)
+        except (OSError, ValueError):
+            pass
+        else:
+            value = int.from_bytes(packed, "big")
+            if not any(value & mask == network for network, mask in self._v4):
+                return bare, False
         address = _parse(text)
         if address is None:
             return None

@@ -4,10 +4,13 @@ trusted proxies; a forged or broken chain never wins over the peer."""
 from __future__ import annotations
 
 import gc
+from ipaddress import ip_network
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from collector.clientip import ClientIP
+from collector.clientip import ClientIP, _parse
 from collector.errors import ConfigError
 
 TRUSTED = ["10.0.0.0/8", "192.168.1.10/32", "2001:db8:100::/48"]
@@ -146,3 +149,30 @@ def test_a_viewers_address_is_not_kept_after_its_request(peer: str, xff: str | N
         assert resolver.resolve(peer, xff) == "203.0.113.77"
     held = _strings_reachable(resolver)
     assert not any("203.0.113.77" in s for s in held)
+
+
+_OCTET = st.one_of(
+    st.integers(0, 255).map(str),  # canonical
+    st.integers(0, 999).map(str),  # out of range
+    st.integers(0, 99).map(lambda n: f"0{n}"),  # a leading zero (octal in some parsers)
+    st.sampled_from(["", "0x1", " 1", "1 ", "-1", "1\x00"]),
+)
+_ENTRY = st.one_of(
+    st.lists(_OCTET, min_size=3, max_size=5).map(".".join),
+    st.lists(_OCTET, min_size=4, max_size=4).map(lambda o: " " + ".".join(o) + " "),
+    st.lists(_OCTET, min_size=4, max_size=4).map(lambda o: ".".join(o) + ":8080"),
+    st.sampled_from(["10.1.2.3", "192.168.1.10", "192.168.1.11", "::ffff:10.1.2.3"]),
+)
+
+
+@given(entry=_ENTRY)
+def test_the_ipv4_fast_path_reads_every_entry_as_ipaddress_does(entry: str) -> None:
+    """The fast path (inet_pton) and the parser of record (ipaddress) agree on whether an
+    entry is an address, what its text is and whether it is a trusted proxy."""
+    resolver = ClientIP(TRUSTED)
+    expected = None
+    parsed = _parse(entry)
+    if parsed is not None:
+        trusted = any(parsed in ip_network(n) for n in TRUSTED)
+        expected = (str(parsed), trusted)
+    assert resolver._hop(entry) == expected
