@@ -150,7 +150,7 @@ async def housekeeping(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-def _cors_headers(account: Account | None, origin: str | None) -> dict[str, str]:
+def cors_headers(account: Account | None, origin: str | None) -> dict[str, str]:
     if origin is None or account is None or not account.allows_origin(origin):
         return {}
     return {
@@ -168,7 +168,7 @@ def answer_cors(
     account = report.account
     if account is None and origin is not None:
         account = pipeline.accounts.by_embed_key(embed_key)
-    return _cors_headers(account, origin)
+    return cors_headers(account, origin)
 
 
 def late_problem() -> Overloaded:
@@ -188,7 +188,7 @@ async def post_report(request: web.Request) -> web.StreamResponse:
         problem = PayloadTooLarge(f"report body over the limit of {limit} bytes")
         REPORTS_REJECTED.labels(problem.reason).inc()
         return problem_response(
-            problem, _cors_headers(pipeline.accounts.by_embed_key(embed_key), origin)
+            problem, cors_headers(pipeline.accounts.by_embed_key(embed_key), origin)
         )
     body = await request.content.read(limit + 1)
     report = Report(
@@ -217,7 +217,7 @@ def preflight_answer(
 ) -> tuple[HTTPProblem | None, dict[str, str]]:
     """A CORS preflight's answer: a problem, or 204 with these headers (and the lean path's)."""
     account = pipeline.accounts.by_embed_key(embed_key)
-    cors = _cors_headers(account, origin)
+    cors = cors_headers(account, origin)
     if not cors:
         if account is None:
             return NotFound("unknown embed key", key="embed_key"), {}

@@ -34,12 +34,14 @@ from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.tcp_helpers import tcp_keepalive
 
+from collector.accounts import Account
 from collector.app import (
     COLLECTOR_CONFIG,
     KEYS_TYPE,
     KEYSTORE,
     PIPELINE,
     answer_cors,
+    cors_headers,
     keys_headers,
     late_problem,
     log_unexpected,
@@ -84,6 +86,7 @@ _WANTED = re.compile(
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _SERVER_LINE = f"Server: {SERVER_SOFTWARE}\r\n"
 _access = logging.getLogger("aiohttp.access")
+_NO_CONTENT_ORIGINS = 1024
 
 
 class _Head:
@@ -167,7 +170,9 @@ def parse_head(head: bytes) -> _Head | None:
     return out if out.content_length <= 0 else None  # no body: framed by the head alone
 
 
-def render(status: int, headers: dict[str, str], body: bytes | None) -> bytes:
+def render(
+    status: int, headers: dict[str, str], body: bytes | None, date: str | None = None
+) -> bytes:
     """The bytes aiohttp writes for ``web.Response(status, headers, body)`` as the
     collector builds it (headers in order, then Content-Type and Content-Length for a body,
     then Date and Server)."""
@@ -175,7 +180,7 @@ def render(status: int, headers: dict[str, str], body: bytes | None) -> bytes:
     parts.extend(f"{name}: {value}\r\n" for name, value in headers.items())
     if body is not None:
         parts.append(f"Content-Length: {len(body)}\r\n")
-    parts.append(f"Date: {rfc822_formatted_time()}\r\n")
+    parts.append(f"Date: {date or rfc822_formatted_time()}\r\n")
     parts.append(_SERVER_LINE)
     parts.append("\r\n")
     head = "".join(parts).encode("latin-1")
@@ -314,8 +319,13 @@ class LeanProtocol(asyncio.Protocol):
                 arrival=pipeline.clock(),
             )
             outcome = pipeline.run(report)
+            server = self._server
+            if outcome.problem is None and server.delivers_at_once:
+                # Past the admit step (the Origin is allowed): the usual 204, made once a second
+                self._write(server.no_content(report.account, head.origin))
+                return
             cors = answer_cors(pipeline, report, head.embed_key, head.origin)
-            if outcome.accepted and not self._server.delivers_at_once:
+            if outcome.accepted and not server.delivers_at_once:
                 self._busy = True
                 task = self._loop.create_task(self._deliver(outcome.problem, cors))
                 task.add_done_callback(_retrieve)
@@ -421,6 +431,21 @@ class LeanServer(web.Server):
         # report's events safe when ``submit`` returns: no need to await ``delivered``.
         self.delivers_at_once = bool(getattr(self.pipeline.sink, "delivers_at_once", False))
         self.lean: set[LeanProtocol] = set()
+        # The 204 of a report past the admit step, by its (allowed) Origin, for one second:
+        # the same bytes for every such report (page origins, never a viewer's data).
+        self._no_content: dict[str | None, bytes] = {}
+        self._no_content_date = ""
+
+    def no_content(self, account: Account | None, origin: str | None) -> bytes:
+        date = rfc822_formatted_time()
+        answers = self._no_content
+        if date != self._no_content_date or len(answers) >= _NO_CONTENT_ORIGINS:
+            answers.clear()
+            self._no_content_date = date
+        answer = answers.get(origin)
+        if answer is None:
+            answer = answers[origin] = render(204, cors_headers(account, origin), None, date)
+        return answer
 
     def keys_headers(self) -> dict[str, str]:
         headers = keys_headers(self.config)

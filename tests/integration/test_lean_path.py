@@ -164,3 +164,23 @@ async def test_pipelined_reports_are_answered_in_order(running: Running) -> None
         b"HTTP/1.1 200 OK",
         b"HTTP/1.1 204 No Content",
     ]
+
+
+async def test_each_page_origin_gets_its_own_answer(running: Running) -> None:
+    """The lean path makes the usual 204 once a second per allowed Origin: reports from two
+    origins of one account, and one without, all at once, each answered for itself."""
+    other = "https://other.example"
+    account = await running.create_account(origins=(ORIGIN, other))
+    key = account["embed_key"]
+    answers = await asyncio.gather(
+        *(
+            _exchange(running, _post(key, _line().encode(), origin=o), via_aiohttp=False)
+            for o in (ORIGIN, other, None, ORIGIN, other)
+        )
+    )
+    allowed = [
+        m.group(1) if (m := re.search(rb"Access-Control-Allow-Origin: (\S+)", a)) else None
+        for a in answers
+    ]
+    assert allowed == [ORIGIN.encode(), other.encode(), None, ORIGIN.encode(), other.encode()]
+    assert all(a.startswith(b"HTTP/1.1 204 ") for a in answers)
