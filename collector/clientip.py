@@ -24,6 +24,8 @@ _MAX_HOPS = 32  # a longer chain is not walked past this many entries from the r
 # Trusted hops (the operator's own proxies) are remembered by their text, in memory only;
 # a viewer's address is parsed each time and never kept past its request (privacy register).
 _PROXY_CACHE = 1024
+_HEX_COLON = "0123456789abcdefABCDEF:"
+_V6_LOW = bytes(10)  # ::/80 holds ::/96 (compatible) and ::ffff:0:0/96 (mapped)
 
 
 def _parse(text: str) -> _Address | None:
@@ -68,6 +70,11 @@ class ClientIP:
             for n in networks
             if isinstance(n, ipaddress.IPv4Network)
         )
+        self._v6 = tuple(
+            (int(n.network_address), int(n.netmask))
+            for n in networks
+            if isinstance(n, ipaddress.IPv6Network)
+        )
         self._proxies: dict[str, str] = {}  # text of a trusted hop -> its canonical form
 
     def _hop(self, text: str) -> tuple[str, bool] | None:
@@ -88,6 +95,19 @@ class ClientIP:
             value = int.from_bytes(packed, "big")
             if not any(value & mask == network for network, mask in self._v4):
                 return bare, False
+        # And a bare IPv6 address in hex and colons (no embedded IPv4, no zone), outside
+        # ::/80 (mapped and compatible forms): inet_ntop then prints what ipaddress prints
+        # (RFC 5952: lower case, no leading zeros, the first longest run of two or more
+        # zero groups as ::).
+        if ":" in bare and bare.strip(_HEX_COLON) == "":
+            try:
+                packed = socket.inet_pton(socket.AF_INET6, bare)
+            except (OSError, ValueError):
+                return None  # ipaddress refuses what inet_pton does, for these characters
+            if packed[:10] != _V6_LOW:
+                value = int.from_bytes(packed, "big")
+                if not any(value & mask == network for network, mask in self._v6):
+                    return socket.inet_ntop(socket.AF_INET6, packed), False
         address = _parse(text)
         if address is None:
             return None

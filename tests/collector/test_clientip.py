@@ -4,10 +4,10 @@ trusted proxies; a forged or broken chain never wins over the peer."""
 from __future__ import annotations
 
 import gc
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.clientip import ClientIP, _parse
@@ -157,18 +157,34 @@ _OCTET = st.one_of(
     st.integers(0, 99).map(lambda n: f"0{n}"),  # a leading zero (octal in some parsers)
     st.sampled_from(["", "0x1", " 1", "1 ", "-1", "1\x00"]),
 )
+_HEXTET = st.one_of(
+    st.integers(0, 0xFFFF).map(lambda n: f"{n:x}"),
+    st.integers(0, 0xFFFF).map(lambda n: f"{n:04X}"),  # upper case, leading zeros
+    st.just("0"),
+    st.sampled_from(["", "00000", "g", "12345"]),
+)
+_V6 = st.one_of(
+    st.lists(_HEXTET, min_size=1, max_size=9).map(":".join),  # with runs of "" as ::
+    st.integers(0, 2**128 - 1).map(lambda n: str(ip_address(n.to_bytes(16, "big")))),
+    st.integers(0, 2**32 - 1).map(lambda n: f"::{n >> 16:x}:{n & 0xFFFF:x}"),  # ::/96
+    st.integers(0, 2**32 - 1).map(lambda n: f"::ffff:{n >> 16:x}:{n & 0xFFFF:x}"),  # mapped
+    st.sampled_from(["::", "::1", "1::", "fe80::1%eth0", "[2001:db8::1]:443", "1:0:0:1::1"]),
+)
 _ENTRY = st.one_of(
+    _V6,
     st.lists(_OCTET, min_size=3, max_size=5).map(".".join),
     st.lists(_OCTET, min_size=4, max_size=4).map(lambda o: " " + ".".join(o) + " "),
     st.lists(_OCTET, min_size=4, max_size=4).map(lambda o: ".".join(o) + ":8080"),
     st.sampled_from(["10.1.2.3", "192.168.1.10", "192.168.1.11", "::ffff:10.1.2.3"]),
+    st.sampled_from(["2001:db8:100::1", "2001:DB8:100:0:0:0:0:1", "2001:db8:101::1"]),
 )
 
 
 @given(entry=_ENTRY)
-def test_the_ipv4_fast_path_reads_every_entry_as_ipaddress_does(entry: str) -> None:
-    """The fast path (inet_pton) and the parser of record (ipaddress) agree on whether an
-    entry is an address, what its text is and whether it is a trusted proxy."""
+@settings(max_examples=1000)
+def test_the_fast_paths_read_every_entry_as_ipaddress_does(entry: str) -> None:
+    """The fast paths (inet_pton, inet_ntop) and the parser of record (ipaddress) agree on
+    whether an entry is an address, what its text is and whether it is a trusted proxy."""
     resolver = ClientIP(TRUSTED)
     expected = None
     parsed = _parse(entry)
