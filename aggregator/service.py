@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -73,6 +74,10 @@ class FlushReport:
     rows: int
     tombstones: int
     spooled: int
+
+    def as_json(self) -> dict[str, int]:
+        """The body of an admin flush's answer (and a shard's, summed over the cluster)."""
+        return dataclasses.asdict(self)
 
 
 class Service:

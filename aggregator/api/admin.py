@@ -102,10 +102,4 @@ async def flush(request: web.Request) -> web.Response:
     """Write the current state of every open cell now."""
     require_admin(request)
     report = await request.app[SERVICE].flush(everything=True)
-    body = {
-        "groups": report.groups,
-        "rows": report.rows,
-        "tombstones": report.tombstones,
-        "spooled": report.spooled,
-    }
-    return web.json_response(body)
+    return web.json_response(report.as_json())

@@ -139,12 +139,7 @@ async def cluster_flush(request: web.Request) -> web.Response:
     link = request.app[LINK_SERVER]
     peers = request.app[PEERS]
     report = await request.app[SERVICE].flush(everything=True)
-    body = {
-        "groups": report.groups,
-        "rows": report.rows,
-        "tombstones": report.tombstones,
-        "spooled": report.spooled,
-    }
+    body = report.as_json()
     if peers.reachable():
         for index in range(link.shard.count):
             if index != link.shard.index:
@@ -211,12 +206,7 @@ async def create_shard_app(
 
     async def call_flush(args: dict[str, Any]) -> tuple[int, Any]:
         report = await service.flush(everything=True)
-        return 200, {
-            "groups": report.groups,
-            "rows": report.rows,
-            "tombstones": report.tombstones,
-            "spooled": report.spooled,
-        }
+        return 200, report.as_json()
 
     async def call_purge(args: dict[str, Any]) -> tuple[int, Any]:
         return 200, await purger.purge(str(args["account_id"]), str(args["actor"]))
