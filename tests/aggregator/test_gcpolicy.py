@@ -164,3 +164,25 @@ def test_serve_runs_the_policy(tmp_path: Path) -> None:
         if s.startswith('streamtally_gc_pause_seconds_count{generation="2"}')
     )  # fmt: skip
     assert float(line.split()[-1]) >= 1  # the start-up settle, timed
+
+
+def test_a_retire_freezes_no_young_garbage() -> None:
+    """Garbage still in the young generations when a retire comes (a flush leaves some) is
+    collected, not frozen until the sweep."""
+    out = _python(
+        """
+        import gc
+        from aggregator import gcpolicy
+
+        gcpolicy.settle()
+        class Node:
+            pass
+        for _ in range(200):
+            a, b = Node(), Node()
+            a.other, b.other = b, a  # a pair in a cycle, dropped at once
+        del a, b
+        gcpolicy.retire()
+        print(gcpolicy.sweep())
+        """
+    )
+    assert int(out) < 10  # the pairs (400 objects) were not frozen
