@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import time
 from typing import Final
 
@@ -48,6 +49,8 @@ __all__ = [
     "settle",
     "sweep",
 ]
+
+log = logging.getLogger("streamtally.gc")
 
 RETIRE_SECONDS: Final = 10.0
 SWEEP_SECONDS: Final = 3600.0
@@ -112,7 +115,13 @@ async def retire_forever(
     while True:
         await asyncio.sleep(retire_seconds)
         if time.monotonic() - swept >= sweep_seconds:
-            sweep()
+            started = time.monotonic()
+            found = sweep()
             swept = time.monotonic()
+            log.info(
+                "gc sweep: %d unreachable object(s) found in %.0f ms",
+                found,
+                1e3 * (swept - started),
+            )
         else:
             retire()

@@ -186,3 +186,40 @@ def test_a_retire_freezes_no_young_garbage() -> None:
         """
     )
     assert int(out) < 10  # the pairs (400 objects) were not frozen
+
+
+def test_the_serving_loop_retires_and_sweeps() -> None:
+    """retire_forever, with short intervals: what lives is retired between its turns, and
+    the sweep finds a cycle that died after it was retired, and says so in the log."""
+    out = _python(
+        """
+        import asyncio, gc, logging, sys
+        from aggregator import gcpolicy
+
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+
+        class Node:
+            pass
+
+        async def main():
+            gcpolicy.settle()
+            task = asyncio.create_task(gcpolicy.retire_forever(0.02, 0.3))
+            ring = [Node() for _ in range(500)]
+            for a, b in zip(ring, ring[1:] + ring[:1]):
+                a.next = b
+            del a, b
+            before = gc.get_freeze_count()
+            await asyncio.sleep(0.1)  # retires: the ring is frozen now
+            print("retired", gc.get_freeze_count() - before >= 500)
+            del ring  # dies in the permanent generation
+            await asyncio.sleep(0.4)  # the sweep comes
+            task.cancel()
+
+        asyncio.run(main())
+        """
+    )
+    lines = out.splitlines()
+    assert "retired True" in lines
+    sweeps = [line for line in lines if line.startswith("gc sweep: ")]
+    assert sweeps
+    assert int(sweeps[0].split()[2]) >= 500
