@@ -256,8 +256,8 @@ def markdown(result: dict[str, Any], png: str | None) -> str:
     lines += [
         "| server | offered/s | achieved/s | p50 ms | p99 ms | p99.9 ms | server CPU-ms "
         "per 1,000 | send lag p99 ms | generator stall ms | host steal ms | flushes | "
-        "GC passes >= 10 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "GC passes >= 10 ms | other server threads CPU-ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in result["targets"].values():
         for p in t["points"]:
@@ -266,7 +266,8 @@ def markdown(result: dict[str, Any], png: str | None) -> str:
                 f"{_num(p['p50_ms'], 2)} | {_num(p['p99_ms'], 2)} | {_num(p['p999_ms'], 2)} | "
                 f"{_num(p['cpu_seconds_per_1000'] * 1e3, 1)} | {_num(p['send_lag_p99_ms'], 3)} | "
                 f"{_num(p.get('generator_stall_ms'), 1)} | {_num(p.get('steal_ms'))} | "
-                f"{_num(p.get('flushes'))} | {_num(p.get('gc_pauses_over_10ms'))} |"
+                f"{_num(p.get('flushes'))} | {_num(p.get('gc_pauses_over_10ms'))} | "
+                f"{_num(p.get('helper_threads_cpu_ms'))} |"
             )
     lines.append("")
     notes = result.get("notes") or []

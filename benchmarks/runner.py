@@ -141,6 +141,7 @@ class RatePoint:
     flushes: int | None = None
     generator_stall_ms: float = 0.0  # the longest the generator's loop went without a turn
     steal_ms: float | None = None  # time the host took from the two cores (benchmarks/steal.py)
+    helper_threads_cpu_ms: float | None = None  # the server's threads but its loop's (chDB)
 
 
 @dataclass
@@ -462,9 +463,11 @@ class Bench:
         cpu0 = server.cpu_seconds()
         inside0 = self._inside(server)
         stolen0 = steal.seconds(self._cores())
+        helpers0 = self._helpers_cpu(server)
         run = self._loadgen(server, requests, rate, self.plan.rate_seconds, f"{fraction:.0%}")
         cpu = server.cpu_seconds() - cpu0
         stolen1 = steal.seconds(self._cores())
+        helpers1 = self._helpers_cpu(server)
         inside = self._inside(server)
         slow_gc = flushes = None
         if inside0 is not None and inside is not None:
@@ -494,6 +497,9 @@ class Bench:
             flushes=flushes,
             generator_stall_ms=_ms(run.generator_stall),
             steal_ms=None if stolen0 is None or stolen1 is None else _ms(stolen1 - stolen0),
+            helper_threads_cpu_ms=(
+                None if helpers0 is None or helpers1 is None else _ms(helpers1 - helpers0)
+            ),
         )
         self.say(
             f"    {fraction:>4.0%} of saturation = {rate:>9,.0f} req/s offered: "
@@ -502,9 +508,26 @@ class Bench:
             + ("" if slow_gc is None else f"; {flushes} flushes, {slow_gc} GC passes >= 10 ms")
             + f"; generator stall {point.generator_stall_ms:.1f} ms"
             + ("" if point.steal_ms is None else f", host steal {point.steal_ms:.0f} ms")
+            + (
+                ""
+                if point.helper_threads_cpu_ms is None
+                else f", other server threads {point.helper_threads_cpu_ms:.0f} CPU-ms"
+            )
             + ("" if kept_up else "  (did not keep up)")
         )
         return point, run
+
+    @staticmethod
+    def _helpers_cpu(server: servers.Server) -> float | None:
+        """CPU of a local StreamTally's threads other than its event loop (None otherwise)."""
+        if not isinstance(server, servers.StreamTally) or isinstance(server, servers.Remote):
+            return None
+        if server.workers > 1 or server.proc is None:
+            return None
+        try:
+            return servers.helper_cpu_seconds(server.pid)
+        except OSError:
+            return None
 
     def _cores(self) -> list[int] | None:
         """The generator's and the server's cores (None: not pinned, every core)."""

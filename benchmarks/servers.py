@@ -74,6 +74,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def helper_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process's threads other than its main one (for StreamTally: the
+    ClickHouse client's and chDB's own threads, pinned to the event loop's core)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if task.name == str(pid):
+            continue
+        try:
+            text = (task / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        fields = text[text.rindex(")") + 2 :].split()
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
 def children(pid: int) -> list[int]:
     """The live child processes of ``pid`` (from /proc/<pid>/stat's ppid field)."""
     found = []

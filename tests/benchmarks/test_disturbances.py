@@ -135,3 +135,31 @@ def test_out_of_retries_the_least_disturbed_attempt_is_kept(
         1000.0,
     )
     assert [(p.p99_ms, p.steal_ms) for p in result.points] == [(1.0, 0.0), (3.0, 100.0)]
+
+
+def test_the_cpu_of_a_servers_other_threads_is_told_from_its_loops() -> None:
+    """What long-lived helper threads (chDB's) spend on the event loop's pinned core shows
+    apart from the main thread's CPU."""
+    import os
+    import threading
+
+    busy, done = threading.Event(), threading.Event()
+
+    def burn() -> None:
+        end = time.thread_time() + 0.2
+        while time.thread_time() < end:
+            pass
+        busy.set()
+        done.wait(10)  # alive while measured: an ended thread leaves /proc/<pid>/task
+
+    before = servers.helper_cpu_seconds(os.getpid())
+    worker = threading.Thread(target=burn)
+    worker.start()
+    try:
+        assert busy.wait(10)
+        after = servers.helper_cpu_seconds(os.getpid())
+    finally:
+        done.set()
+        worker.join()
+    assert after - before >= 0.15  # the thread's 0.2 s of CPU, in clock ticks
+    assert after - before < 0.5  # and not the main thread's (it only waited)
