@@ -151,6 +151,21 @@ def test_a_viewers_address_is_not_kept_after_its_request(peer: str, xff: str | N
     assert not any("203.0.113.77" in s for s in held)
 
 
+@pytest.mark.parametrize(
+    ("peer", "xff"),
+    [("10.0.0.1", "2001:DB8:9:0:0:0:0:77"), ("2001:db8:9::77", None)],
+    ids=["ipv6-behind-a-proxy", "ipv6-direct"],
+)
+def test_a_viewers_ipv6_address_is_not_kept_after_its_request(peer: str, xff: str | None) -> None:
+    """The same attack on the IPv6 fast path (inet_pton/inet_ntop): neither the text the
+    viewer sent nor its canonical form is reachable from the resolver afterwards."""
+    resolver = ClientIP(["10.0.0.0/8"])
+    for _ in range(3):
+        assert resolver.resolve(peer, xff) == "2001:db8:9::77"
+    held = _strings_reachable(resolver)
+    assert not any("2001:db8:9" in s.lower() for s in held)
+
+
 _OCTET = st.one_of(
     st.integers(0, 255).map(str),  # canonical
     st.integers(0, 999).map(str),  # out of range
