@@ -146,8 +146,7 @@ async def _serve(
     # Everything loaded so far (modules, ClickHouse client, parsers) lives as long as the
     # process, and so does most of what comes: out of the cyclic GC's scans, which
     # otherwise stall requests (aggregator/gcpolicy.py).
-    gcpolicy.settle()
-    retiring = asyncio.create_task(gcpolicy.retire_forever())
+    retiring = gcpolicy.start()
     # Report posts take the lean path (collector/lean.py); while draining, aiohttp's.
     runner = LeanAppRunner(app, draining=lambda: app[drain.DRAINING].on, **RUNNER_OPTIONS)
     metrics = settings.parse_listen(collector_config.metrics_listen)

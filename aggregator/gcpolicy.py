@@ -106,6 +106,13 @@ def sweep() -> int:
     return found
 
 
+def start() -> asyncio.Task[None]:
+    """What a serving command does once everything long-lived is loaded: settle, then run
+    :func:`retire_forever` (the task to cancel when it stops serving)."""
+    settle()
+    return asyncio.create_task(retire_forever())
+
+
 async def retire_forever(
     retire_seconds: float = RETIRE_SECONDS, sweep_seconds: float = SWEEP_SECONDS
 ) -> None:

@@ -121,8 +121,7 @@ async def _serve(
     # Everything loaded so far (modules, ClickHouse client, parsers) lives as long as the
     # process, and so does most of what comes: out of the cyclic GC's scans, which
     # otherwise stall requests (aggregator/gcpolicy.py).
-    gcpolicy.settle()
-    retiring = asyncio.create_task(gcpolicy.retire_forever())
+    retiring = gcpolicy.start()
     site = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG)
     await site.start()
     print(f"streamtally listening on http://{host}:{sock.getsockname()[1]}", flush=True)
